@@ -1,0 +1,4 @@
+//! Emulators of the services otpgate talks to, for the demo, tests and benches. The gateway
+//! never needs them in production.
+
+pub mod entra;

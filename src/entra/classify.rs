@@ -1,0 +1,1 @@
+//! Endpoint classification of native-auth request paths.

@@ -1,0 +1,1 @@
+//! Parameters of gated native-auth requests (form body and query string).
