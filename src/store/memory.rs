@@ -1,0 +1,311 @@
+//! The in-process store: the embedded default, and the fallback when Redis is unreachable.
+//!
+//! Keys are spread over shards, each behind a short-held mutex (never across an `.await`).
+//! Every entry expires, and the total is bounded: a shard that is full first drops what has
+//! expired, then evicts, and counts each eviction.
+
+use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{Store, StoreError, Window};
+
+const SHARDS: usize = 32;
+
+/// A cheap-to-clone handle to one in-process store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<Mutex<Shard>>,
+    per_shard_cap: usize,
+    evictions: AtomicU64,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, Slot>,
+}
+
+enum Slot {
+    /// Reservation times and ids, oldest first; expires with its newest entry.
+    Window {
+        hits: VecDeque<(Instant, Box<str>)>,
+        window: Duration,
+    },
+    Value {
+        bytes: Vec<u8>,
+        expires: Instant,
+    },
+    Mark {
+        expires: Instant,
+    },
+}
+
+impl Slot {
+    fn expired(&self, now: Instant) -> bool {
+        match self {
+            Slot::Window { hits, window } => hits.back().is_none_or(|(t, _)| *t + *window <= now),
+            Slot::Value { expires, .. } | Slot::Mark { expires } => *expires <= now,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most about `max_entries` keys.
+    pub fn new(max_entries: usize) -> Self {
+        let per_shard_cap = (max_entries / SHARDS).max(1);
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                per_shard_cap,
+                evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Entries evicted to stay within the bound since start.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Keys currently held, expired or not.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.inner.shards[(hasher.finish() as usize) % SHARDS]
+    }
+
+    /// Make room for one more key in `shard`.
+    fn make_room(&self, shard: &mut Shard, now: Instant) {
+        if shard.map.len() < self.inner.per_shard_cap {
+            return;
+        }
+        shard.map.retain(|_, slot| !slot.expired(now));
+        while shard.map.len() >= self.inner.per_shard_cap {
+            let Some(victim) = shard.map.keys().next().cloned() else {
+                break;
+            };
+            shard.map.remove(&victim);
+            self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(1_000_000)
+    }
+}
+
+fn trim(hits: &mut VecDeque<(Instant, Box<str>)>, window: Duration, now: Instant) {
+    while hits.front().is_some_and(|(t, _)| *t + window <= now) {
+        hits.pop_front();
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Window, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if !shard.map.contains_key(key) {
+            self.make_room(&mut shard, now);
+        }
+        let slot = shard
+            .map
+            .entry(key.to_owned())
+            .or_insert_with(|| Slot::Window {
+                hits: VecDeque::new(),
+                window,
+            });
+        if !matches!(slot, Slot::Window { .. }) {
+            *slot = Slot::Window {
+                hits: VecDeque::new(),
+                window,
+            };
+        }
+        let Slot::Window { hits, window: w } = slot else {
+            return Err(StoreError::Unavailable("window slot".into()));
+        };
+        *w = window;
+        trim(hits, window, now);
+        let reserved = (hits.len() as u64) < limit;
+        if reserved {
+            hits.push_back((now, id.into()));
+        }
+        let retry_after = hits
+            .front()
+            .map(|(t, _)| (*t + window).saturating_duration_since(now))
+            .unwrap_or(Duration::ZERO);
+        Ok(Window {
+            reserved,
+            count: hits.len() as u64,
+            retry_after,
+        })
+    }
+
+    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        let mut shard = self.shard(key).lock();
+        if let Some(Slot::Window { hits, .. }) = shard.map.get_mut(key) {
+            if let Some(pos) = hits.iter().position(|(_, h)| &**h == id) {
+                hits.remove(pos);
+            }
+        }
+        Ok(())
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        Ok(match shard.map.get_mut(key) {
+            Some(Slot::Window { hits, .. }) => {
+                trim(hits, window, now);
+                hits.len() as u64
+            }
+            _ => 0,
+        })
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = Instant::now();
+        let shard = self.shard(key).lock();
+        Ok(match shard.map.get(key) {
+            Some(Slot::Value { bytes, expires }) if *expires > now => Some(bytes.clone()),
+            _ => None,
+        })
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if !shard.map.contains_key(key) {
+            self.make_room(&mut shard, now);
+        }
+        shard.map.insert(
+            key.to_owned(),
+            Slot::Value {
+                bytes: value.to_vec(),
+                expires: now + ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key).lock();
+        if !shard.map.contains_key(key) {
+            self.make_room(&mut shard, now);
+        }
+        match shard.map.entry(key.to_owned()) {
+            MapEntry::Occupied(mut e) => {
+                if e.get().expired(now) {
+                    e.insert(Slot::Mark {
+                        expires: now + ttl,
+                    });
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            }
+            MapEntry::Vacant(e) => {
+                e.insert(Slot::Mark {
+                    expires: now + ttl,
+                });
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn window_holds_at_the_limit_and_resets_after_it() {
+        let store = MemoryStore::new(1000);
+        for i in 0..3 {
+            let w = store.reserve("k", &i.to_string(), HOUR, 3).await.unwrap();
+            assert!(w.reserved, "hit {i} within the limit");
+        }
+        let w = store.reserve("k", "x", HOUR, 3).await.unwrap();
+        assert!(!w.reserved);
+        assert_eq!(w.count, 3);
+        assert_eq!(w.retry_after, HOUR);
+
+        tokio::time::advance(HOUR - Duration::from_millis(1)).await;
+        assert!(!store.reserve("k", "y", HOUR, 3).await.unwrap().reserved);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let w = store.reserve("k", "z", HOUR, 3).await.unwrap();
+        assert!(w.reserved, "the window has moved past the first hits");
+        assert_eq!(w.count, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_slot_is_free_again() {
+        let store = MemoryStore::new(1000);
+        assert!(store.reserve("k", "a", HOUR, 1).await.unwrap().reserved);
+        assert!(!store.reserve("k", "b", HOUR, 1).await.unwrap().reserved);
+        store.release("k", "a").await.unwrap();
+        assert!(store.reserve("k", "c", HOUR, 1).await.unwrap().reserved);
+        assert_eq!(store.count("k", HOUR).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn values_expire() {
+        let store = MemoryStore::new(1000);
+        store.put("v", b"sms", Duration::from_secs(10)).await.unwrap();
+        assert_eq!(store.get("v").await.unwrap().as_deref(), Some(&b"sms"[..]));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(store.get("v").await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn take_once_is_single_use_until_expiry() {
+        let store = MemoryStore::new(1000);
+        assert!(store.take_once("n", Duration::from_secs(5)).await.unwrap());
+        assert!(!store.take_once("n", Duration::from_secs(5)).await.unwrap());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(store.take_once("n", Duration::from_secs(5)).await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_stays_bounded() {
+        let store = MemoryStore::new(SHARDS * 4);
+        for i in 0..10_000 {
+            store
+                .put(&format!("k{i}"), b"x", HOUR)
+                .await
+                .unwrap();
+        }
+        assert!(store.len() <= SHARDS * 4);
+        assert!(store.evictions() >= 10_000 - (SHARDS * 4) as u64);
+    }
+}

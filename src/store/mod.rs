@@ -1,0 +1,67 @@
+//! The state replicas must share: sliding-window counters, key/value entries with a TTL
+//! (learned method channels, flow chains) and take-once nonces.
+//!
+//! Keys are built by the callers and never contain raw secrets: continuation tokens and
+//! phone numbers are hashed before they become part of a key.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// A store operation that could not be completed. The caller treats it as an input to its
+/// decision (the fallback store or the route's fail mode), never as a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store timed out")]
+    Timeout,
+}
+
+/// The answer to a sliding-window reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Whether a slot was reserved. `false` means the window already holds `limit` entries.
+    pub reserved: bool,
+    /// Entries in the window after this call (including the reservation, when made).
+    pub count: u64,
+    /// When the oldest entry leaves the window: how long a throttled client should wait.
+    pub retry_after: Duration,
+}
+
+/// Shared state. Implementations are cheap to clone handles and safe to call concurrently;
+/// every method is atomic with respect to the others on the same key.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reserve one slot in the sliding window `key` if it holds fewer than `limit` entries
+    /// inside `window`. The slot is named `id` so a reservation for a request that is not
+    /// forwarded after all can be released.
+    async fn reserve(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Window, StoreError>;
+
+    /// Give back a slot taken by [`Store::reserve`]. Releasing a slot that expired or was
+    /// never taken is not an error.
+    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Entries currently in the window `key`, without reserving.
+    async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError>;
+
+    /// The value stored at `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Store `value` at `key` for `ttl`, replacing any earlier value.
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Mark `key` as used for `ttl`. Returns `true` the first time, `false` for every later
+    /// call while the mark lives: single-use nonces.
+    async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+}
