@@ -1,1 +1,743 @@
-//! Typed configuration.
+//! Typed configuration: a TOML file layered over built-in defaults and overridden by
+//! `OTPGATE__SECTION__KEY` environment variables, parsed into strong types, and validated
+//! with every problem reported at once, each naming its key.
+//!
+//! `config/otpgate.toml` documents every key with its default; it is the config reference.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+/// One problem, with the dotted key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Collects problems while a raw config is turned into typed settings.
+#[derive(Default)]
+pub struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// Parse `value` with `parse`, recording a problem for `key` when it fails.
+    pub fn parse<T, E: fmt::Display>(
+        &mut self,
+        key: &str,
+        value: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(key, format!("{e} (got {value:?})"));
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
+        self.parse(key, value, humantime::parse_duration)
+    }
+
+    pub fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        self.parse(key, value, |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "not a socket address such as 127.0.0.1:8080 or [::1]:8080")
+        })
+    }
+
+    /// A file that must exist and be readable now.
+    pub fn readable_file(&mut self, key: &str, path: &Path) {
+        if let Err(e) = std::fs::metadata(path) {
+            self.problem(key, format!("cannot read {}: {e}", path.display()));
+        }
+    }
+
+    pub fn finish(self) -> Result<(), Problems> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems(self.problems))
+        }
+    }
+}
+
+/// A secret value: redacted in `Debug` and when the effective config is printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// Resolve a secret given inline (or by env override) or as `{key}_file`. Exactly one of the
+/// two may be set; a file's trailing newline is dropped.
+pub fn resolve_secret(
+    check: &mut Checker,
+    key: &str,
+    inline: &Secret,
+    file: &Option<PathBuf>,
+) -> Secret {
+    match (inline.is_empty(), file) {
+        (false, Some(_)) => {
+            check.problem(key, format!("set either {key} or {key}_file, not both"));
+            Secret::default()
+        }
+        (true, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(s) => Secret(s.trim_end_matches(['\r', '\n']).to_owned()),
+            Err(e) => {
+                check.problem(
+                    &format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                Secret::default()
+            }
+        },
+        _ => inline.clone(),
+    }
+}
+
+/// The configuration as written: each section deserialized on its own so that a mistake in
+/// one does not hide mistakes in another.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub upstream: UpstreamConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub entra: EntraConfig,
+}
+
+/// `[server]`: the public listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gateway listens on.
+    pub listen: String,
+    /// Host names (without port) the gateway answers for; empty = any. Others get 400.
+    pub hosts: Vec<String>,
+    /// Peers (CIDRs) whose `X-Forwarded-For` is trusted, e.g. a load balancer.
+    pub trusted_proxies: Vec<String>,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: String,
+    /// Idle keep-alive time before a connection is closed.
+    pub idle_timeout: String,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once; more wait in the accept backlog.
+    pub max_connections: usize,
+    /// Most requests in flight at once; excess gets a fast 503.
+    pub max_in_flight: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_in_flight: 4096,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+/// `[tls]`: TLS on the public listener; off when both files are empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[upstream]`: the Entra host otpgate protects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL: `https://{tenant}.ciamlogin.com`, a custom URL domain, or a local emulator.
+    pub url: String,
+    /// Extra PEM CA certificates trusted for the upstream, besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to open a connection to the upstream.
+    pub connect_timeout: String,
+    /// Time allowed for the upstream's response headers.
+    pub response_timeout: String,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout: String,
+    /// Most idle pooled connections kept to the upstream.
+    pub pool_max_idle: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            ca_file: None,
+            connect_timeout: "2s".into(),
+            response_timeout: "15s".into(),
+            pool_idle_timeout: "90s".into(),
+            pool_max_idle: 256,
+        }
+    }
+}
+
+/// `[admin]`: liveness, readiness and metrics, on their own port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener; keep it off the public network.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `otpgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[entra]`: native-auth handling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EntraConfig {
+    /// V2 (experimental) native-auth endpoints: `block` or `pass`.
+    pub v2: V2Mode,
+    /// Largest form body accepted on a gated endpoint, in bytes; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Channel assumed for an MFA method id that was never seen in an introspect answer.
+    pub unknown_method_channel: UnknownChannel,
+    /// How long learned flows and method channels are kept.
+    pub flow_ttl: String,
+    /// How a denied OTP send is answered: `access_denied` (400, suberror
+    /// `provider_blocked_by_rep`) or `redirect` (200 `{"challenge_type":"redirect"}`).
+    pub deny_style: DenyStyle,
+}
+
+impl Default for EntraConfig {
+    fn default() -> Self {
+        Self {
+            v2: V2Mode::Block,
+            max_body_bytes: 16 * 1024,
+            unknown_method_channel: UnknownChannel::Sms,
+            flow_ttl: "15m".into(),
+            deny_style: DenyStyle::AccessDenied,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V2Mode {
+    Block,
+    Pass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownChannel {
+    Sms,
+    Email,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyStyle {
+    AccessDenied,
+    Redirect,
+}
+
+/// Load a config file (or only defaults when `path` is `None`) with env overrides, and
+/// validate it. Every problem found is returned at once.
+pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with an explicit environment, for tests.
+pub fn load_with_env(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Settings), Problems> {
+    let mut check = Checker::default();
+    let mut builder = config::Config::builder();
+    if let Some(path) = path {
+        builder = builder.add_source(
+            config::File::from(path.to_path_buf())
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("OTPGATE__"))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("OTPGATE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("server.hosts")
+            .with_list_parse_key("server.trusted_proxies")
+            .source(Some(env)),
+    );
+    let merged = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            check.problem(
+                &path.map(|p| p.display().to_string()).unwrap_or_default(),
+                e.to_string(),
+            );
+            return Err(Problems(check.problems));
+        }
+    };
+
+    let raw = RawConfig {
+        server: section(&merged, "server", &mut check),
+        tls: section(&merged, "tls", &mut check),
+        upstream: section(&merged, "upstream", &mut check),
+        admin: section(&merged, "admin", &mut check),
+        log: section(&merged, "log", &mut check),
+        entra: section(&merged, "entra", &mut check),
+    };
+    if let Ok(table) = merged
+        .clone()
+        .try_deserialize::<config::Map<String, config::Value>>()
+    {
+        for key in table.keys() {
+            if !KNOWN_SECTIONS.contains(&key.as_str()) {
+                check.problem(key, "unknown section");
+            }
+        }
+    }
+    let settings = Settings::from_raw(&raw, &mut check);
+    check.finish()?;
+    match settings {
+        Some(s) => Ok((raw, s)),
+        None => Err(Problems(vec![Problem {
+            key: String::new(),
+            message: "invalid configuration".into(),
+        }])),
+    }
+}
+
+const KNOWN_SECTIONS: &[&str] = &["server", "tls", "upstream", "admin", "log", "entra"];
+
+/// Deserialize one section, falling back to its defaults (and recording the problem) when it
+/// is malformed.
+fn section<T: DeserializeOwned + Default>(
+    merged: &config::Config,
+    name: &str,
+    check: &mut Checker,
+) -> T {
+    match merged.get::<T>(name) {
+        Ok(v) => v,
+        Err(config::ConfigError::NotFound(_)) => T::default(),
+        Err(e) => {
+            check.problem(name, e.to_string());
+            T::default()
+        }
+    }
+}
+
+/// Validated, typed settings: what `build()` steps turn into runtime objects.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: Option<TlsSettings>,
+    pub upstream: UpstreamSettings,
+    pub admin_listen: SocketAddr,
+    pub log: LogConfig,
+    pub entra: EntraSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// Lowercased host names; empty = any.
+    pub hosts: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub url: http::Uri,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+impl UpstreamSettings {
+    pub fn is_https(&self) -> bool {
+        self.url.scheme_str() == Some("https")
+    }
+    /// `host[:port]` as it goes into the `Host` header.
+    pub fn authority(&self) -> &str {
+        self.url.authority().map(|a| a.as_str()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EntraSettings {
+    pub v2: V2Mode,
+    pub max_body_bytes: usize,
+    pub unknown_method_channel: UnknownChannel,
+    pub flow_ttl: Duration,
+    pub deny_style: DenyStyle,
+}
+
+impl Settings {
+    /// Type and cross-check `raw`; returns `None` (with problems recorded) when invalid.
+    pub fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
+        let s = &raw.server;
+        let listen = check.addr("server.listen", &s.listen);
+        let mut trusted_proxies = Vec::new();
+        for (i, cidr) in s.trusted_proxies.iter().enumerate() {
+            let key = format!("server.trusted_proxies[{i}]");
+            if let Some(net) = check.parse(&key, cidr, parse_cidr) {
+                trusted_proxies.push(net);
+            }
+        }
+        let header_read_timeout =
+            check.duration("server.header_read_timeout", &s.header_read_timeout);
+        let idle_timeout = check.duration("server.idle_timeout", &s.idle_timeout);
+        let shutdown_grace = check.duration("server.shutdown_grace", &s.shutdown_grace);
+        if s.max_header_bytes < 1024 {
+            check.problem("server.max_header_bytes", "must be at least 1024");
+        }
+        if s.max_connections == 0 {
+            check.problem("server.max_connections", "must be at least 1");
+        }
+        if s.max_in_flight == 0 {
+            check.problem("server.max_in_flight", "must be at least 1");
+        }
+        let hosts = s.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+
+        if let Some(cert) = &raw.tls.cert_file {
+            check.readable_file("tls.cert_file", cert);
+        }
+        if let Some(key) = &raw.tls.key_file {
+            check.readable_file("tls.key_file", key);
+        }
+        let tls = match (&raw.tls.cert_file, &raw.tls.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            }),
+            (Some(_), None) => {
+                check.problem("tls.key_file", "required when tls.cert_file is set");
+                None
+            }
+            (None, Some(_)) => {
+                check.problem("tls.cert_file", "required when tls.key_file is set");
+                None
+            }
+        };
+
+        let u = &raw.upstream;
+        let url = if u.url.is_empty() {
+            check.problem(
+                "upstream.url",
+                "required, e.g. https://contoso.ciamlogin.com",
+            );
+            None
+        } else {
+            check.parse("upstream.url", &u.url, parse_upstream_url)
+        };
+        if let Some(ca) = &u.ca_file {
+            check.readable_file("upstream.ca_file", ca);
+        }
+        let connect_timeout = check.duration("upstream.connect_timeout", &u.connect_timeout);
+        let response_timeout = check.duration("upstream.response_timeout", &u.response_timeout);
+        let pool_idle_timeout = check.duration("upstream.pool_idle_timeout", &u.pool_idle_timeout);
+
+        let admin_listen = check.addr("admin.listen", &raw.admin.listen);
+        if let (Some(a), Some(l)) = (admin_listen, listen) {
+            if a == l && a.port() != 0 {
+                check.problem("admin.listen", "must differ from server.listen");
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            check.problem("log.level", e.to_string());
+        }
+
+        let e = &raw.entra;
+        let flow_ttl = check.duration("entra.flow_ttl", &e.flow_ttl);
+        if e.max_body_bytes == 0 || e.max_body_bytes > 1024 * 1024 {
+            check.problem("entra.max_body_bytes", "must be between 1 and 1048576");
+        }
+
+        Some(Settings {
+            server: ServerSettings {
+                listen: listen?,
+                hosts,
+                trusted_proxies,
+                header_read_timeout: header_read_timeout?,
+                idle_timeout: idle_timeout?,
+                max_header_bytes: s.max_header_bytes,
+                max_connections: s.max_connections,
+                max_in_flight: s.max_in_flight,
+                shutdown_grace: shutdown_grace?,
+            },
+            tls,
+            upstream: UpstreamSettings {
+                url: url?,
+                ca_file: u.ca_file.clone(),
+                connect_timeout: connect_timeout?,
+                response_timeout: response_timeout?,
+                pool_idle_timeout: pool_idle_timeout?,
+                pool_max_idle: u.pool_max_idle,
+            },
+            admin_listen: admin_listen?,
+            log: raw.log.clone(),
+            entra: EntraSettings {
+                v2: e.v2,
+                max_body_bytes: e.max_body_bytes,
+                unknown_method_channel: e.unknown_method_channel,
+                flow_ttl: flow_ttl?,
+                deny_style: e.deny_style,
+            },
+        })
+    }
+}
+
+/// A CIDR, or a bare address meaning a single host.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| "not a CIDR such as 10.0.0.0/8 or an IP address".to_owned())
+}
+
+/// An absolute `http`/`https` URL with a host and no path beyond `/`, query or userinfo:
+/// request paths go to the upstream unchanged, so a base path would be silently ignored.
+fn parse_upstream_url(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("scheme must be http or https".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("missing host".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("userinfo is not allowed".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must be a base URL without path or query".into());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        load_with_env(Some(&path), env).map(|(_, s)| s)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = load_str("[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n", &[]).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.upstream.authority(), "contoso.ciamlogin.com");
+        assert!(s.upstream.is_https());
+        assert!(s.tls.is_none());
+        assert_eq!(s.entra.v2, V2Mode::Block);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let s = load_str(
+            "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("OTPGATE__SERVER__LISTEN", "127.0.0.1:2"),
+                ("OTPGATE__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.1"),
+                ("OTPGATE__SERVER__MAX_IN_FLIGHT", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 2);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        assert_eq!(s.server.max_in_flight, 7);
+    }
+
+    #[test]
+    fn three_mistakes_are_all_named() {
+        let err = load_str(
+            "[server]\nlisten = \"localhost\"\nheader_read_timeout = \"ten\"\n[upstream]\nurl = \"ftp://x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"server.listen"), "{err}");
+        assert!(keys.contains(&"server.header_read_timeout"), "{err}");
+        assert!(keys.contains(&"upstream.url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_problems() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\nurll = \"x\"\n[servr]\nlisten = \"1\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("urll"), "{text}");
+        assert!(text.contains("servr"), "{text}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[tls]\ncert_file = \"/nonexistent.pem\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("tls.key_file"), "{text}");
+        assert!(text.contains("tls.cert_file: cannot read"), "{text}");
+    }
+
+    #[test]
+    fn upstream_url_with_path_is_refused() {
+        let err = load_str("[upstream]\nurl = \"https://h/tenant\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("upstream.url"));
+    }
+
+    #[test]
+    fn secret_from_file_or_inline_but_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let mut check = Checker::default();
+        let s = resolve_secret(
+            &mut check,
+            "human.auth_token",
+            &Secret::default(),
+            &Some(f.clone()),
+        );
+        assert_eq!(s.expose(), "s3cret");
+        assert_eq!(format!("{s:?}"), "\"***\"");
+        resolve_secret(&mut check, "human.auth_token", &Secret::new("x"), &Some(f));
+        assert!(check.finish().unwrap_err().to_string().contains("not both"));
+    }
+}

@@ -2,13 +2,29 @@
 //! native-authentication API.
 //!
 //! # Layout
+//! * [`cli`]: what the subcommands do (`main.rs` only parses arguments).
 //! * [`config`]: typed configuration, load (TOML + env), validate (every problem at once).
 //! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, Entra-shaped
 //!   error bodies.
+//! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
+//! * [`gateway`]: the request path, phase by phase.
+//! * [`proxy`]: the upstream client, header hygiene, client IP.
+//! * [`error`]: faults we answer ourselves, mapped to responses by source.
+//! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
+//! * [`metrics`]: the Prometheus registry.
+//! * [`tls`]: the crypto provider, certificates, upstream trust roots.
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod emulate;
 pub mod entra;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,0 +1,142 @@
+//! Prometheus metrics: one struct, passed by `Arc`, rendered as text on the admin port.
+//! Labels are low-cardinality by construction: fixed enums and labels, never user input.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Endpoint kind label (`pass_through` for everything not native-auth).
+    pub kind: &'static str,
+    pub class: &'static str,
+}
+
+/// `1xx` … `5xx`.
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Every metric otpgate exposes.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub upstream_latency: Histogram,
+    pub upstream_errors: Family<OutcomeLabels, Counter>,
+    pub open_connections: Gauge,
+    pub in_flight: Gauge,
+    pub overload_rejections: Counter,
+    /// Mirrors `in_flight` for cheap reads (readiness, tests).
+    in_flight_now: AtomicI64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("otpgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by endpoint kind and status class",
+            requests.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_latency.clone(),
+        );
+        let upstream_errors = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed, by outcome (unreachable, timeout)",
+            upstream_errors.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests currently being handled",
+            in_flight.clone(),
+        );
+        let overload_rejections = Counter::default();
+        registry.register(
+            "overload_rejections",
+            "Requests refused with 503 because max_in_flight was reached",
+            overload_rejections.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            upstream_latency,
+            upstream_errors,
+            open_connections,
+            in_flight,
+            overload_rejections,
+            in_flight_now: AtomicI64::new(0),
+        })
+    }
+
+    pub fn request_done(&self, kind: &'static str, status: http::StatusCode) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind,
+                class: status_class(status),
+            })
+            .inc();
+    }
+
+    pub fn upstream_done(&self, elapsed: Duration) {
+        self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_failed(&self, outcome: &'static str) {
+        self.upstream_errors
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn in_flight_inc(&self) {
+        self.in_flight.inc();
+        self.in_flight_now.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn in_flight_dec(&self) {
+        self.in_flight.dec();
+        self.in_flight_now.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight_now.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

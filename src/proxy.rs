@@ -1,0 +1,355 @@
+//! Forwarding to the one configured upstream: the pooled client, header hygiene both ways,
+//! and the client IP.
+//!
+//! Only the upstream in the config is ever contacted: the request's path and query are kept,
+//! its scheme and authority are replaced, and `Host` becomes the upstream host.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+
+use crate::config::UpstreamSettings;
+use crate::tls;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of everything the gateway sends, upstream or to clients.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A complete body as a [`Body`].
+pub fn full(body: http_body_util::Full<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    body.map_err(|never| match never {}).boxed()
+}
+
+/// A streamed body (client request or upstream response) as a [`Body`].
+pub fn streamed(body: Incoming) -> Body {
+    use http_body_util::BodyExt;
+    body.map_err(BoxError::from).boxed()
+}
+
+/// Why forwarding failed, by source: these map to 502 and 504.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+/// The upstream: a pooled HTTP/1.1 + HTTP/2 client bound to one base URL.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    host_header: HeaderValue,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, tls::TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = tls::upstream_client_config(settings.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .build(connector);
+        let scheme = settings
+            .url
+            .scheme()
+            .cloned()
+            .unwrap_or(http::uri::Scheme::HTTPS);
+        let authority = settings
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            host_header,
+            response_timeout: settings.response_timeout,
+        })
+    }
+
+    /// Send `req` (already cleaned by [`prepare_request`]) and wait for the response head
+    /// within the response timeout. The body streams afterwards.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, ForwardError> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        *req.uri_mut() = uri;
+        // The client picks HTTP/1.1 or HTTP/2 by what the upstream offers.
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut()
+            .insert(header::HOST, self.host_header.clone());
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ForwardError::Timeout),
+            Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in &named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Headers through which a client could claim an address or scheme; set only by us.
+const FORWARDING: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "x-client-ip",
+];
+
+/// The client's address: the socket peer, unless the peer is a trusted proxy; then the
+/// rightmost `X-Forwarded-For` hop that is not itself trusted.
+///
+/// An unparseable hop ends the walk at the last trusted hop, so garbage from a client
+/// behind a trusted proxy cannot select an address.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut current = peer;
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) => {
+                current = ip;
+                if !is_trusted(&ip) {
+                    return ip;
+                }
+            }
+            None => return current,
+        }
+    }
+    current
+}
+
+/// An `X-Forwarded-For` element: an address, possibly with a port or in brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+}
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+}
+
+/// Clean a client request for the upstream: strip hop-by-hop headers and every forwarding
+/// header the client sent, then set our own `X-Forwarded-*` from what we know.
+///
+/// `original_host` is the host the client addressed (for `X-Forwarded-Host`).
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    tls: bool,
+    original_host: Option<&str>,
+) {
+    strip_hop_by_hop(headers);
+    for name in FORWARDING {
+        headers.remove(*name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(v) = original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("x-forwarded-host", v);
+    }
+}
+
+/// Clean an upstream response for the client.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter()
+            .map(|s| crate::config::parse_cidr(s).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn client_ip_table() {
+        let lb = nets(&["10.0.0.0/8", "2001:db8::/32"]);
+        let cases: &[(&str, &[&str], &[IpNet], &str)] = &[
+            // direct client: the peer, whatever it claims
+            ("198.51.100.7", &["1.2.3.4"], &lb, "198.51.100.7"),
+            ("198.51.100.7", &[], &[], "198.51.100.7"),
+            // trusted proxy: the rightmost untrusted hop
+            ("10.0.0.1", &["203.0.113.9"], &lb, "203.0.113.9"),
+            (
+                "10.0.0.1",
+                &["1.1.1.1, 203.0.113.9, 10.0.0.2"],
+                &lb,
+                "203.0.113.9",
+            ),
+            ("10.0.0.1", &["1.1.1.1", "203.0.113.9"], &lb, "203.0.113.9"),
+            // trusted proxy without the header: the proxy itself
+            ("10.0.0.1", &[], &lb, "10.0.0.1"),
+            // every hop trusted: the leftmost
+            ("10.0.0.1", &["10.0.0.3, 10.0.0.2"], &lb, "10.0.0.3"),
+            // garbage stops the walk at the last trusted hop
+            ("10.0.0.1", &["203.0.113.9, junk"], &lb, "10.0.0.1"),
+            // ports and brackets
+            ("10.0.0.1", &["203.0.113.9:443"], &lb, "203.0.113.9"),
+            ("10.0.0.1", &["[2001:db9::1]:443"], &lb, "2001:db9::1"),
+            ("10.0.0.1", &["[2001:db9::1]"], &lb, "2001:db9::1"),
+            // v4-mapped v6 is canonicalised
+            ("10.0.0.1", &["::ffff:203.0.113.9"], &lb, "203.0.113.9"),
+        ];
+        for (peer, headers, trusted, want) in cases {
+            let got = client_ip(peer.parse().unwrap(), &xff(headers), trusted);
+            assert_eq!(
+                got,
+                want.parse::<IpAddr>().unwrap(),
+                "peer {peer} xff {headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn spoofed_forwarding_headers_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        prepare_request(
+            &mut h,
+            "198.51.100.7".parse().unwrap(),
+            true,
+            Some("login.example"),
+        );
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "login.example");
+        assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
+    }
+}

@@ -1,0 +1,392 @@
+//! Listeners: the public one (HTTP/1.1 and HTTP/2, optional TLS with ALPN) with its limits,
+//! the admin one, and graceful drain on shutdown.
+//!
+//! Limits: a connection cap (excess waits in the accept backlog), a header read timeout
+//! (also bounding the TLS handshake), an idle timeout, a header size cap, and the in-flight
+//! cap the gateway applies per request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Health, Phase};
+use crate::config::Settings;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::proxy::ConnInfo;
+use crate::tls::{self, CertResolver};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A bound gateway, ready to serve.
+pub struct Server {
+    public: TcpListener,
+    admin: TcpListener,
+    gateway: Gateway,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    tls: Option<(TlsAcceptor, Arc<CertResolver>)>,
+    settings: Arc<Settings>,
+}
+
+impl Server {
+    /// Build the runtime objects from settings and bind both listeners.
+    pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        tls::install_crypto_provider();
+        let settings = Arc::new(settings);
+        let metrics = Metrics::new();
+        let health = Health::new();
+        let gateway = Gateway::new(settings.clone(), metrics.clone())?;
+        let tls = match &settings.tls {
+            Some(t) => {
+                let resolver = Arc::new(CertResolver::new(tls::load_certified_key(
+                    &t.cert_file,
+                    &t.key_file,
+                )?));
+                let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())));
+                Some((acceptor, resolver))
+            }
+            None => None,
+        };
+        let public = bind(settings.server.listen).await?;
+        let admin = bind(settings.admin_listen).await?;
+        Ok(Self {
+            public,
+            admin,
+            gateway,
+            health,
+            metrics,
+            tls,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The certificate resolver, for swapping certificates at run time.
+    pub fn cert_resolver(&self) -> Option<Arc<CertResolver>> {
+        self.tls.as_ref().map(|(_, r)| r.clone())
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, let in-flight requests finish
+    /// within `server.shutdown_grace`, and return.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            public,
+            admin,
+            gateway,
+            health,
+            metrics,
+            tls,
+            settings,
+        } = self;
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            admin,
+            health.clone(),
+            metrics.clone(),
+            admin_stop.clone().cancelled_owned(),
+        ));
+
+        let builder = Arc::new(http_builder(&settings));
+        let conn_limit = Arc::new(Semaphore::new(settings.server.max_connections));
+        let stop = CancellationToken::new();
+        let conns = TaskTracker::new();
+        let limits = ConnLimits {
+            header_read_timeout: settings.server.header_read_timeout,
+            idle_timeout: settings.server.idle_timeout,
+        };
+        health.set(Phase::Ready);
+        tracing::info!(
+            listen = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            tls = tls.is_some(),
+            upstream = %settings.upstream.url,
+            "otpgate serving"
+        );
+
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = conn_limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = public.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let conn = Connection {
+                peer,
+                gateway: gateway.clone(),
+                builder: builder.clone(),
+                stop: stop.clone(),
+                limits,
+                metrics: metrics.clone(),
+            };
+            let acceptor = tls.as_ref().map(|(a, _)| a.clone());
+            conns.spawn(async move {
+                conn.run(stream, acceptor).await;
+                drop(permit);
+            });
+        }
+
+        // Drain: refuse new connections at once, let accepted requests finish.
+        health.set(Phase::Draining);
+        drop(public);
+        stop.cancel();
+        conns.close();
+        let grace = settings.server.shutdown_grace;
+        if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+            tracing::warn!(grace = ?grace, "drain deadline passed with connections open");
+        } else {
+            tracing::info!("drained");
+        }
+        admin_stop.cancel();
+        let _ = admin_task.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let s = &settings.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        // hyper refuses buffers under 8 KiB; the head must fit in the buffer.
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+struct Connection {
+    peer: SocketAddr,
+    gateway: Gateway,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stop: CancellationToken,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        self.metrics.open_connections.inc();
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => self.serve(stream, false).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls_stream)) => self.serve(tls_stream, true).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "tls handshake failed")
+                    }
+                    Err(_) => tracing::debug!(peer = %self.peer, "tls handshake timed out"),
+                }
+            }
+        }
+        self.metrics.open_connections.dec();
+    }
+
+    async fn serve<I>(&self, io: I, tls: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Activity::new();
+        let io = TokioIo::new(IdleIo {
+            inner: io,
+            activity: activity.clone(),
+        });
+        let info = ConnInfo {
+            peer: self.peer,
+            tls,
+        };
+        let gateway = self.gateway.clone();
+        let svc = service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+        });
+        let conn = self.builder.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            let idle_deadline = activity.last() + self.limits.idle_timeout;
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = self.stop.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = tokio::time::sleep_until(idle_deadline), if !closing => {
+                    if activity.last() + self.limits.idle_timeout <= Instant::now() {
+                        // Graceful: a request still in progress finishes first.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The time of the last byte read or written on a connection.
+#[derive(Clone)]
+struct Activity {
+    origin: Instant,
+    millis: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            millis: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An IO that records when it last moved bytes, for the idle timeout.
+    struct IdleIo<I> {
+        #[pin]
+        inner: I,
+        activity: Activity,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for IdleIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let poll = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for IdleIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let poll = this.inner.poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let poll = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
