@@ -117,6 +117,7 @@ impl Server {
             tls,
             settings,
         } = self;
+        let admin_addr = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin,
@@ -136,6 +137,7 @@ impl Server {
         health.set(Phase::Ready);
         tracing::info!(
             listen = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr,
             tls = tls.is_some(),
             upstream = %settings.upstream.url,
             "otpgate serving"

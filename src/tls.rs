@@ -110,9 +110,8 @@ pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientCo
             return Err(TlsError::NoCertificate(path.display().to_string()));
         }
     }
-    let mut config = rustls::ClientConfig::builder()
+    // ALPN (h2, http/1.1) is set by the connector from the protocols it enables.
+    Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }

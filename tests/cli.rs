@@ -1,0 +1,122 @@
+//! The `otpgate` binary: check-config, and SIGTERM draining of a real process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpgate");
+
+#[test]
+fn check_config_names_every_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"nowhere\"\nidle_timeout = \"forever\"\n[upstream]\nurl = \"ftp://entra\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    for key in ["server.listen", "server.idle_timeout", "upstream.url"] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_reference() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/otpgate.toml");
+    let out = Command::new(BIN).arg("check-config").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let up = common::upstream(common::Upstream::Slow(Duration::from_millis(1500))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [upstream]\nurl = \"http://{up}\"\n[log]\nformat = \"json\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let (addr, admin): (std::net::SocketAddr, String) = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("otpgate printed its listen address")
+            .expect("otpgate exited early");
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"] == "otpgate serving" {
+            break (
+                json["listen"].as_str().unwrap().parse().unwrap(),
+                json["admin"].as_str().unwrap().to_owned(),
+            );
+        }
+    };
+
+    let slow = tokio::spawn(async move {
+        let r = common::client()
+            .get(format!("http://{addr}/slow"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.headers().get("x-echo-uri").cloned())
+    });
+    // Wait until the request is in flight, as the admin port reports it.
+    loop {
+        let m = common::client()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("otpgate_in_flight_requests 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "new connections still accepted after SIGTERM");
+    let (status, uri) = slow.await.unwrap();
+    assert_eq!(status, 200, "the in-flight request completed");
+    assert_eq!(uri.unwrap(), "/slow");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
