@@ -304,6 +304,29 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_users_file_loads() {
+        let docs = include_str!("mod.rs");
+        let start = docs.find("//! ```toml\n").expect("a toml example") + "//! ```toml\n".len();
+        let end = start + docs[start..].find("//! ```").expect("its end");
+        let example: String = docs[start..end]
+            .lines()
+            .map(|line| {
+                line.strip_prefix("//!")
+                    .unwrap_or(line)
+                    .trim_start_matches(' ')
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("users.toml");
+        std::fs::write(&path, example).expect("write");
+        let config = EntraConfig::from_users_file(&path).expect("documented example is valid");
+        assert_eq!(config.users.len(), 2);
+        assert_eq!(config.signup.required_attributes, ["displayName"]);
+        assert!(config.users[1].mfa_required);
+    }
+
+    #[test]
     fn debug_output_hides_passwords() {
         let text = format!("{:?}", EntraConfig::demo());
         assert!(!text.contains(DEMO_PASSWORD));

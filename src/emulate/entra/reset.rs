@@ -95,7 +95,7 @@ pub(crate) fn submit(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let Step::ResetVerified { user } = entry.step else {
         return Err(Fault::token_for_other_endpoint());
     };
-    let new_password = cx.params.required("new_password")?;
+    let new_password = cx.params.required_secret("new_password")?;
     let current = cx.user(&user)?.password;
     check_password(new_password, current.as_deref())?;
     if let Some(account) = cx.state.users.get_mut(&user) {

@@ -170,7 +170,7 @@ pub(crate) fn token(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let (token, mut entry) = cx.entry()?;
     let (username, mfa_done) = match (grant, entry.step) {
         ("password", Step::PasswordRequested { user }) => {
-            let password = cx.params.required("password")?;
+            let password = cx.params.required_secret("password")?;
             if cx.user(&user)?.password.as_deref() != Some(password) {
                 return Err(Fault::wrong_password());
             }

@@ -28,7 +28,7 @@ pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     if !types.oob {
         return Ok(Reply::Redirect { reason: None });
     }
-    let password = cx.params.get("password");
+    let password = cx.params.secret("password");
     if let Some(password) = password {
         check_password(password, None)?;
     }
@@ -91,7 +91,7 @@ pub(crate) fn continue_(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         }
         ("password", Step::SignUpPasswordRequested { mut draft })
         | ("password", Step::SignUpCredentialRequired { mut draft }) => {
-            let password = cx.params.required("password")?;
+            let password = cx.params.required_secret("password")?;
             check_password(password, None)?;
             draft.password = Some(password.to_owned());
             draft

@@ -115,6 +115,19 @@ impl Params {
     pub(crate) fn required(&self, name: &'static str) -> Result<&str, Fault> {
         self.get(name).ok_or_else(|| Fault::missing(name))
     }
+
+    /// A password exactly as sent: spaces at either end are part of it.
+    pub(crate) fn secret(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(crate) fn required_secret(&self, name: &'static str) -> Result<&str, Fault> {
+        self.secret(name).ok_or_else(|| Fault::missing(name))
+    }
 }
 
 /// The `challenge_type` list a client advertises.
@@ -708,6 +721,9 @@ mod tests {
         assert_eq!(params.get("b"), Some("2"));
         assert_eq!(params.get("c"), Some("x"));
         assert_eq!(params.get("d"), None);
+        let params = Params::parse(None, b"password=+pass+word+&empty=");
+        assert_eq!(params.secret("password"), Some(" pass word "));
+        assert_eq!(params.secret("empty"), None);
     }
 
     #[test]
