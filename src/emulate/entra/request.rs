@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::config::{Channel, SignUpPolicy};
 use super::state::{Entry, FlowCtx, State, Step, User};
-use super::wire::{is_guid, Endpoint, Fault, Params, Reply};
+use super::wire::{is_guid, Capabilities, ChallengeTypes, Endpoint, Fault, Params, Reply};
 use super::{register, reset, signin, signup, OutboxEntry};
 
 /// The tenant's fixed facts, derived once from the config.
@@ -97,10 +97,11 @@ impl Cx<'_> {
         Ok((token.to_owned(), entry))
     }
 
-    pub(crate) fn new_flow(&self, challenge_types: super::wire::ChallengeTypes) -> FlowCtx {
+    /// A flow starting with this request, which carries its `capabilities`.
+    pub(crate) fn new_flow(&self, challenge_types: ChallengeTypes) -> FlowCtx {
         FlowCtx {
             client_id: self.client_id.clone(),
-            capabilities: super::wire::Capabilities::from_params(self.params),
+            capabilities: Capabilities::from_params(self.params),
             challenge_types,
             verified_email: None,
         }
