@@ -1,0 +1,131 @@
+//! Self-service password reset (reference §5.3): `start`, an email `challenge`, `continue`
+//! with the code, `submit` of the new password, and `poll_completion`, which answers
+//! `in_progress` once and then `succeeded` with a token for `/oauth2/v2.0/token`.
+
+use serde_json::json;
+
+use super::config::Channel;
+use super::request::Cx;
+use super::signin::check_code;
+use super::signup::check_password;
+use super::state::{Step, User};
+use super::wire::{mask_email, ChallengeTypes, Fault, Reply};
+
+/// Seconds between polls that `submit` asks for (the reference's example).
+const POLL_INTERVAL_SECS: u64 = 2;
+/// `continue`'s `expires_in` never exceeds this (reference §5.3).
+const MAX_EXPIRES_IN_SECS: u64 = 600;
+
+pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
+    let username = cx.params.required("username")?;
+    let types = ChallengeTypes::parse(cx.params.required("challenge_type")?)?;
+    let user = cx
+        .state
+        .users
+        .get(username)
+        .ok_or_else(Fault::user_not_found)?;
+    // Only email+password accounts have a password to reset, and the code goes by email.
+    if user.password.is_none() || !types.oob {
+        return Ok(Reply::Redirect { reason: None });
+    }
+    let step = Step::ResetStarted {
+        user: user.username.clone(),
+    };
+    let flow = cx.new_flow(types);
+    let token = cx.start(flow, step);
+    Ok(Reply::Json(json!({ "continuation_token": token })))
+}
+
+pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
+    let (token, entry) = cx.entry()?;
+    let types = ChallengeTypes::optional(cx.params, entry.flow.challenge_types)?;
+    let username = match entry.step {
+        Step::ResetStarted { user } | Step::ResetCodeSent { user, .. } => user,
+        _ => return Err(Fault::token_for_other_endpoint()),
+    };
+    if !types.oob {
+        return Ok(cx.redirect(&token, None));
+    }
+    let user = cx.user(&username)?;
+    let target = reset_address(&user);
+    let code = cx.send_code(Channel::Email, &target);
+    let next = cx.advance(
+        &token,
+        entry.flow,
+        Step::ResetCodeSent {
+            user: username,
+            code,
+        },
+    );
+    Ok(Reply::Json(cx.code_sent(
+        next,
+        Channel::Email,
+        mask_email(&target),
+    )))
+}
+
+/// The code goes to the strong-auth email when it differs from the account's, else to the
+/// account email, also for SMS-MFA users (reference §5.3).
+fn reset_address(user: &User) -> String {
+    user.methods
+        .iter()
+        .find(|m| m.channel == Channel::Email)
+        .map(|m| m.target.clone())
+        .unwrap_or_else(|| user.username.clone())
+}
+
+pub(crate) fn continue_(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
+    if cx.params.required("grant_type")? != "oob" {
+        return Err(Fault::grant_not_supported_here());
+    }
+    let (token, entry) = cx.entry()?;
+    let Step::ResetCodeSent { user, code } = entry.step else {
+        return Err(Fault::token_for_other_endpoint());
+    };
+    check_code(cx, &code)?;
+    let next = cx.advance(&token, entry.flow, Step::ResetVerified { user });
+    let expires_in = cx.state.flows.ttl().as_secs().min(MAX_EXPIRES_IN_SECS);
+    Ok(Reply::Json(
+        json!({ "expires_in": expires_in, "continuation_token": next }),
+    ))
+}
+
+pub(crate) fn submit(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
+    let (token, entry) = cx.entry()?;
+    let Step::ResetVerified { user } = entry.step else {
+        return Err(Fault::token_for_other_endpoint());
+    };
+    let new_password = cx.params.required_secret("new_password")?;
+    let current = cx.user(&user)?.password;
+    check_password(new_password, current.as_deref())?;
+    if let Some(account) = cx.state.users.get_mut(&user) {
+        account.password = Some(new_password.to_owned());
+    }
+    let next = cx.advance(&token, entry.flow, Step::ResetSubmitted { user, polls: 0 });
+    Ok(Reply::Json(
+        json!({ "continuation_token": next, "poll_interval": POLL_INTERVAL_SECS }),
+    ))
+}
+
+pub(crate) fn poll_completion(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
+    let (token, entry) = cx.entry()?;
+    let Step::ResetSubmitted { user, polls } = entry.step else {
+        return Err(Fault::token_for_other_endpoint());
+    };
+    // One `in_progress` first, so clients exercise their polling loop.
+    let (status, step) = if polls == 0 {
+        ("in_progress", Step::ResetSubmitted { user, polls: 1 })
+    } else {
+        (
+            "succeeded",
+            Step::ReadyForTokens {
+                user,
+                mfa_done: false,
+            },
+        )
+    };
+    let next = cx.advance(&token, entry.flow, step);
+    Ok(Reply::Json(
+        json!({ "status": status, "continuation_token": next }),
+    ))
+}
