@@ -117,7 +117,10 @@ impl Server {
             tls,
             settings,
         } = self;
-        let admin_addr = admin.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let admin_addr = admin
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             admin,

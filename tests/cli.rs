@@ -18,7 +18,11 @@ fn check_config_names_every_mistake() {
         "[server]\nlisten = \"nowhere\"\nidle_timeout = \"forever\"\n[upstream]\nurl = \"ftp://entra\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("3 problem(s)"), "{stderr}");
@@ -30,8 +34,16 @@ fn check_config_names_every_mistake() {
 #[test]
 fn check_config_accepts_the_shipped_reference() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/otpgate.toml");
-    let out = Command::new(BIN).arg("check-config").arg(path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -101,7 +113,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
 
     let mut refused = false;
     for _ in 0..200 {

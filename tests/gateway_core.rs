@@ -41,11 +41,21 @@ async fn passes_method_path_query_headers_and_body_unchanged() {
         "/contoso.onmicrosoft.com/v2.0/some/path?a=1&b=%2F&a=2"
     );
     let seen = echo_headers(&resp);
-    assert_eq!(seen["x-custom"], serde_json::json!(["value one", "value two"]));
+    assert_eq!(
+        seen["x-custom"],
+        serde_json::json!(["value one", "value two"])
+    );
     assert_eq!(seen["content-type"], serde_json::json!(["text/weird"]));
     assert_eq!(seen["authorization"], serde_json::json!(["Bearer t"]));
-    assert_eq!(seen["host"], serde_json::json!([up.to_string()]), "Host becomes the upstream");
-    assert_eq!(seen["x-forwarded-host"], serde_json::json!([gw.addr.to_string()]));
+    assert_eq!(
+        seen["host"],
+        serde_json::json!([up.to_string()]),
+        "Host becomes the upstream"
+    );
+    assert_eq!(
+        seen["x-forwarded-host"],
+        serde_json::json!([gw.addr.to_string()])
+    );
     assert_eq!(seen["x-forwarded-proto"], serde_json::json!(["http"]));
     assert_eq!(resp.bytes().await.unwrap(), Bytes::from(body));
 }
@@ -130,7 +140,10 @@ async fn x_forwarded_for_direct_trusted_and_spoofing_clients() {
 
     // A trusted proxy that sends nothing: the proxy itself.
     let resp = common::client().get(gw.url("/x")).send().await.unwrap();
-    assert_eq!(echo_headers(&resp)["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(
+        echo_headers(&resp)["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"])
+    );
 }
 
 async fn assert_entra_error(resp: reqwest::Response, status: u16, error: &str) {
@@ -141,7 +154,13 @@ async fn assert_entra_error(resp: reqwest::Response, status: u16, error: &str) {
         .starts_with("application/json"));
     let json: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(json["error"], error, "{json}");
-    for field in ["error_description", "error_codes", "timestamp", "trace_id", "correlation_id"] {
+    for field in [
+        "error_description",
+        "error_codes",
+        "timestamp",
+        "trace_id",
+        "correlation_id",
+    ] {
         assert!(json.get(field).is_some(), "missing {field} in {json}");
     }
 }
@@ -157,7 +176,11 @@ async fn upstream_down_is_a_502_json() {
 #[tokio::test]
 async fn slow_upstream_is_a_504_json_within_the_timeout() {
     let up = upstream(Upstream::Slow(Duration::from_secs(5))).await;
-    let gw = gateway(&format!("{}response_timeout = \"300ms\"\n", upstream_toml(up))).await;
+    let gw = gateway(&format!(
+        "{}response_timeout = \"300ms\"\n",
+        upstream_toml(up)
+    ))
+    .await;
     let started = Instant::now();
     let resp = common::client().get(gw.url("/x")).send().await.unwrap();
     let elapsed = started.elapsed();
@@ -218,7 +241,11 @@ async fn unknown_hosts_are_refused_when_hosts_is_set() {
 #[tokio::test]
 async fn oversized_headers_are_refused() {
     let up = upstream(Upstream::Echo).await;
-    let gw = gateway(&format!("{}[server]\nmax_header_bytes = 8192\n", upstream_toml(up))).await;
+    let gw = gateway(&format!(
+        "{}[server]\nmax_header_bytes = 8192\n",
+        upstream_toml(up)
+    ))
+    .await;
     let big = "a".repeat(20_000);
     let req = format!("GET /x HTTP/1.1\r\nHost: a\r\nx-big: {big}\r\n\r\n");
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -281,9 +308,16 @@ async fn tls_listener_speaks_http1_and_http2() {
         b = if h2 { b } else { b.http1_only() };
         let resp = b.build().unwrap().get(&url).send().await.unwrap();
         assert_eq!(resp.status(), 200);
-        let want = if h2 { reqwest::Version::HTTP_2 } else { reqwest::Version::HTTP_11 };
+        let want = if h2 {
+            reqwest::Version::HTTP_2
+        } else {
+            reqwest::Version::HTTP_11
+        };
         assert_eq!(resp.version(), want, "ALPN picks the protocol");
-        assert_eq!(echo_headers(&resp)["x-forwarded-proto"], serde_json::json!(["https"]));
+        assert_eq!(
+            echo_headers(&resp)["x-forwarded-proto"],
+            serde_json::json!(["https"])
+        );
     }
 }
 
@@ -296,16 +330,33 @@ async fn admin_endpoints_answer() {
     let admin = |p: &str| format!("http://{}{}", gw.admin, p);
     assert_eq!(c.get(admin("/livez")).send().await.unwrap().status(), 200);
     assert_eq!(c.get(admin("/readyz")).send().await.unwrap().status(), 200);
-    let metrics = c.get(admin("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("otpgate_requests_total{kind=\"pass_through\",class=\"2xx\"} 1"), "{metrics}");
-    assert!(metrics.contains("otpgate_upstream_duration_seconds_bucket"), "{metrics}");
+    let metrics = c
+        .get(admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("otpgate_requests_total{kind=\"pass_through\",class=\"2xx\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otpgate_upstream_duration_seconds_bucket"),
+        "{metrics}"
+    );
     assert!(metrics.contains("otpgate_open_connections"), "{metrics}");
 }
 
 #[tokio::test]
 async fn excess_in_flight_requests_get_a_fast_503() {
     let up = upstream(Upstream::Slow(Duration::from_millis(800))).await;
-    let gw = gateway(&format!("{}[server]\nmax_in_flight = 1\n", upstream_toml(up))).await;
+    let gw = gateway(&format!(
+        "{}[server]\nmax_in_flight = 1\n",
+        upstream_toml(up)
+    ))
+    .await;
     let slow = tokio::spawn({
         let url = gw.url("/slow");
         async move { common::client().get(url).send().await.unwrap().status() }
@@ -314,7 +365,11 @@ async fn excess_in_flight_requests_get_a_fast_503() {
     while gw.metrics.in_flight_now() < 1 {
         tokio::task::yield_now().await;
     }
-    let resp = common::client().get(gw.url("/second")).send().await.unwrap();
+    let resp = common::client()
+        .get(gw.url("/second"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
     assert_entra_error(resp, 503, "temporarily_unavailable").await;
     assert_eq!(slow.await.unwrap(), 200);

@@ -49,7 +49,10 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
         .header("x-echo-method", method)
         .header("x-echo-uri", uri)
         .header("x-echo-version", version)
-        .header("x-echo-headers", serde_json::Value::Object(headers).to_string())
+        .header(
+            "x-echo-headers",
+            serde_json::Value::Object(headers).to_string(),
+        )
         .header("connection", "x-upstream-hop")
         .header("x-upstream-hop", "must-not-arrive")
         .header("keep-alive", "timeout=5")
@@ -115,9 +118,8 @@ impl TestGateway {
 pub fn settings(toml: &str) -> otpgate::config::Settings {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otpgate.toml");
-    let full = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{toml}"
-    );
+    let full =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{toml}");
     std::fs::write(&path, merge_sections(&full)).unwrap();
     match otpgate::config::load_with_env(Some(&path), Vec::new()) {
         Ok((_, s)) => s,
