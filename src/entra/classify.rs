@@ -17,11 +17,12 @@
 //!    ambiguous, wherever it is.
 //! 2. A path with any other irregularity (encoded `/`, `\`, `;`, dot segments, empty segments,
 //!    a trailing slash, a segment ending in `.`, any reserved character) is *unclean*. An
-//!    unclean path is ambiguous if, after the most aggressive normalisation, any segment reads
-//!    as a native-auth prefix word (`oauth2`, `signup`, `resetpassword`, `register`, `api`);
-//!    otherwise it cannot reach native auth and is not native auth. Every endpoint path has
-//!    one of these words as a whole segment, and normalisations only decode, split, drop or
-//!    trim segments, never join them — so that test is sound.
+//!    unclean path is ambiguous if, after the most aggressive normalisation, any segment (or
+//!    its stem before a dot) reads as a native-auth prefix word (`oauth2`, `signup`,
+//!    `resetpassword`, `register`, `api`); otherwise it cannot reach native auth and is not
+//!    native auth. Every endpoint path has one of these words as a whole segment, and
+//!    normalisations only decode, split, drop or trim segments, never join them — so that
+//!    test is sound. (So `/{t}/oauth2/v2.0/authorize/` is refused, `/static//a.png` is not.)
 //! 3. A clean path is matched exactly: the first segment is the tenant (any alias), the rest
 //!    must equal an endpoint suffix ASCII-case-insensitively. An endpoint suffix anywhere else
 //!    (no tenant, extra leading or trailing segments, `challenge.json`) is ambiguous.
@@ -250,8 +251,9 @@ pub fn classify(method: &Method, path: &str) -> Classification {
 
 /// The path with escapes of unreserved characters decoded, when it is *clean*: every segment
 /// non-empty, no dot segments, no trailing dots, only unreserved characters. Every plausible
-/// server normalisation leaves a clean path unchanged up to case, so the classifier's exact
-/// match on it is what Entra sees. `None` for anything else (`"/"` is clean).
+/// server normalisation leaves a clean path unchanged up to case (and a last segment's
+/// extension, which the classifier matches loosely), so the classifier's exact match on it is
+/// what Entra sees. `None` for anything else (`"/"` is clean).
 pub fn canonical_path(path: &str) -> Option<String> {
     if path == "/" {
         return Some(path.to_owned());

@@ -316,6 +316,28 @@ impl FlowBook {
         }
     }
 
+    /// Remember the channel an MFA challenge (`/oauth2/v2.0/challenge` with `id`) was sent
+    /// on, from its response: a resend of that id is then known even when the introspect that
+    /// listed it was not seen (another replica's memory, or a client that skipped it).
+    pub async fn learn_challenge(&self, flow: &FlowId, method_id: &str, learned: &Learned) {
+        let Some(channel) = learned.challenge_channel else {
+            return;
+        };
+        if method_id.is_empty() {
+            return;
+        }
+        let info = MethodInfo {
+            channel,
+            label: learned.challenge_target_label.clone(),
+        };
+        if let Ok(value) = serde_json::to_vec(&info) {
+            self.put(&flow_method_key(flow, method_id), &value, self.ttl)
+                .await;
+            self.put(&method_key(method_id), &value, self.method_ttl)
+                .await;
+        }
+    }
+
     /// What `method_id` sends to, as learned in `flow`, else as learned in any flow; `None`
     /// when never learned (the caller applies its unknown-method policy).
     pub async fn method_channel(&self, flow: &FlowId, method_id: &str) -> Option<MethodInfo> {
@@ -573,6 +595,25 @@ mod tests {
             book.method_channel(&b, SMS_ID).await.map(|m| m.channel),
             Some(Channel::Email)
         );
+    }
+
+    #[tokio::test]
+    async fn a_challenge_response_teaches_the_channel_of_its_id() {
+        let book = book();
+        let flow = book.flow_for_request(Some("T4")).await;
+        assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
+        let body = br#"{"continuation_token":"T5","challenge_type":"oob","challenge_channel":"sms",
+            "challenge_target_label":"+1********6"}"#;
+        let learned = parse_response(K::SignInChallenge, 200, body);
+        book.learn(&flow, K::SignInChallenge, &learned).await;
+        book.learn_challenge(&flow, SMS_ID, &learned).await;
+        let info = book.method_channel(&flow, SMS_ID).await.expect("learned");
+        assert_eq!(info.channel, Channel::Sms);
+        assert_eq!(info.label.as_deref(), Some("+1********6"));
+        // A password challenge names no channel and teaches nothing about the id.
+        let password = parse_response(K::SignInChallenge, 200, br#"{"challenge_type":"password"}"#);
+        book.learn_challenge(&flow, EMAIL_ID, &password).await;
+        assert_eq!(book.method_channel(&flow, EMAIL_ID).await, None);
     }
 
     #[tokio::test]
