@@ -1,6 +1,8 @@
-//! Native-auth protocol knowledge: which endpoint a request is for, its parameters, and the
-//! Entra error shape every answer of ours uses.
+//! Native-auth protocol knowledge: which endpoint a request is for, its parameters, what the
+//! responses teach about flows and method channels, and the Entra error shape every answer of
+//! ours uses.
 
 pub mod classify;
 pub mod error;
+pub mod learn;
 pub mod params;

@@ -1,0 +1,860 @@
+//! Flow learning from upstream responses: which continuation tokens belong to one sign-in
+//! (so resends and later steps share a flow id), and which channel an MFA method id sends to.
+//!
+//! The MFA challenge `/oauth2/v2.0/challenge` carries only an opaque method `id`; its channel
+//! is known only from the `/oauth2/v2.0/introspect` response that listed it (reference §6.3).
+//! Each response returns a new continuation token, so the flow is followed forward by mapping
+//! every returned token to the flow of the request that produced it.
+//!
+//! Invariant: raw continuation tokens are never stored or logged. Keys hold SHA-256 hashes of
+//! tokens and method ids; [`Learned`]'s `Debug` redacts the token. Learning never fails a
+//! request: store errors are logged and the caller sees "unknown".
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::classify::EndpointKind;
+use crate::store::Store;
+
+/// Largest response body we parse; the caller caps what it buffers, this refuses the rest.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Most methods kept from one introspect response; Entra lists a user's few methods.
+const MAX_METHODS: usize = 16;
+
+/// Longest label, error or suberror kept, in characters: they reach logs and the store.
+const MAX_TEXT_CHARS: usize = 128;
+
+/// The channel a one-time passcode goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+impl Channel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::Email => "email",
+        }
+    }
+
+    /// Entra's spelling (`sms`, `email`), tolerating case and surrounding spaces.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("sms") {
+            Some(Self::Sms)
+        } else if text.eq_ignore_ascii_case("email") {
+            Some(Self::Email)
+        } else {
+            None
+        }
+    }
+}
+
+/// One entry of an introspect response's `methods`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedMethod {
+    /// The method id exactly as Entra sent it (clients echo it byte for byte).
+    pub id: String,
+    /// `None` when the channel is missing or not one we know.
+    pub channel: Option<Channel>,
+    /// The masked `login_hint`, e.g. `+1********6`.
+    pub label: Option<String>,
+}
+
+/// What one upstream response teaches. Every field is optional: a response we cannot read
+/// teaches nothing.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Learned {
+    /// The response's new continuation token, exactly as sent. Secret: never log it.
+    pub continuation_token: Option<String>,
+    /// Methods of an introspect response (sign-in or register); empty otherwise.
+    pub methods: Vec<LearnedMethod>,
+    pub challenge_channel: Option<Channel>,
+    pub challenge_target_label: Option<String>,
+    pub error: Option<String>,
+    pub suberror: Option<String>,
+}
+
+impl fmt::Debug for Learned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Learned")
+            .field(
+                "continuation_token",
+                &self.continuation_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("methods", &self.methods)
+            .field("challenge_channel", &self.challenge_channel)
+            .field("challenge_target_label", &self.challenge_target_label)
+            .field("error", &self.error)
+            .field("suberror", &self.suberror)
+            .finish()
+    }
+}
+
+/// Read what a native-auth response of `kind` teaches. Tolerant: unknown and missing fields,
+/// keys with stray spaces or another case (the reference's examples have
+/// `"challenge_target_label "`), V2's camelCase `continuationToken`. A body over
+/// [`MAX_RESPONSE_BYTES`], not a JSON object, or with a status other than 2xx/4xx (the only
+/// ones carrying flow state) teaches nothing.
+pub fn parse_response(kind: EndpointKind, status: u16, body: &[u8]) -> Learned {
+    if body.len() > MAX_RESPONSE_BYTES || !matches!(status, 200..=299 | 400..=499) {
+        return Learned::default();
+    }
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return Learned::default();
+    };
+    let methods = match kind {
+        EndpointKind::SignInIntrospect | EndpointKind::RegisterIntrospect => {
+            field(&object, "methods")
+                .and_then(Value::as_array)
+                .map(|methods| {
+                    methods
+                        .iter()
+                        .filter_map(Value::as_object)
+                        .filter_map(method)
+                        .take(MAX_METHODS)
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    Learned {
+        continuation_token: field(&object, "continuation_token")
+            .or_else(|| field(&object, "continuationToken"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        methods,
+        challenge_channel: text(&object, "challenge_channel").and_then(|c| Channel::parse(&c)),
+        challenge_target_label: text(&object, "challenge_target_label"),
+        error: text(&object, "error"),
+        suberror: text(&object, "suberror"),
+    }
+}
+
+fn method(object: &Map<String, Value>) -> Option<LearnedMethod> {
+    let id = field(object, "id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())?;
+    Some(LearnedMethod {
+        id: id.to_owned(),
+        channel: text(object, "challenge_channel").and_then(|c| Channel::parse(&c)),
+        label: text(object, "login_hint"),
+    })
+}
+
+/// The value of `name`, or of a key equal to it after trimming, in any ASCII case.
+fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    object.get(name).or_else(|| {
+        object
+            .iter()
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    })
+}
+
+/// A trimmed, non-empty, length-capped string field.
+fn text(object: &Map<String, Value>, name: &str) -> Option<String> {
+    let value = field(object, name)?.as_str()?.trim();
+    (!value.is_empty()).then(|| value.chars().take(MAX_TEXT_CHARS).collect())
+}
+
+/// A flow: one sign-in, sign-up, reset or registration, followed across its continuation
+/// tokens. A short random hex string, safe to log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlowId(String);
+
+impl FlowId {
+    const HEX_LEN: usize = 16;
+
+    fn random() -> Self {
+        Self(format!("{:016x}", rand::random::<u64>()))
+    }
+
+    /// A flow id read back from the store, if it has the shape we write.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() == Self::HEX_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)))
+        .then(|| Self(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What an MFA method id sends to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodInfo {
+    pub channel: Channel,
+    /// The masked destination from `login_hint`, when Entra gave one.
+    pub label: Option<String>,
+}
+
+fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn flow_key(token: &str) -> String {
+    format!("flow:{}", sha256_hex(token))
+}
+
+fn flow_method_key(flow: &FlowId, method_id: &str) -> String {
+    format!("flowmethod:{}:{}", flow.as_str(), sha256_hex(method_id))
+}
+
+fn method_key(method_id: &str) -> String {
+    format!("method:{}", sha256_hex(method_id))
+}
+
+/// Learned flows and method channels, in the shared [`Store`] so every replica sees them.
+#[derive(Clone)]
+pub struct FlowBook {
+    store: Arc<dyn Store>,
+    /// How long a continuation token and its flow's methods are remembered.
+    ttl: Duration,
+    /// How long the flow-independent method id → channel fallback is remembered. Method ids
+    /// are stable per user, so this can outlive a flow.
+    method_ttl: Duration,
+}
+
+impl FlowBook {
+    /// Longer than Entra keeps a continuation token alive (reference §10: ≤ 10 minutes).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+    pub const DEFAULT_METHOD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            ttl: Self::DEFAULT_TTL,
+            method_ttl: Self::DEFAULT_METHOD_TTL,
+        }
+    }
+
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    pub fn with_method_ttl(mut self, ttl: Duration) -> Self {
+        self.method_ttl = ttl;
+        self
+    }
+
+    /// The flow the request's continuation token belongs to, or a new flow when the token is
+    /// absent or unknown. An unknown token is bound to the new flow, so requests replaying
+    /// the same token (resends that skip reading the response) still share one flow.
+    pub async fn flow_for_request(&self, continuation_token: Option<&str>) -> FlowId {
+        let Some(token) = continuation_token.filter(|t| !t.is_empty()) else {
+            return FlowId::random();
+        };
+        let key = flow_key(token);
+        match self.store.get(&key).await {
+            Ok(Some(bytes)) => {
+                if let Some(flow) = FlowId::parse(&bytes) {
+                    return flow;
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "flow lookup failed; starting a new flow");
+                return FlowId::random();
+            }
+        }
+        let flow = FlowId::random();
+        self.put(&key, flow.as_str().as_bytes(), self.ttl).await;
+        flow
+    }
+
+    /// Remember what a response to a request of `flow` taught: its new continuation token
+    /// continues `flow`; a sign-in introspect's methods tell what each method id sends to.
+    ///
+    /// Register-introspect methods are not recorded: their ids are the fixed words `email`
+    /// and `sms`, never sent as an MFA challenge `id`, and their `login_hint` is an
+    /// unmasked address.
+    pub async fn learn(&self, flow: &FlowId, kind: EndpointKind, learned: &Learned) {
+        if let Some(token) = &learned.continuation_token {
+            self.put(&flow_key(token), flow.as_str().as_bytes(), self.ttl)
+                .await;
+        }
+        if kind != EndpointKind::SignInIntrospect {
+            return;
+        }
+        for method in &learned.methods {
+            let Some(channel) = method.channel else {
+                continue;
+            };
+            let info = MethodInfo {
+                channel,
+                label: method.label.clone(),
+            };
+            let Ok(value) = serde_json::to_vec(&info) else {
+                continue;
+            };
+            self.put(&flow_method_key(flow, &method.id), &value, self.ttl)
+                .await;
+            self.put(&method_key(&method.id), &value, self.method_ttl)
+                .await;
+        }
+    }
+
+    /// Remember the channel an MFA challenge (`/oauth2/v2.0/challenge` with `id`) was sent
+    /// on, from its response: a resend of that id is then known even when the introspect that
+    /// listed it was not seen (another replica's memory, or a client that skipped it).
+    pub async fn learn_challenge(&self, flow: &FlowId, method_id: &str, learned: &Learned) {
+        let Some(channel) = learned.challenge_channel else {
+            return;
+        };
+        if method_id.is_empty() {
+            return;
+        }
+        let info = MethodInfo {
+            channel,
+            label: learned.challenge_target_label.clone(),
+        };
+        if let Ok(value) = serde_json::to_vec(&info) {
+            self.put(&flow_method_key(flow, method_id), &value, self.ttl)
+                .await;
+            self.put(&method_key(method_id), &value, self.method_ttl)
+                .await;
+        }
+    }
+
+    /// What `method_id` sends to, as learned in `flow`, else as learned in any flow; `None`
+    /// when never learned (the caller applies its unknown-method policy).
+    pub async fn method_channel(&self, flow: &FlowId, method_id: &str) -> Option<MethodInfo> {
+        if let Some(info) = self.get_method(&flow_method_key(flow, method_id)).await {
+            return Some(info);
+        }
+        self.get_method(&method_key(method_id)).await
+    }
+
+    async fn get_method(&self, key: &str) -> Option<MethodInfo> {
+        match self.store.get(key).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "method lookup failed");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) {
+        if let Err(error) = self.store.put(key, value, ttl).await {
+            tracing::warn!(%error, "learning skipped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, StoreError, Window};
+    use async_trait::async_trait;
+    use parking_lot::Mutex;
+    use EndpointKind as K;
+
+    const EMAIL_ID: &str = "0a0a0a0a-1111-bbbb-2222-3c3c3c3c3c3c";
+    const SMS_ID: &str = "1b1b1b1b-2222-cccc-3333-4d4d4d4d4d4d";
+
+    /// Reference §5.1, verbatim.
+    const INTROSPECT: &str = r#"{"continuation_token":"T-introspect","methods":[
+      {"id":"0a0a0a0a-1111-bbbb-2222-3c3c3c3c3c3c","challenge_type":"oob","challenge_channel":"email","login_hint":"c***r@co**o**o.com"},
+      {"id":"1b1b1b1b-2222-cccc-3333-4d4d4d4d4d4d","challenge_type":"oob","challenge_channel":"sms","login_hint":"+1********6"}]}"#;
+
+    fn introspect_with_token(token: &str) -> Vec<u8> {
+        INTROSPECT.replace("T-introspect", token).into_bytes()
+    }
+
+    fn with_token(token: &str) -> Vec<u8> {
+        format!(r#"{{"continuation_token":"{token}"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn introspect_response_lists_methods_with_channels() {
+        let learned = parse_response(K::SignInIntrospect, 200, INTROSPECT.as_bytes());
+        assert_eq!(learned.continuation_token.as_deref(), Some("T-introspect"));
+        assert_eq!(
+            learned.methods,
+            [
+                LearnedMethod {
+                    id: EMAIL_ID.to_owned(),
+                    channel: Some(Channel::Email),
+                    label: Some("c***r@co**o**o.com".to_owned()),
+                },
+                LearnedMethod {
+                    id: SMS_ID.to_owned(),
+                    channel: Some(Channel::Sms),
+                    label: Some("+1********6".to_owned()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn response_table() {
+        // Reference §5.1 challenge response, with the doc's trailing-space typos.
+        let challenge =
+            br#"{"continuation_token":"T2","challenge_type":"oob","binding_method":"prompt ",
+            "challenge_channel":"sms","challenge_target_label ":"+1********6","code_length":6}"#;
+        let learned = parse_response(K::SignInChallenge, 200, challenge);
+        assert_eq!(learned.continuation_token.as_deref(), Some("T2"));
+        assert_eq!(learned.challenge_channel, Some(Channel::Sms));
+        assert_eq!(
+            learned.challenge_target_label.as_deref(),
+            Some("+1********6")
+        );
+        assert!(learned.methods.is_empty());
+
+        let mfa_required = br#"{"error":"invalid_grant","error_description":"AADSTS50076: x",
+            "error_codes":[50076],"suberror":"mfa_required","continuation_token":"T3","extra":{"a":[1]}}"#;
+        let learned = parse_response(K::Token, 400, mfa_required);
+        assert_eq!(learned.error.as_deref(), Some("invalid_grant"));
+        assert_eq!(learned.suberror.as_deref(), Some("mfa_required"));
+        assert_eq!(learned.continuation_token.as_deref(), Some("T3"));
+
+        let v2 = br#"{"continuationToken":"V2T","state":"continue"}"#;
+        assert_eq!(
+            parse_response(K::V2Api, 200, v2)
+                .continuation_token
+                .as_deref(),
+            Some("V2T")
+        );
+        let odd_keys = br#"{" Challenge_Channel ":" EMAIL ","ERROR":"access_denied"}"#;
+        let learned = parse_response(K::RegisterChallenge, 400, odd_keys);
+        assert_eq!(learned.challenge_channel, Some(Channel::Email));
+        assert_eq!(learned.error.as_deref(), Some("access_denied"));
+
+        // Methods with missing ids, odd channels, wrong types.
+        let messy = br#"{"methods":[{"challenge_channel":"sms"},{"id":"a","challenge_channel":"voice"},
+            {"id":"b","challenge_channel":7,"login_hint":null},"x",{"id":"c","challenge_channel":"SMS "}]}"#;
+        let methods = parse_response(K::SignInIntrospect, 200, messy).methods;
+        assert_eq!(methods.len(), 3);
+        assert_eq!((methods[0].id.as_str(), methods[0].channel), ("a", None));
+        assert_eq!(
+            (methods[1].id.as_str(), methods[1].label.as_deref()),
+            ("b", None)
+        );
+        assert_eq!(methods[2].channel, Some(Channel::Sms));
+
+        // Methods only count on introspect endpoints.
+        assert!(
+            parse_response(K::SignInChallenge, 200, INTROSPECT.as_bytes())
+                .methods
+                .is_empty()
+        );
+        assert_eq!(
+            parse_response(K::RegisterIntrospect, 200, INTROSPECT.as_bytes())
+                .methods
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn unreadable_responses_teach_nothing() {
+        let too_big = {
+            let mut body = with_token("T");
+            body.pop();
+            body.extend(format!(r#","pad":"{}"}}"#, "x".repeat(MAX_RESPONSE_BYTES)).bytes());
+            body
+        };
+        assert!(serde_json::from_slice::<Value>(&too_big).is_ok());
+        let cases: &[(u16, &[u8])] = &[
+            (200, b""),
+            (200, b"<html>502 Bad Gateway</html>"),
+            (200, b"[1,2]"),
+            (200, b"\"continuation_token\""),
+            (200, b"{\"continuation_token\":"),
+            (200, b"{\"continuation_token\":42,\"error\":[\"x\"]}"),
+            (200, b"{\"continuation_token\":\"\"}"),
+            (500, br#"{"continuation_token":"T","error":"server_error"}"#),
+            (302, br#"{"continuation_token":"T"}"#),
+            (200, &too_big),
+        ];
+        for (status, body) in cases {
+            assert_eq!(
+                parse_response(K::SignInChallenge, *status, body),
+                Learned::default(),
+                "{status} {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            );
+        }
+    }
+
+    #[test]
+    fn long_labels_are_capped_and_debug_redacts_the_token() {
+        let body = format!(
+            r#"{{"continuation_token":"secret-token","challenge_target_label":"{}"}}"#,
+            "*".repeat(1000)
+        );
+        let learned = parse_response(K::SignInChallenge, 200, body.as_bytes());
+        assert_eq!(
+            learned.challenge_target_label.map(|l| l.chars().count()),
+            Some(MAX_TEXT_CHARS)
+        );
+        let learned = parse_response(K::SignInChallenge, 200, body.as_bytes());
+        let shown = format!("{learned:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    fn book() -> FlowBook {
+        FlowBook::new(Arc::new(MemoryStore::default()))
+    }
+
+    /// One request/response step of a flow: the flow the request maps to, then learning.
+    async fn step(
+        book: &FlowBook,
+        kind: K,
+        token: Option<&str>,
+        status: u16,
+        body: &[u8],
+    ) -> FlowId {
+        let flow = book.flow_for_request(token).await;
+        book.learn(&flow, kind, &parse_response(kind, status, body))
+            .await;
+        flow
+    }
+
+    #[tokio::test]
+    async fn introspected_method_ids_map_to_their_channels() {
+        let book = book();
+        let flow = step(
+            &book,
+            K::SignInIntrospect,
+            Some("T3"),
+            200,
+            INTROSPECT.as_bytes(),
+        )
+        .await;
+        let email = book.method_channel(&flow, EMAIL_ID).await.expect("learned");
+        assert_eq!(email.channel, Channel::Email);
+        assert_eq!(email.label.as_deref(), Some("c***r@co**o**o.com"));
+        let sms = book.method_channel(&flow, SMS_ID).await.expect("learned");
+        assert_eq!(sms.channel, Channel::Sms);
+        assert_eq!(sms.label.as_deref(), Some("+1********6"));
+        assert_eq!(book.method_channel(&flow, "2c2c2c2c-unknown").await, None);
+        // The id is stable per user: another flow that skipped introspect still finds it.
+        let other = book.flow_for_request(None).await;
+        assert_eq!(
+            book.method_channel(&other, SMS_ID).await.map(|m| m.channel),
+            Some(Channel::Sms)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_flow_learns_its_own_channel_first() {
+        let book = book();
+        let a = step(
+            &book,
+            K::SignInIntrospect,
+            Some("A"),
+            200,
+            INTROSPECT.as_bytes(),
+        )
+        .await;
+        // A later introspect elsewhere claims the id is email (the global entry now says so).
+        let flipped = INTROSPECT
+            .replace("\"sms\"", "\"tmp\"")
+            .replace("\"email\"", "\"sms\"")
+            .replace("\"tmp\"", "\"email\"");
+        let b = step(
+            &book,
+            K::SignInIntrospect,
+            Some("B"),
+            200,
+            flipped.as_bytes(),
+        )
+        .await;
+        assert_ne!(a, b);
+        assert_eq!(
+            book.method_channel(&a, SMS_ID).await.map(|m| m.channel),
+            Some(Channel::Sms)
+        );
+        assert_eq!(
+            book.method_channel(&b, SMS_ID).await.map(|m| m.channel),
+            Some(Channel::Email)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_challenge_response_teaches_the_channel_of_its_id() {
+        let book = book();
+        let flow = book.flow_for_request(Some("T4")).await;
+        assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
+        let body = br#"{"continuation_token":"T5","challenge_type":"oob","challenge_channel":"sms",
+            "challenge_target_label":"+1********6"}"#;
+        let learned = parse_response(K::SignInChallenge, 200, body);
+        book.learn(&flow, K::SignInChallenge, &learned).await;
+        book.learn_challenge(&flow, SMS_ID, &learned).await;
+        let info = book.method_channel(&flow, SMS_ID).await.expect("learned");
+        assert_eq!(info.channel, Channel::Sms);
+        assert_eq!(info.label.as_deref(), Some("+1********6"));
+        // A password challenge names no channel and teaches nothing about the id.
+        let password = parse_response(K::SignInChallenge, 200, br#"{"challenge_type":"password"}"#);
+        book.learn_challenge(&flow, EMAIL_ID, &password).await;
+        assert_eq!(book.method_channel(&flow, EMAIL_ID).await, None);
+    }
+
+    #[tokio::test]
+    async fn register_introspect_methods_are_not_recorded() {
+        let book = book();
+        let body = br#"{"continuation_token":"R2","methods":[{"id":"email","challenge_type":"oob",
+            "challenge_channel":"email","login_hint":"caseyjensen@contoso.com"},
+            {"id":"sms","challenge_type":"oob","challenge_channel":"sms"}]}"#;
+        let flow = step(&book, K::RegisterIntrospect, Some("R1"), 200, body).await;
+        assert_eq!(book.method_channel(&flow, "email").await, None);
+        assert_eq!(book.method_channel(&flow, "sms").await, None);
+        assert_eq!(book.flow_for_request(Some("R2")).await, flow);
+    }
+
+    #[tokio::test]
+    async fn one_sign_in_keeps_one_flow_across_its_token_chain() {
+        let book = book();
+        let initiate = step(&book, K::SignInInitiate, None, 200, &with_token("T1")).await;
+        let password = br#"{"continuation_token":"T2","challenge_type":"password"}"#;
+        let challenge = step(&book, K::SignInChallenge, Some("T1"), 200, password).await;
+        let mfa_required =
+            br#"{"error":"invalid_grant","suberror":"mfa_required","continuation_token":"T3"}"#;
+        let token = step(&book, K::Token, Some("T2"), 400, mfa_required).await;
+        let introspect = step(
+            &book,
+            K::SignInIntrospect,
+            Some("T3"),
+            200,
+            &introspect_with_token("T4"),
+        )
+        .await;
+        let sms =
+            br#"{"continuation_token":"T5","challenge_type":"oob","challenge_channel":"sms"}"#;
+        let mfa = step(&book, K::SignInChallenge, Some("T4"), 200, sms).await;
+        let resend_body =
+            br#"{"continuation_token":"T6","challenge_type":"oob","challenge_channel":"sms"}"#;
+        let resend = step(&book, K::SignInChallenge, Some("T5"), 200, resend_body).await;
+        let redeem = book.flow_for_request(Some("T6")).await;
+        for flow in [&challenge, &token, &introspect, &mfa, &resend, &redeem] {
+            assert_eq!(flow, &initiate);
+        }
+        assert_eq!(
+            book.method_channel(&resend, SMS_ID)
+                .await
+                .map(|m| m.channel),
+            Some(Channel::Sms)
+        );
+        // A second sign-in is another flow.
+        let other = step(&book, K::SignInInitiate, None, 200, &with_token("U1")).await;
+        assert_ne!(other, initiate);
+        assert_eq!(book.flow_for_request(Some("U1")).await, other);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_token_replayed_stays_in_one_flow() {
+        let book = book();
+        let first = book.flow_for_request(Some("never-seen")).await;
+        let again = book.flow_for_request(Some("never-seen")).await;
+        assert_eq!(first, again);
+        assert_ne!(
+            book.flow_for_request(None).await,
+            book.flow_for_request(None).await
+        );
+        assert_ne!(book.flow_for_request(Some("")).await, first);
+    }
+
+    #[tokio::test]
+    async fn flow_ids_are_short_hex() {
+        let flow = book().flow_for_request(None).await;
+        assert_eq!(flow.as_str().len(), 16);
+        assert!(flow.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(flow.to_string(), flow.as_str());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flows_and_methods_expire() {
+        let book = book();
+        let flow = step(
+            &book,
+            K::SignInIntrospect,
+            Some("T3"),
+            200,
+            &introspect_with_token("T4"),
+        )
+        .await;
+        tokio::time::advance(FlowBook::DEFAULT_TTL - Duration::from_secs(1)).await;
+        assert_eq!(book.flow_for_request(Some("T4")).await, flow);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_ne!(book.flow_for_request(Some("T4")).await, flow);
+        // The flow's own entry is gone; the id-wide fallback lives on until its own TTL.
+        let fresh = book.flow_for_request(None).await;
+        assert_eq!(
+            book.method_channel(&fresh, SMS_ID).await.map(|m| m.channel),
+            Some(Channel::Sms)
+        );
+        tokio::time::advance(FlowBook::DEFAULT_METHOD_TTL).await;
+        assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
+    }
+
+    /// A store that records every key and value written, for checking what reaches it.
+    #[derive(Default)]
+    struct Recording {
+        inner: MemoryStore,
+        writes: Mutex<Vec<(String, Vec<u8>)>>,
+        reads: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Store for Recording {
+        async fn reserve(
+            &self,
+            key: &str,
+            id: &str,
+            window: Duration,
+            limit: u64,
+        ) -> Result<Window, StoreError> {
+            self.inner.reserve(key, id, window, limit).await
+        }
+        async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+            self.inner.release(key, id).await
+        }
+        async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+            self.inner.count(key, window).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.reads.lock().push(key.to_owned());
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+            self.writes.lock().push((key.to_owned(), value.to_vec()));
+            self.inner.put(key, value, ttl).await
+        }
+        async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+            self.inner.take_once(key, ttl).await
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_tokens_and_method_ids_never_reach_the_store() {
+        let store = Arc::new(Recording::default());
+        let book = FlowBook::new(store.clone());
+        let token_in = "request-token-Zq9";
+        let token_out = "response-token-Xw7";
+        let flow = step(
+            &book,
+            K::SignInIntrospect,
+            Some(token_in),
+            200,
+            &introspect_with_token(token_out),
+        )
+        .await;
+        book.method_channel(&flow, SMS_ID).await;
+        book.method_channel(&flow, "unknown-method-id").await;
+        let writes = store.writes.lock().clone();
+        let reads = store.reads.lock().clone();
+        assert!(writes.len() >= 5, "{writes:?}");
+        let keys = writes
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(reads.iter().map(String::as_str));
+        for key in keys {
+            for secret in [token_in, token_out, SMS_ID, EMAIL_ID, "unknown-method-id"] {
+                assert!(!key.contains(secret), "{key}");
+            }
+        }
+        for (_, value) in &writes {
+            let value = String::from_utf8_lossy(value);
+            for secret in [token_in, token_out, SMS_ID, EMAIL_ID] {
+                assert!(!value.contains(secret), "{value}");
+            }
+        }
+        assert!(writes
+            .iter()
+            .any(|(k, _)| *k == format!("flow:{}", sha256_hex(token_out))));
+    }
+
+    /// A store that is down.
+    struct Down;
+
+    #[async_trait]
+    impl Store for Down {
+        async fn reserve(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+            _: u64,
+        ) -> Result<Window, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Err(StoreError::Unavailable("down".to_owned()))
+        }
+        async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("down".to_owned()))
+        }
+        async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Err(StoreError::Timeout)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_degrades_to_unknown() {
+        let book = FlowBook::new(Arc::new(Down));
+        let flow = step(
+            &book,
+            K::SignInIntrospect,
+            Some("T3"),
+            200,
+            INTROSPECT.as_bytes(),
+        )
+        .await;
+        assert_eq!(flow.as_str().len(), 16);
+        assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_value_is_ignored() {
+        let store = Arc::new(MemoryStore::default());
+        store
+            .put(&flow_key("T"), b"not a flow id!!!", Duration::from_secs(60))
+            .await
+            .expect("put");
+        store
+            .put(
+                &method_key(SMS_ID),
+                b"{\"channel\":\"pigeon\"}",
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("put");
+        let book = FlowBook::new(store);
+        let flow = book.flow_for_request(Some("T")).await;
+        assert_ne!(flow.as_str(), "not a flow id!!!");
+        assert_eq!(book.flow_for_request(Some("T")).await, flow);
+        assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
+    }
+}
