@@ -81,7 +81,10 @@ pub fn json_response<B: From<Bytes>>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert("x-ms-request-id", id);
     }
@@ -90,9 +93,8 @@ pub fn json_response<B: From<Bytes>>(
 
 /// Entra's `timestamp` format: `2024-05-01 10:15:00Z`.
 pub fn entra_timestamp(at: time::OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     at.to_offset(time::UtcOffset::UTC)
         .format(&format)
         .unwrap_or_default()
@@ -116,8 +118,7 @@ mod tests {
     fn body_has_every_field_msal_reads() {
         let body = ErrorBody::new("access_denied", 500_000, "blocked", Some("abc-123"))
             .with_suberror("provider_blocked_by_rep");
-        let json: serde_json::Value =
-            serde_json::from_slice(&body.to_json()).expect("valid json");
+        let json: serde_json::Value = serde_json::from_slice(&body.to_json()).expect("valid json");
         assert_eq!(json["error"], "access_denied");
         assert_eq!(json["suberror"], "provider_blocked_by_rep");
         assert_eq!(json["error_codes"][0], 500_000);

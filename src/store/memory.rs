@@ -224,18 +224,14 @@ impl Store for MemoryStore {
         match shard.map.entry(key.to_owned()) {
             MapEntry::Occupied(mut e) => {
                 if e.get().expired(now) {
-                    e.insert(Slot::Mark {
-                        expires: now + ttl,
-                    });
+                    e.insert(Slot::Mark { expires: now + ttl });
                     Ok(true)
                 } else {
                     Ok(false)
                 }
             }
             MapEntry::Vacant(e) => {
-                e.insert(Slot::Mark {
-                    expires: now + ttl,
-                });
+                e.insert(Slot::Mark { expires: now + ttl });
                 Ok(true)
             }
         }
@@ -281,7 +277,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn values_expire() {
         let store = MemoryStore::new(1000);
-        store.put("v", b"sms", Duration::from_secs(10)).await.unwrap();
+        store
+            .put("v", b"sms", Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(store.get("v").await.unwrap().as_deref(), Some(&b"sms"[..]));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(store.get("v").await.unwrap(), None);
@@ -300,10 +299,7 @@ mod tests {
     async fn memory_stays_bounded() {
         let store = MemoryStore::new(SHARDS * 4);
         for i in 0..10_000 {
-            store
-                .put(&format!("k{i}"), b"x", HOUR)
-                .await
-                .unwrap();
+            store.put(&format!("k{i}"), b"x", HOUR).await.unwrap();
         }
         assert!(store.len() <= SHARDS * 4);
         assert!(store.evictions() >= 10_000 - (SHARDS * 4) as u64);
