@@ -55,72 +55,72 @@ pub enum ModuleMode {
     ActiveBlocking,
 }
 
-/// Configuration of the HUMAN adapter (NODE key names in brackets, reference A11).
+/// Configuration of the HUMAN adapter; the NODE enforcer key of each field is named (A11).
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HumanConfig {
-    /// HUMAN application id, e.g. `PXabcd1234` [`px_app_id`]. Required.
+    /// HUMAN application id, e.g. `PXabcd1234` (NODE `px_app_id`). Required.
     pub app_id: String,
-    /// Server token for the Risk API and the collector, sent as `Bearer` [`px_auth_token`].
+    /// Server token for the Risk API and the collector, sent as `Bearer` (NODE `px_auth_token`).
     /// Required.
     pub auth_token: String,
-    /// Risk-token secrets [`px_cookie_secret`]: the current one first and, while rotating,
+    /// Risk-token secrets (NODE `px_cookie_secret`): the current one first and, while rotating,
     /// the previous one second. At most two. With none, every token is sent to the Risk API
     /// with reason `no_cookie_key`.
     pub cookie_secrets: Vec<String>,
-    /// Risk API base URL [`px_backend_url`]. Default
+    /// Risk API base URL (NODE `px_backend_url`). Default
     /// `https://sapi-<app id lower-cased>.perimeterx.net`; point it at the emulator for tests.
     pub base_url: Option<String>,
     /// Collector base URL for async activities and the block page's `hostUrl`. Default
     /// `https://collector-<app id lower-cased>.perimeterx.net`.
     pub collector_url: Option<String>,
-    /// Score (0–100) at or above which a request is blocked [`px_blocking_score`].
+    /// Score (0–100) at or above which a request is blocked (NODE `px_blocking_score`).
     pub blocking_score: u8,
-    /// `monitor` or `active_blocking` [`px_module_mode`].
+    /// `monitor` or `active_blocking` (NODE `px_module_mode`).
     pub module_mode: ModuleMode,
     /// In monitor mode, a request whose header of this name equals `1` is enforced anyway
-    /// [`px_bypass_monitor_header`]. Unset: no bypass.
+    /// (NODE `px_bypass_monitor_header`). Unset: no bypass.
     pub bypass_monitor_header: Option<String>,
     /// Treat every OTP send as a sensitive route: call the Risk API even when the token is
     /// valid and its score low. Turning this off lets a valid low-score token pass alone.
     pub sensitive_route: bool,
-    /// HTTP timeout of a Risk API call [`px_s2s_timeout`]. The gateway's own, usually
+    /// HTTP timeout of a Risk API call (NODE `px_s2s_timeout`). The gateway's own, usually
     /// shorter, budget is applied on top by the guard.
     #[serde(with = "humantime_serde")]
     pub s2s_timeout: Duration,
     /// TCP + TLS connect timeout towards HUMAN.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Lowest accepted PBKDF2 iteration count of a token [`px_risk_cookie_min_iterations`].
+    /// Lowest accepted PBKDF2 iteration count of a token (NODE `px_risk_cookie_min_iterations`).
     pub min_iterations: u32,
-    /// Highest accepted PBKDF2 iteration count of a token [`px_risk_cookie_max_iterations`].
+    /// Highest accepted PBKDF2 iteration count of a token (NODE `px_risk_cookie_max_iterations`).
     pub max_iterations: u32,
-    /// Longest accepted token, in bytes [`px_risk_cookie_max_length`].
+    /// Longest accepted token, in bytes (NODE `px_risk_cookie_max_length`).
     pub max_token_length: usize,
     /// A header carrying cookies in `Cookie` syntax, read besides `Cookie`
-    /// [`px_custom_cookie_header`].
+    /// (NODE `px_custom_cookie_header`).
     pub custom_cookie_header: Option<String>,
-    /// Headers never sent to HUMAN [`px_sensitive_headers`].
+    /// Headers never sent to HUMAN (NODE `px_sensitive_headers`).
     pub sensitive_headers: Vec<String>,
     /// Request headers forwarded to the Risk API besides `User-Agent`, `Accept`,
     /// `Content-Type` and `x-px-*`; HUMAN scores on them.
     pub extra_headers: Vec<String>,
     /// Answer XHR clients (`Accept: application/json`) with the JSON block response
-    /// [`px_advanced_blocking_response_enabled`].
+    /// (NODE `px_advanced_blocking_response_enabled`).
     pub advanced_blocking_response: bool,
-    /// Logo URL shown on the block page [`px_custom_logo`].
+    /// Logo URL shown on the block page (NODE `px_custom_logo`).
     pub custom_logo: Option<String>,
-    /// Add `Secure` to the `_pxhd` cookie [`px_pxhd_secure_enabled`].
+    /// Add `Secure` to the `_pxhd` cookie (NODE `px_pxhd_secure_enabled`).
     pub pxhd_secure: bool,
     /// `module_version` reported to HUMAN.
     pub module_version: String,
     /// Send `page_requested` / `block` activities to the collector
-    /// [`px_send_async_activities_enabled`].
+    /// (NODE `px_send_async_activities_enabled`).
     pub send_async_activities: bool,
-    /// HTTP timeout of a collector call [`px_batch_activities_timeout_ms`].
+    /// HTTP timeout of a collector call (NODE `px_batch_activities_timeout_ms`).
     #[serde(with = "humantime_serde")]
     pub activities_timeout: Duration,
-    /// Most activities per collector call [`px_max_activity_batch_size`].
+    /// Most activities per collector call (NODE `px_max_activity_batch_size`).
     pub activity_batch_size: usize,
     /// Longest an activity waits for its batch to fill.
     #[serde(with = "humantime_serde")]

@@ -251,6 +251,8 @@ impl RiskError {
 }
 
 /// What the gateway does when the provider gives no verdict (timeout, error, open circuit).
+/// The default is `step_up`: HUMAN's own default is fail-open, but an outage of the risk
+/// provider is exactly when an SMS-pumping run would like to go unchecked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailMode {

@@ -8,10 +8,10 @@
 //!
 //! Prove needs the number. An MFA challenge names only a method id and Entra shows only a
 //! masked label, so the app may send the full number in a configured header
-//! (`phone_header`). That header is client-controlled: it can only ever *lower* trust in
-//! practice if the gateway cross-checks it against the masked label, which is the policy
-//! layer's job. Without a number the verdict is `missing_phone_action` (default StepUp)
-//! with the reason `prove:phone_unknown`.
+//! (`phone_header`). That header is client-controlled: a client could name a clean number
+//! while Entra texts another, so the gateway should only pass it on when it agrees with the
+//! masked label's visible digits. Without a number the verdict is `missing_phone_action`
+//! (default StepUp) with the reason `prove:phone_unknown`, and Prove is not called.
 
 use std::collections::BTreeMap;
 use std::future::Future;
