@@ -1,19 +1,29 @@
 //! The request path: a few explicit phases over one per-request context.
 //!
-//! admit (in-flight limit) → check target (no open proxy) → classify → forward or answer →
-//! log. Requests nothing gates stream through both ways without buffering.
+//! admit (in-flight limit) → check target (no open proxy) → classify → for native-auth
+//! endpoints: read the bounded body, parse parameters, find the flow, label the OTP send →
+//! forward (or answer) → learn from the answer → log. Requests nothing gates stream through
+//! both ways without buffering.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Version};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
-use crate::config::Settings;
+use crate::config::{Settings, UnknownChannel, V2Mode};
+use crate::entra::classify::{self, Classification, EndpointKind};
+use crate::entra::learn::{self, Channel, FlowBook, FlowId};
+use crate::entra::params::{self, ParamError, Params};
+use crate::entra::send::{self, Intent, Target};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::proxy::{self, Body, ConnInfo, ForwardError, Upstream};
+use crate::store::{MemoryStore, Store};
 
 /// Shared state of the request path. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +36,7 @@ struct Inner {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
+    flows: FlowBook,
 }
 
 /// What one request carries through the phases.
@@ -36,6 +47,30 @@ struct RequestCtx {
     /// Path only: queries may carry continuation tokens, which are never logged.
     path: String,
     kind: &'static str,
+    flow: Option<FlowId>,
+    send: Option<OtpSend>,
+    upstream_status: Option<u16>,
+    client_ip: Option<IpAddr>,
+}
+
+/// An OTP send a gated request would cause, as far as we can tell.
+#[derive(Debug, Clone)]
+pub struct OtpSend {
+    pub endpoint: EndpointKind,
+    pub channel: Channel,
+    pub target: Target,
+    /// The MFA method id (`/oauth2/v2.0/challenge` with `id`).
+    pub method_id: Option<String>,
+    /// The masked label Entra showed for the method, when learned.
+    pub label: Option<String>,
+    /// Whether the channel was learned (`true`) or assumed per config (`false`).
+    pub channel_known: bool,
+}
+
+/// The parts of a gated request the later phases need, with the body held in memory.
+struct Gated {
+    kind: EndpointKind,
+    params: Params,
 }
 
 impl Gateway {
@@ -43,14 +78,25 @@ impl Gateway {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::tls::TlsError> {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        Self::with_store(settings, metrics, store)
+    }
+
+    pub fn with_store(
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, crate::tls::TlsError> {
         let upstream = Upstream::new(&settings.upstream)?;
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
+        let flows = FlowBook::new(store).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
                 upstream,
                 metrics,
                 in_flight,
+                flows,
             }),
         })
     }
@@ -67,6 +113,10 @@ impl Gateway {
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             kind: "pass_through",
+            flow: None,
+            send: None,
+            upstream_status: None,
+            client_ip: None,
         };
         let correlation = req
             .headers()
@@ -106,23 +156,175 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         let original_host = check_target(&req, &self.inner.settings.server.hosts)?;
         let (mut parts, body) = req.into_parts();
-        let client = proxy::client_ip(
+        let client_ip = proxy::client_ip(
             conn.peer.ip().to_canonical(),
             &parts.headers,
             &self.inner.settings.server.trusted_proxies,
         );
-        proxy::prepare_request(
-            &mut parts.headers,
-            client,
-            conn.tls,
-            original_host.as_deref(),
-        );
-        let req = Request::from_parts(parts, proxy::streamed(body));
-        self.forward(req).await
+        proxy::prepare_request(&mut parts.headers, client_ip, conn.tls, original_host.as_deref());
+        ctx.client_ip = Some(client_ip);
+
+        let kind = match classify::classify(&parts.method, parts.uri.path()) {
+            Classification::NotNativeAuth => {
+                return self
+                    .forward(Request::from_parts(parts, proxy::streamed(body)))
+                    .await;
+            }
+            Classification::Ambiguous(reason) => {
+                ctx.kind = "ambiguous";
+                tracing::info!(request_id = %ctx.request_id, reason = reason.as_str(), "ambiguous native-auth path refused");
+                return Err(GatewayError::BadRequest(
+                    "The request path is not a canonical native authentication endpoint.",
+                ));
+            }
+            Classification::MethodNotAllowed(kind) => {
+                ctx.kind = kind.as_str();
+                return Err(GatewayError::BadRequest(
+                    "Native authentication endpoints accept POST only.",
+                ));
+            }
+            Classification::Endpoint { kind, .. } => kind,
+        };
+        ctx.kind = kind.as_str();
+        if kind.is_v2() {
+            return match self.inner.settings.entra.v2 {
+                V2Mode::Pass => {
+                    self.forward(Request::from_parts(parts, proxy::streamed(body)))
+                        .await
+                }
+                V2Mode::Block => Err(GatewayError::BadRequest(
+                    "This version of the native authentication API is not enabled.",
+                )),
+            };
+        }
+
+        // Gated: read the bounded body and parse it together with the query.
+        let bytes = self.read_body(&parts.headers, body).await?;
+        let params = params::parse_request(&parts.headers, parts.uri.query(), &bytes)
+            .map_err(param_fault)?;
+        let flow = self
+            .inner
+            .flows
+            .flow_for_request(params.get("continuation_token"))
+            .await;
+        let gated = Gated { kind, params };
+        ctx.send = self.label_send(&gated, &flow).await;
+        ctx.flow = Some(flow);
+        if let Some(send) = &ctx.send {
+            self.inner
+                .metrics
+                .otp_send_seen(kind.as_str(), send.channel.as_str());
+        }
+
+        // The body forwarded is byte-identical to the body received.
+        let req = Request::from_parts(parts, proxy::full(Full::new(bytes)));
+        let resp = self.forward(req).await?;
+        ctx.upstream_status = Some(resp.status().as_u16());
+        self.learn(gated, ctx, resp).await
+    }
+
+    /// Read a gated body: at most `entra.max_body_bytes`, within the header read timeout
+    /// (a body that trickles in is a slowloris, not a sign-in).
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, GatewayError> {
+        let cap = self.inner.settings.entra.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        let timeout = self.inner.settings.server.header_read_timeout;
+        match tokio::time::timeout(timeout, collect_capped(body, cap)).await {
+            Err(_) => Err(GatewayError::BadRequest("The request body was not received in time.")),
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(Capped::TooLarge)) => Err(GatewayError::BodyTooLarge),
+            Ok(Err(Capped::Broken)) => Err(GatewayError::BadRequest("The request body could not be read.")),
+        }
+    }
+
+    /// Label the OTP send a gated request would cause.
+    async fn label_send(&self, gated: &Gated, flow: &FlowId) -> Option<OtpSend> {
+        let kind = gated.kind;
+        match send::intent(kind, &gated.params) {
+            Intent::None | Intent::FirstFactor => None,
+            Intent::Direct { channel, target } => Some(OtpSend {
+                endpoint: kind,
+                channel,
+                target,
+                method_id: None,
+                label: None,
+                channel_known: true,
+            }),
+            Intent::MfaMethod { id } => {
+                let learned = self.inner.flows.method_channel(flow, &id).await;
+                let (channel, label, known) = match learned {
+                    Some(info) => (info.channel, info.label, true),
+                    None => {
+                        let assumed = match self.inner.settings.entra.unknown_method_channel {
+                            UnknownChannel::Sms => Channel::Sms,
+                            UnknownChannel::Email => Channel::Email,
+                        };
+                        (assumed, None, false)
+                    }
+                };
+                Some(OtpSend {
+                    endpoint: kind,
+                    channel,
+                    target: Target::Account,
+                    method_id: Some(id),
+                    label,
+                    channel_known: known,
+                })
+            }
+        }
+    }
+
+    /// Learn from a native-auth answer (bounded), and pass its bytes on unchanged.
+    async fn learn(
+        &self,
+        gated: Gated,
+        ctx: &RequestCtx,
+        resp: Response<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Some(flow) = &ctx.flow else {
+            return Ok(resp);
+        };
+        let (parts, body) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > learn::MAX_RESPONSE_BYTES) {
+            return Ok(Response::from_parts(parts, body));
+        }
+        let timeout = self.inner.settings.upstream.response_timeout;
+        let bytes = match tokio::time::timeout(
+            timeout,
+            collect_capped(body, learn::MAX_RESPONSE_BYTES),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            // An answer without a length that outgrows the cap, or breaks off: the client
+            // cannot get a whole answer either way.
+            Ok(Err(_)) | Err(_) => {
+                return Err(GatewayError::UpstreamUnreachable(
+                    "native-auth answer unreadable or too large".into(),
+                ))
+            }
+        };
+        let learned = learn::parse_response(gated.kind, parts.status.as_u16(), &bytes);
+        self.inner.flows.learn(flow, gated.kind, &learned).await;
+        if let Some(id) = gated.params.get("id").filter(|_| gated.kind == EndpointKind::SignInChallenge) {
+            self.inner.flows.learn_challenge(flow, id, &learned).await;
+        }
+        Ok(Response::from_parts(parts, proxy::full(Full::new(bytes))))
     }
 
     async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
@@ -147,17 +349,58 @@ impl Gateway {
 
     fn finish(&self, ctx: &RequestCtx, resp: &Response<Body>, fault: Option<&'static str>) {
         self.inner.metrics.request_done(ctx.kind, resp.status());
+        let send = ctx.send.as_ref();
         tracing::info!(
             target: "otpgate::access",
             request_id = %ctx.request_id,
             method = %ctx.method,
             path = %ctx.path,
             kind = ctx.kind,
+            client_ip = %ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             status = resp.status().as_u16(),
+            upstream_status = ctx.upstream_status.unwrap_or(0),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            flow = ctx.flow.as_ref().map(|f| f.as_str()).unwrap_or(""),
+            otp_channel = send.map(|s| s.channel.as_str()).unwrap_or(""),
             fault = fault.unwrap_or(""),
             "request"
         );
+    }
+}
+
+enum Capped {
+    TooLarge,
+    Broken,
+}
+
+/// Collect a body of at most `cap` bytes.
+async fn collect_capped<B>(body: B, cap: usize) -> Result<Bytes, Capped>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Capped::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > cap {
+                return Err(Capped::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn param_fault(e: ParamError) -> GatewayError {
+    match e {
+        ParamError::TooLarge => GatewayError::BodyTooLarge,
+        ParamError::UnsupportedContentType | ParamError::ContentEncoding => {
+            GatewayError::UnsupportedMediaType
+        }
+        ParamError::Duplicate(_) => GatewayError::BadRequest("A parameter appears more than once."),
+        ParamError::BadEncoding => GatewayError::BadRequest("The request parameters are not valid form encoding."),
     }
 }
 

@@ -4,8 +4,8 @@
 //! # Layout
 //! * [`cli`]: what the subcommands do (`main.rs` only parses arguments).
 //! * [`config`]: typed configuration, load (TOML + env), validate (every problem at once).
-//! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, Entra-shaped
-//!   error bodies.
+//! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, OTP-send
+//!   detection, flow learning, Entra-shaped answers.
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
 //! * [`gateway`]: the request path, phase by phase.
 //! * [`proxy`]: the upstream client, header hygiene, client IP.
@@ -13,6 +13,7 @@
 //! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
 //! * [`metrics`]: the Prometheus registry.
 //! * [`tls`]: the crypto provider, certificates, upstream trust roots.
+//! * [`risk`]: risk providers (HUMAN, Prove, mock) behind a time budget and a circuit breaker.
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 
@@ -26,5 +27,6 @@ pub mod gateway;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod risk;
 pub mod store;
 pub mod tls;

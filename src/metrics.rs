@@ -31,6 +31,12 @@ pub fn status_class(status: http::StatusCode) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendLabels {
+    pub endpoint: &'static str,
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -44,6 +50,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub in_flight: Gauge,
     pub overload_rejections: Counter,
+    pub otp_sends_seen: Family<SendLabels, Counter>,
     /// Mirrors `in_flight` for cheap reads (readiness, tests).
     in_flight_now: AtomicI64,
 }
@@ -87,6 +94,12 @@ impl Metrics {
             "Requests refused with 503 because max_in_flight was reached",
             overload_rejections.clone(),
         );
+        let otp_sends_seen = Family::<SendLabels, Counter>::default();
+        registry.register(
+            "otp_send_requests",
+            "Requests that would make Entra send a code, by endpoint and channel",
+            otp_sends_seen.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -95,6 +108,7 @@ impl Metrics {
             open_connections,
             in_flight,
             overload_rejections,
+            otp_sends_seen,
             in_flight_now: AtomicI64::new(0),
         })
     }
@@ -115,6 +129,12 @@ impl Metrics {
     pub fn upstream_failed(&self, outcome: &'static str) {
         self.upstream_errors
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn otp_send_seen(&self, endpoint: &'static str, channel: &'static str) {
+        self.otp_sends_seen
+            .get_or_create(&SendLabels { endpoint, channel })
             .inc();
     }
 

@@ -2,3 +2,5 @@
 //! never needs them in production.
 
 pub mod entra;
+pub mod human;
+pub mod prove;

@@ -2,7 +2,9 @@
 //! responses teach about flows and method channels, and the Entra error shape every answer of
 //! ours uses.
 
+pub mod answer;
 pub mod classify;
 pub mod error;
 pub mod learn;
 pub mod params;
+pub mod send;

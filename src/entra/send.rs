@@ -1,0 +1,149 @@
+//! Which requests make Entra send a one-time passcode, and to where (DESIGN.md's table,
+//! reference §6).
+//!
+//! The decision is in two steps: [`intent`] reads what the request itself says (pure), and
+//! the gateway resolves an MFA method id to its channel from what it learned earlier.
+
+use std::fmt;
+
+use super::classify::EndpointKind;
+use super::learn::Channel;
+use super::params::Params;
+
+/// What a request says about the code it would make Entra send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// Sends nothing.
+    None,
+    /// Sends on a channel the request names, to a target it names (registration) or to the
+    /// account's own address (sign-up, password reset).
+    Direct { channel: Channel, target: Target },
+    /// `/oauth2/v2.0/challenge` with `id`: MFA to the method `id` names; its channel is known
+    /// only from an earlier introspect answer.
+    MfaMethod { id: String },
+    /// `/oauth2/v2.0/challenge` without `id`: an email code for an email-OTP user, nothing for
+    /// a password user; after an `mfa_required` interrupt, possibly the default MFA method.
+    FirstFactor,
+}
+
+/// Where a code goes. Phone numbers are kept as sent (normalised later, by the destination
+/// policy) and never reach a log through `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A phone number chosen by the caller (`challenge_target` on registration).
+    Phone(String),
+    /// An email address chosen by the caller.
+    Email(String),
+    /// The account's own address, which the request does not carry.
+    Account,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Phone(_) => f.write_str("Phone(<redacted>)"),
+            Self::Email(_) => f.write_str("Email(<redacted>)"),
+            Self::Account => f.write_str("Account"),
+        }
+    }
+}
+
+/// What `kind` with `params` would make Entra send.
+pub fn intent(kind: EndpointKind, params: &Params) -> Intent {
+    match kind {
+        EndpointKind::SignInChallenge => match params.get("id") {
+            Some(id) if !id.is_empty() => Intent::MfaMethod { id: id.to_owned() },
+            _ => Intent::FirstFactor,
+        },
+        EndpointKind::SignUpChallenge | EndpointKind::ResetPasswordChallenge => Intent::Direct {
+            channel: Channel::Email,
+            target: Target::Account,
+        },
+        EndpointKind::RegisterChallenge => {
+            let target = params.get("challenge_target").unwrap_or_default().trim();
+            // The channel is optional (reference §5.4); without it, judge by the target, and
+            // when the two disagree believe the one that can cost money.
+            let named = params.get("challenge_channel").and_then(Channel::parse);
+            let looks_like_email = target.contains('@');
+            let channel = match named {
+                Some(Channel::Sms) => Channel::Sms,
+                Some(Channel::Email) if looks_like_email => Channel::Email,
+                Some(Channel::Email) => Channel::Sms,
+                None if looks_like_email => Channel::Email,
+                None => Channel::Sms,
+            };
+            let target = match channel {
+                Channel::Sms => Target::Phone(target.to_owned()),
+                Channel::Email => Target::Email(target.to_owned()),
+            };
+            Intent::Direct { channel, target }
+        }
+        _ => Intent::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entra::params::parse;
+
+    fn p(body: &str) -> Params {
+        parse(None, body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn intent_table() {
+        use EndpointKind::*;
+        let sms = |t: &str| Intent::Direct {
+            channel: Channel::Sms,
+            target: Target::Phone(t.into()),
+        };
+        let cases: Vec<(EndpointKind, &str, Intent)> = vec![
+            (SignInInitiate, "username=a", Intent::None),
+            (Token, "grant_type=password", Intent::None),
+            (SignInChallenge, "id=abc", Intent::MfaMethod { id: "abc".into() }),
+            (SignInChallenge, "continuation_token=x", Intent::FirstFactor),
+            (SignInChallenge, "id=", Intent::FirstFactor),
+            (
+                SignUpChallenge,
+                "",
+                Intent::Direct {
+                    channel: Channel::Email,
+                    target: Target::Account,
+                },
+            ),
+            (
+                ResetPasswordChallenge,
+                "",
+                Intent::Direct {
+                    channel: Channel::Email,
+                    target: Target::Account,
+                },
+            ),
+            (RegisterChallenge, "challenge_channel=sms&challenge_target=%2B447700900123", sms("+447700900123")),
+            (RegisterChallenge, "challenge_target=%2B447700900123", sms("+447700900123")),
+            (RegisterChallenge, "challenge_channel=SMS&challenge_target=+44+7700", sms("44 7700")),
+            // An "email" send to something that is not an address is treated as SMS.
+            (RegisterChallenge, "challenge_channel=email&challenge_target=%2B4477", sms("+4477")),
+            (
+                RegisterChallenge,
+                "challenge_channel=email&challenge_target=a%40b.c",
+                Intent::Direct {
+                    channel: Channel::Email,
+                    target: Target::Email("a@b.c".into()),
+                },
+            ),
+            (RegisterIntrospect, "", Intent::None),
+            (RegisterContinue, "oob=1234", Intent::None),
+        ];
+        for (kind, body, want) in cases {
+            assert_eq!(intent(kind, &p(body)), want, "{kind:?} {body}");
+        }
+    }
+
+    #[test]
+    fn targets_never_print() {
+        let t = Target::Phone("+447700900123".into());
+        assert!(!format!("{t:?}").contains("7700"));
+    }
+}

@@ -1,0 +1,388 @@
+//! HUMAN risk token v3: the `_px3` cookie and the mobile `X-PX-AUTHORIZATION: 3:…` token
+//! (reference A7, A8). Parsing, PBKDF2-HMAC-SHA256 → AES-256-CBC decryption, the HMAC
+//! check, and the mirror-image minting the emulator and tests use.
+//!
+//! Wire format: `<hmac_hex>:<salt_b64>:<iterations>:<ciphertext_b64>`.
+
+use aes::Aes256;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// `COOKIE_V3_MAXIMUM_SALT_LENGTH`: the longest accepted salt, in base64 characters.
+pub const MAX_SALT_LENGTH: usize = 100;
+/// The iteration count producers use.
+pub const DEFAULT_ITERATIONS: u32 = 1000;
+/// At most this many cookie secrets are tried (`COOKIE_SECRET_MAX_VALUES`).
+pub const MAX_SECRETS: usize = 2;
+
+const KEY_LEN: usize = 32;
+const IV_LEN: usize = 16;
+
+/// Limits applied before any cryptography runs, so a hostile token costs little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Lowest accepted PBKDF2 iteration count (`px_risk_cookie_min_iterations`, 500).
+    pub min_iterations: u32,
+    /// Highest accepted PBKDF2 iteration count (`px_risk_cookie_max_iterations`, 5000).
+    pub max_iterations: u32,
+    /// Longest accepted token (`px_risk_cookie_max_length`, 2048).
+    pub max_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_iterations: 500,
+            max_iterations: 5000,
+            max_length: 2048,
+        }
+    }
+}
+
+/// The decrypted payload. All of `t`, `s`, `u`, `v`, `a` must be present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Expiry, epoch milliseconds.
+    pub t: f64,
+    /// Score 0–100.
+    pub s: f64,
+    /// uuid of the assessment.
+    pub u: String,
+    /// Visitor id.
+    pub v: String,
+    /// Action (`c`, `b`, `j`, `r`, …).
+    pub a: String,
+    /// Which request fields the HMAC signs: `u` user agent, `s` socket IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// Hype-sale approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpa: Option<serde_json::Value>,
+}
+
+/// A token split into its parts; borrowed from the raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    pub hmac_hex: &'a str,
+    /// `<salt_b64>:<iterations>:<ciphertext_b64>`, exactly as received: what the HMAC signs.
+    pub signed: &'a str,
+    pub salt_b64: &'a str,
+    pub iterations: u32,
+    pub ciphertext_b64: &'a str,
+}
+
+/// Why a token was not accepted. `Decryption` maps to `cookie_decryption_failed`,
+/// `Validation` to `cookie_validation_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token cannot be decrypted")]
+    Decryption,
+    #[error("token signature does not match")]
+    Validation,
+}
+
+/// Splits and bounds-checks a token. Anything malformed is a decryption failure.
+pub fn parse<'a>(raw: &'a str, limits: &Limits) -> Result<Parsed<'a>, TokenError> {
+    if raw.is_empty() || raw.len() > limits.max_length {
+        return Err(TokenError::Decryption);
+    }
+    let (hmac_hex, signed) = raw.split_once(':').ok_or(TokenError::Decryption)?;
+    let mut parts = signed.split(':');
+    let (Some(salt_b64), Some(iterations), Some(ciphertext_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Decryption);
+    };
+    if salt_b64.is_empty() || salt_b64.len() > MAX_SALT_LENGTH || ciphertext_b64.is_empty() {
+        return Err(TokenError::Decryption);
+    }
+    if !iterations.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TokenError::Decryption);
+    }
+    let iterations: u32 = iterations.parse().map_err(|_| TokenError::Decryption)?;
+    if iterations < limits.min_iterations || iterations > limits.max_iterations {
+        return Err(TokenError::Decryption);
+    }
+    Ok(Parsed {
+        hmac_hex,
+        signed,
+        salt_b64,
+        iterations,
+        ciphertext_b64,
+    })
+}
+
+fn derive(secret: &str, salt: &[u8], iterations: u32) -> ([u8; KEY_LEN], [u8; IV_LEN]) {
+    let mut dk = [0u8; KEY_LEN + IV_LEN];
+    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), salt, iterations, &mut dk);
+    let mut key = [0u8; KEY_LEN];
+    let mut iv = [0u8; IV_LEN];
+    key.copy_from_slice(&dk[..KEY_LEN]);
+    iv.copy_from_slice(&dk[KEY_LEN..]);
+    (key, iv)
+}
+
+/// A successfully decrypted token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decrypted {
+    pub payload: Payload,
+    /// The plaintext JSON as decrypted (sent to the Risk API as `px_cookie`).
+    pub plaintext: String,
+    /// Index of the secret that decrypted it; the HMAC is checked with the same one.
+    pub secret_index: usize,
+}
+
+/// Tries each secret (at most [`MAX_SECRETS`]) until one yields a well-formed payload.
+pub fn decrypt(token: &Parsed<'_>, secrets: &[String]) -> Result<Decrypted, TokenError> {
+    let salt = B64
+        .decode(token.salt_b64)
+        .map_err(|_| TokenError::Decryption)?;
+    let ciphertext = B64
+        .decode(token.ciphertext_b64)
+        .map_err(|_| TokenError::Decryption)?;
+    for (secret_index, secret) in secrets.iter().take(MAX_SECRETS).enumerate() {
+        let (key, iv) = derive(secret, &salt, token.iterations);
+        let Ok(plain) = cbc::Decryptor::<Aes256>::new(&key.into(), &iv.into())
+            .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
+        else {
+            continue;
+        };
+        let Ok(plaintext) = String::from_utf8(plain) else {
+            continue;
+        };
+        if let Ok(payload) = serde_json::from_str::<Payload>(&plaintext) {
+            return Ok(Decrypted {
+                payload,
+                plaintext,
+                secret_index,
+            });
+        }
+    }
+    Err(TokenError::Decryption)
+}
+
+/// The extra text the HMAC covers: nothing for mobile tokens; for cookies, per char of
+/// `x` (`u` → user agent, `s` → socket IP), or the user agent when `x` is absent. An absent
+/// user agent signs as the empty string (PY2/PHP/JSCORE; NODE's `none` is not followed).
+pub fn signed_fields(payload: &Payload, mobile: bool, user_agent: &str, socket_ip: &str) -> String {
+    if mobile {
+        return String::new();
+    }
+    match &payload.x {
+        None => user_agent.to_owned(),
+        Some(x) => x
+            .chars()
+            .map(|c| match c {
+                'u' => user_agent,
+                's' => socket_ip,
+                _ => "",
+            })
+            .collect(),
+    }
+}
+
+fn mac(secret: &str, signed: &str, fields: &str) -> Option<Hmac<Sha256>> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).ok()?;
+    mac.update(signed.as_bytes());
+    mac.update(fields.as_bytes());
+    Some(mac)
+}
+
+/// Whether the token's HMAC matches `secret` over the signed text plus `fields`, compared
+/// in constant time. Hex case does not matter.
+pub fn hmac_valid(token: &Parsed<'_>, secret: &str, fields: &str) -> bool {
+    let Ok(given) = hex::decode(token.hmac_hex) else {
+        return false;
+    };
+    let Some(mac) = mac(secret, token.signed, fields) else {
+        return false;
+    };
+    let expected = mac.finalize().into_bytes();
+    given.len() == expected.len() && bool::from(expected.as_slice().ct_eq(&given))
+}
+
+/// Parse, decrypt and check the signature in one step (JSCORE order: the HMAC is verified
+/// before anything in the payload is trusted). On `Validation` the decrypted payload is
+/// still returned so the caller can report it to the Risk API.
+pub fn verify(
+    raw: &str,
+    secrets: &[String],
+    limits: &Limits,
+    mobile: bool,
+    user_agent: &str,
+    socket_ip: &str,
+) -> Result<(Decrypted, bool), TokenError> {
+    let parsed = parse(raw, limits)?;
+    let decrypted = decrypt(&parsed, secrets)?;
+    let fields = signed_fields(&decrypted.payload, mobile, user_agent, socket_ip);
+    let secret = secrets
+        .get(decrypted.secret_index)
+        .ok_or(TokenError::Decryption)?;
+    let ok = hmac_valid(&parsed, secret, &fields);
+    Ok((decrypted, ok))
+}
+
+/// Encrypts and signs `plaintext` (JSON) the way HUMAN's collector does: PBKDF2 over
+/// `salt`, AES-256-CBC with PKCS#7, `b64(salt):iterations:b64(ct)`, HMAC-SHA256 over that
+/// plus `fields`, lower-case hex in front. `salt` defaults to 16 random bytes.
+pub fn mint(
+    secret: &str,
+    plaintext: &str,
+    fields: &str,
+    iterations: u32,
+    salt: Option<&[u8]>,
+) -> String {
+    let salt = match salt {
+        Some(s) => s.to_vec(),
+        None => {
+            let mut s = vec![0u8; 16];
+            rand::thread_rng().fill_bytes(&mut s);
+            s
+        }
+    };
+    let (key, iv) = derive(secret, &salt, iterations);
+    let ct = cbc::Encryptor::<Aes256>::new(&key.into(), &iv.into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext.as_bytes());
+    let signed = format!("{}:{}:{}", B64.encode(&salt), iterations, B64.encode(ct));
+    let hmac_hex = mac(secret, &signed, fields)
+        .map(|m| hex::encode(m.finalize().into_bytes()))
+        .unwrap_or_default();
+    format!("{hmac_hex}:{signed}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_11_4) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.84 Safari/537.36";
+    const WEB_GOOD: &str = "335b98aef8ef5d0005b0672c056db96710e49592d4329fb1b5beef584ee8f102:MTIzNDU2NzgxMjM0NTY3ODEyMzQ1Njc4MTIzNDU2Nzg=:1000:HB1PdCSaEhMrRm5SSozR82/+fM4sLmcs98KJYvcSdLaoQr6cAK1iDGL6cLxHXS5ZLcrdUoDhZ5NER8Z9hxU6qv0g9RmrGgTGZyeDhMrQt3E3E7Q1G3WRGDgLn0/YAz2gk7sykHn/3nb4qxa3resILBRZcNNl5TOhVp+Eht7HxhM=";
+    const MOBILE_GOOD: &str = "d93b4a4afa90c39b58b8ac401eccfe70ac1aba0d32fe368b0ae1621061a1699d:MTIzNDU2NzgxMjM0NTY3ODEyMzQ1Njc4MTIzNDU2Nzg=:1000:HB1PdCSaEhMrRm5SSozR82/+fM4sLmcs98KJYvcSdLaoQr6cAK1iDGL6cLxHXS5ZLcrdUoDhZ5NER8Z9hxU6qv0g9RmrGgTGZyeDhMrQt3E3E7Q1G3WRGDgLn0/YAz2gk7sykHn/3nb4qxa3resILBRZcNNl5TOhVp+Eht7HxhM=";
+
+    fn secrets(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn key_and_iv_match_the_reference_derivation() {
+        let (key, iv) = derive("perimeterx", b"12345678123456781234567812345678", 1000);
+        assert_eq!(
+            hex::encode(key),
+            "2552f9b954a9da80a32f455f8ba2006464332f1dc11c2bfb1038aa04190d72d9"
+        );
+        assert_eq!(hex::encode(iv), "a926c76627646a12575f77d7a47ed092");
+    }
+
+    #[test]
+    fn parse_rejects_malformed_tokens() {
+        let l = Limits::default();
+        let salt = "MTIzNDU2NzgxMjM0NTY3ODEyMzQ1Njc4MTIzNDU2Nzg=";
+        for bad in [
+            String::new(),
+            "abc".to_owned(),
+            format!("h:{salt}:1000"),
+            format!("h:{salt}:1000:ct:extra"),
+            "h::1000:ct".to_owned(),
+            format!("h:{salt}:499:ct"),
+            format!("h:{salt}:5001:ct"),
+            format!("h:{salt}:+1000:ct"),
+            format!("h:{}:1000:ct", "A".repeat(101)),
+            format!("h:{salt}:1000:{}", "A".repeat(2048)),
+        ] {
+            assert_eq!(parse(&bad, &l), Err(TokenError::Decryption), "{bad}");
+        }
+        assert!(parse(&format!("h:{salt}:500:ct"), &l).is_ok());
+        assert!(parse(&format!("h:{salt}:5000:ct"), &l).is_ok());
+    }
+
+    #[test]
+    fn mint_reproduces_the_reference_web_vector() {
+        let plain = r#"{"u":"57ecdc10-0e97-11e6-80b6-095df820282c","v":"a0b1c2d3-0e97-11e6-80b6-095df820282c","t":4102444800000,"s":0,"a":"c"}"#;
+        let token = mint(
+            "perimeterx",
+            plain,
+            UA,
+            1000,
+            Some(b"12345678123456781234567812345678"),
+        );
+        assert_eq!(token, WEB_GOOD);
+        let mobile = mint(
+            "perimeterx",
+            plain,
+            "",
+            1000,
+            Some(b"12345678123456781234567812345678"),
+        );
+        assert_eq!(mobile, MOBILE_GOOD);
+    }
+
+    #[test]
+    fn second_secret_decrypts_and_validates_during_rotation() {
+        let (d, ok) = verify(
+            WEB_GOOD,
+            &secrets(&["wrong-secret", "perimeterx"]),
+            &Limits::default(),
+            false,
+            UA,
+            "1.2.3.4",
+        )
+        .unwrap();
+        assert!(ok);
+        assert_eq!(d.secret_index, 1);
+    }
+
+    #[test]
+    fn only_two_secrets_are_tried() {
+        let r = verify(
+            WEB_GOOD,
+            &secrets(&["a", "b", "perimeterx"]),
+            &Limits::default(),
+            false,
+            UA,
+            "",
+        );
+        assert_eq!(r, Err(TokenError::Decryption));
+    }
+
+    #[test]
+    fn uppercase_hmac_hex_is_accepted() {
+        let upper = WEB_GOOD.replacen(&WEB_GOOD[..64], &WEB_GOOD[..64].to_uppercase(), 1);
+        let (_, ok) = verify(
+            &upper,
+            &secrets(&["perimeterx"]),
+            &Limits::default(),
+            false,
+            UA,
+            "",
+        )
+        .unwrap();
+        assert!(ok);
+    }
+
+    #[test]
+    fn signed_fields_follow_x() {
+        let mut p = Payload {
+            t: 0.0,
+            s: 0.0,
+            u: String::new(),
+            v: String::new(),
+            a: "c".into(),
+            x: None,
+            cpa: None,
+        };
+        assert_eq!(signed_fields(&p, false, "UA", "1.2.3.4"), "UA");
+        assert_eq!(signed_fields(&p, true, "UA", "1.2.3.4"), "");
+        p.x = Some("su".into());
+        assert_eq!(signed_fields(&p, false, "UA", "1.2.3.4"), "1.2.3.4UA");
+        p.x = Some("uzs".into());
+        assert_eq!(signed_fields(&p, false, "UA", "1.2.3.4"), "UA1.2.3.4");
+    }
+}
