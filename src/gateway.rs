@@ -165,7 +165,12 @@ impl Gateway {
             &parts.headers,
             &self.inner.settings.server.trusted_proxies,
         );
-        proxy::prepare_request(&mut parts.headers, client_ip, conn.tls, original_host.as_deref());
+        proxy::prepare_request(
+            &mut parts.headers,
+            client_ip,
+            conn.tls,
+            original_host.as_deref(),
+        );
         ctx.client_ip = Some(client_ip);
 
         let kind = match classify::classify(&parts.method, parts.uri.path()) {
@@ -240,10 +245,14 @@ impl Gateway {
         }
         let timeout = self.inner.settings.server.header_read_timeout;
         match tokio::time::timeout(timeout, collect_capped(body, cap)).await {
-            Err(_) => Err(GatewayError::BadRequest("The request body was not received in time.")),
+            Err(_) => Err(GatewayError::BadRequest(
+                "The request body was not received in time.",
+            )),
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(Capped::TooLarge)) => Err(GatewayError::BodyTooLarge),
-            Ok(Err(Capped::Broken)) => Err(GatewayError::BadRequest("The request body could not be read.")),
+            Ok(Err(Capped::Broken)) => Err(GatewayError::BadRequest(
+                "The request body could not be read.",
+            )),
         }
     }
 
@@ -304,24 +313,26 @@ impl Gateway {
             return Ok(Response::from_parts(parts, body));
         }
         let timeout = self.inner.settings.upstream.response_timeout;
-        let bytes = match tokio::time::timeout(
-            timeout,
-            collect_capped(body, learn::MAX_RESPONSE_BYTES),
-        )
-        .await
-        {
-            Ok(Ok(bytes)) => bytes,
-            // An answer without a length that outgrows the cap, or breaks off: the client
-            // cannot get a whole answer either way.
-            Ok(Err(_)) | Err(_) => {
-                return Err(GatewayError::UpstreamUnreachable(
-                    "native-auth answer unreadable or too large".into(),
-                ))
-            }
-        };
+        let bytes =
+            match tokio::time::timeout(timeout, collect_capped(body, learn::MAX_RESPONSE_BYTES))
+                .await
+            {
+                Ok(Ok(bytes)) => bytes,
+                // An answer without a length that outgrows the cap, or breaks off: the client
+                // cannot get a whole answer either way.
+                Ok(Err(_)) | Err(_) => {
+                    return Err(GatewayError::UpstreamUnreachable(
+                        "native-auth answer unreadable or too large".into(),
+                    ))
+                }
+            };
         let learned = learn::parse_response(gated.kind, parts.status.as_u16(), &bytes);
         self.inner.flows.learn(flow, gated.kind, &learned).await;
-        if let Some(id) = gated.params.get("id").filter(|_| gated.kind == EndpointKind::SignInChallenge) {
+        if let Some(id) = gated
+            .params
+            .get("id")
+            .filter(|_| gated.kind == EndpointKind::SignInChallenge)
+        {
             self.inner.flows.learn_challenge(flow, id, &learned).await;
         }
         Ok(Response::from_parts(parts, proxy::full(Full::new(bytes))))
@@ -400,7 +411,9 @@ fn param_fault(e: ParamError) -> GatewayError {
             GatewayError::UnsupportedMediaType
         }
         ParamError::Duplicate(_) => GatewayError::BadRequest("A parameter appears more than once."),
-        ParamError::BadEncoding => GatewayError::BadRequest("The request parameters are not valid form encoding."),
+        ParamError::BadEncoding => {
+            GatewayError::BadRequest("The request parameters are not valid form encoding.")
+        }
     }
 }
 

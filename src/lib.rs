@@ -26,7 +26,7 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod proxy;
-pub mod server;
 pub mod risk;
+pub mod server;
 pub mod store;
 pub mod tls;

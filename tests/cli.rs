@@ -136,3 +136,77 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn demo_walkthrough_works_when_pasted() {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--entra-listen",
+            "127.0.0.1:0",
+        ])
+        .env("OTPGATE__LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    // The walkthrough is the indented block after "paste into a shell", up to a blank line.
+    let mut script = String::new();
+    let mut inside = false;
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("demo printed its walkthrough")
+            .expect("demo exited early");
+        if line.contains("paste into a shell") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.trim().is_empty() && !script.is_empty() {
+                break;
+            }
+            script.push_str(line.trim_start());
+            script.push('\n');
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\"challenge_channel\":\"sms\""),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("\"access_token\""),
+        "the sign-in completed: {stdout}\n{stderr}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}

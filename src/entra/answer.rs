@@ -108,7 +108,10 @@ mod tests {
 
         let resp = deny(DenyStyle::Redirect, None);
         assert_eq!(resp.status(), 200);
-        assert_eq!(json(resp).await, serde_json::json!({"challenge_type": "redirect"}));
+        assert_eq!(
+            json(resp).await,
+            serde_json::json!({"challenge_type": "redirect"})
+        );
     }
 
     #[tokio::test]

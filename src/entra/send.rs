@@ -101,7 +101,11 @@ mod tests {
         let cases: Vec<(EndpointKind, &str, Intent)> = vec![
             (SignInInitiate, "username=a", Intent::None),
             (Token, "grant_type=password", Intent::None),
-            (SignInChallenge, "id=abc", Intent::MfaMethod { id: "abc".into() }),
+            (
+                SignInChallenge,
+                "id=abc",
+                Intent::MfaMethod { id: "abc".into() },
+            ),
             (SignInChallenge, "continuation_token=x", Intent::FirstFactor),
             (SignInChallenge, "id=", Intent::FirstFactor),
             (
@@ -120,11 +124,27 @@ mod tests {
                     target: Target::Account,
                 },
             ),
-            (RegisterChallenge, "challenge_channel=sms&challenge_target=%2B447700900123", sms("+447700900123")),
-            (RegisterChallenge, "challenge_target=%2B447700900123", sms("+447700900123")),
-            (RegisterChallenge, "challenge_channel=SMS&challenge_target=+44+7700", sms("44 7700")),
+            (
+                RegisterChallenge,
+                "challenge_channel=sms&challenge_target=%2B447700900123",
+                sms("+447700900123"),
+            ),
+            (
+                RegisterChallenge,
+                "challenge_target=%2B447700900123",
+                sms("+447700900123"),
+            ),
+            (
+                RegisterChallenge,
+                "challenge_channel=SMS&challenge_target=+44+7700",
+                sms("44 7700"),
+            ),
             // An "email" send to something that is not an address is treated as SMS.
-            (RegisterChallenge, "challenge_channel=email&challenge_target=%2B4477", sms("+4477")),
+            (
+                RegisterChallenge,
+                "challenge_channel=email&challenge_target=%2B4477",
+                sms("+4477"),
+            ),
             (
                 RegisterChallenge,
                 "challenge_channel=email&challenge_target=a%40b.c",

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 
 use otpgate::server::Server;
 
+pub mod entra;
+
 /// How the test upstream behaves.
 #[derive(Clone, Copy)]
 pub enum Upstream {

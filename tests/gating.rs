@@ -1,0 +1,273 @@
+//! What the gateway does to native-auth traffic: ambiguous paths and parameters refused
+//! before anything reaches Entra, OTP sends labelled with the channel learned from
+//! introspect answers, V2 blocked by default, gated bodies forwarded byte for byte.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::entra::{raw, start, TENANT};
+use otpgate::emulate::entra::DEMO_CLIENT_ID;
+
+fn sends(metrics: &str, channel: &str) -> u64 {
+    let needle = format!(
+        "otpgate_otp_send_requests_total{{endpoint=\"sign_in_challenge\",channel=\"{channel}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn mfa_challenges_are_labelled_with_the_learned_channel() {
+    let env = start("").await;
+    let intro = env.introspect("both@contoso.com").await;
+    let methods = intro.body["methods"].as_array().unwrap().clone();
+    let id_of = |channel: &str| {
+        methods
+            .iter()
+            .find(|m| m["challenge_channel"] == channel)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let email = env.mfa_challenge(&intro.token(), &id_of("email")).await;
+    assert_eq!(email.status, 200, "{}", email.body);
+    let m = env.metrics().await;
+    assert_eq!((sends(&m, "email"), sends(&m, "sms")), (1, 0), "{m}");
+
+    let sms = env.mfa_challenge(&email.token(), &id_of("sms")).await;
+    assert_eq!(sms.status, 200, "{}", sms.body);
+    let m = env.metrics().await;
+    assert_eq!((sends(&m, "email"), sends(&m, "sms")), (1, 1), "{m}");
+    let outbox = env.outbox();
+    assert_eq!(outbox.len(), 2);
+    assert_eq!(outbox[0].channel, "email");
+    assert_eq!(outbox[1].channel, "sms");
+
+    // An id never seen in an introspect answer: the configured default, SMS.
+    let unknown = env
+        .mfa_challenge(&sms.token(), "00000000-dead-beef-0000-000000000000")
+        .await;
+    assert_eq!(unknown.status, 400, "the emulator does not know it either");
+    let m = env.metrics().await;
+    assert_eq!(sends(&m, "sms"), 2, "{m}");
+}
+
+#[tokio::test]
+async fn unknown_method_ids_follow_the_configured_channel() {
+    let env = start("[entra]\nunknown_method_channel = \"email\"\n").await;
+    let intro = env.introspect("sms@contoso.com").await;
+    let _ = env
+        .mfa_challenge(&intro.token(), "11111111-2222-3333-4444-555555555555")
+        .await;
+    let m = env.metrics().await;
+    assert_eq!((sends(&m, "email"), sends(&m, "sms")), (1, 0), "{m}");
+}
+
+fn post_raw(path: &str, body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn ambiguous_paths_never_reach_entra() {
+    let env = start("").await;
+    // A real flow's token, so a forwarded request could have sent a code.
+    let intro = env.introspect("sms@contoso.com").await;
+    let id = intro.body["methods"][0]["id"].as_str().unwrap().to_owned();
+    let body = format!(
+        "client_id={DEMO_CLIENT_ID}&continuation_token={}&challenge_type=oob%20redirect&id={id}",
+        intro.token()
+    );
+    let variants = [
+        format!("/{TENANT}/oauth2%2Fv2.0/challenge"),
+        format!("/{TENANT}/oauth2%2fv2.0%2fchallenge"),
+        format!("/{TENANT}/oauth2\\v2.0\\challenge"),
+        format!("/{TENANT}/oauth2%5Cv2.0%5Cchallenge"),
+        format!("/{TENANT}/oauth2/./v2.0/challenge"),
+        format!("/{TENANT}/oauth2/v2.0/x/../challenge"),
+        format!("/{TENANT}/oauth2/%2E/v2.0/challenge"),
+        format!("/{TENANT}//oauth2/v2.0/challenge"),
+        format!("/{TENANT}/oauth2//v2.0/challenge"),
+        format!("/{TENANT}/oauth2/v2.0/challenge/"),
+        format!("/{TENANT}/oauth2/v2.0/challenge;x=1"),
+        format!("/{TENANT}/oauth2;a/v2.0/challenge"),
+        format!("/{TENANT}/oauth2/v2.0/challenge%00"),
+        format!("/{TENANT}/oauth2/v2.0/%C0%AFchallenge"),
+        format!("/{TENANT}/oauth2/v2.0/challenge."),
+        format!("/{TENANT}/oauth2/v2.0/challenge.json"),
+        format!("//{TENANT}/oauth2/v2.0/challenge"),
+        "/oauth2/v2.0/challenge".to_owned(),
+        format!("/x/{TENANT}/oauth2/v2.0/challenge"),
+        format!("/{TENANT}/%252e%252e/oauth2/v2.0/challenge"),
+    ];
+    for path in &variants {
+        let answer = raw(env.gw.addr, &post_raw(path, &body, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("\"invalid_request\""), "{path}: {answer}");
+    }
+    assert!(
+        env.outbox().is_empty(),
+        "an ambiguous request reached Entra: {:?}",
+        env.outbox()
+    );
+
+    // The canonical request — and its case and unreserved-escape variants — are gated and
+    // forwarded.
+    for path in [
+        format!("/{TENANT}/oauth2/v2.0/challenge"),
+        "/CONTOSO.onmicrosoft.com/OAuth2/V2.0/Challenge".to_owned(),
+        format!("/{TENANT}/oauth2/v2.0/ch%61llenge"),
+    ] {
+        let before = env.outbox().len();
+        let intro = env.introspect("sms@contoso.com").await;
+        let body = format!(
+            "client_id={DEMO_CLIENT_ID}&continuation_token={}&challenge_type=oob%20redirect&id={id}",
+            intro.token()
+        );
+        let answer = raw(env.gw.addr, &post_raw(&path, &body, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert_eq!(env.outbox().len(), before + 1, "{path}");
+    }
+    let m = env.metrics().await;
+    assert_eq!(
+        sends(&m, "sms"),
+        3,
+        "each canonical variant was labelled: {m}"
+    );
+}
+
+#[tokio::test]
+async fn non_post_on_a_native_auth_endpoint_is_refused() {
+    let env = start("").await;
+    for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let req = format!(
+            "{method} /{TENANT}/register/v1.0/challenge?challenge_target=%2B447700900123&challenge_channel=sms HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(env.gw.addr, req.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
+    }
+    assert!(env.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_parameters_and_foreign_bodies_are_refused() {
+    let env = start("").await;
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    let ct = reg.token();
+    let target = "challenge_target=%2B447700900123";
+    let good = format!(
+        "client_id={DEMO_CLIENT_ID}&continuation_token={ct}&challenge_type=oob&challenge_channel=sms&{target}"
+    );
+    let path = format!("/{TENANT}/register/v1.0/challenge");
+    let cases: Vec<(String, Vec<u8>, &str)> = vec![
+        // the target twice in the body
+        (path.clone(), post_raw(&path, &format!("{good}&challenge_target=%2B1900555"), ""), "400"),
+        // in the query and the body
+        (
+            format!("{path}?challenge_target=%2B1900555"),
+            post_raw(&format!("{path}?challenge_target=%2B1900555"), &good, ""),
+            "400",
+        ),
+        // a case variant of the name
+        (path.clone(), post_raw(&path, &format!("{good}&Challenge_Target=%2B1900555"), ""), "400"),
+        // JSON body
+        (
+            path.clone(),
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            )
+            .into_bytes(),
+            "415",
+        ),
+        // compressed body
+        (path.clone(), post_raw(&path, &good, "Content-Encoding: gzip\r\n"), "415"),
+        // oversized body
+        (path.clone(), post_raw(&path, &format!("{good}&pad={}", "a".repeat(20_000)), ""), "413"),
+        // broken encoding
+        (path.clone(), post_raw(&path, &format!("{good}&x=%zz"), ""), "400"),
+    ];
+    for (label, req, status) in &cases {
+        let answer = raw(env.gw.addr, req).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{label}: want {status}, got {answer}"
+        );
+    }
+    assert!(env.outbox().is_empty(), "{:?}", env.outbox());
+    // The same request without the tricks goes through and sends one SMS.
+    let answer = raw(env.gw.addr, &post_raw(&path, &good, "")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let outbox = env.outbox();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].target, "+447700900123");
+}
+
+#[tokio::test]
+async fn parameters_in_the_query_are_gated_like_the_body() {
+    let env = start("").await;
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    let path = format!(
+        "/{TENANT}/register/v1.0/challenge?client_id={DEMO_CLIENT_ID}&continuation_token={}&challenge_type=oob&challenge_channel=sms&challenge_target=%2B447700900123",
+        reg.token()
+    );
+    let answer = raw(env.gw.addr, &post_raw(&path, "", "")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let m = env.metrics().await;
+    assert!(
+        m.contains(
+            "otpgate_otp_send_requests_total{endpoint=\"register_challenge\",channel=\"sms\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn v2_is_blocked_by_default_and_passes_when_configured() {
+    let env = start("").await;
+    for path in [
+        format!("/{TENANT}/oauth2/v2.0/authorize-challenge"),
+        format!("/{TENANT}/api/v0.1/signin/start"),
+    ] {
+        let answer = raw(env.gw.addr, &post_raw(&path, "client_id=x", "")).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    let env = start("[entra]\nv2 = \"pass\"\n").await;
+    let answer = raw(
+        env.gw.addr,
+        &post_raw(
+            &format!("/{TENANT}/api/v0.1/signin/start"),
+            "client_id=x",
+            "",
+        ),
+    )
+    .await;
+    // Forwarded: the emulator (V1 only) answers 404 itself.
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[tokio::test]
+async fn gated_bodies_are_forwarded_byte_for_byte() {
+    let up = common::upstream(common::Upstream::Echo).await;
+    let gw = common::gateway(&format!("[upstream]\nurl = \"http://{up}\"\n")).await;
+    // Unusual but valid: escapes in other case, `+` for space, an empty pair.
+    let body = "client_id=abc&username=a%40b.C&&challenge_type=password+redirect%20&x=%e2%82%ac";
+    let resp = common::client()
+        .post(gw.url(&format!("/{TENANT}/oauth2/v2.0/initiate")))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), body);
+}
