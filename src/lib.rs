@@ -14,6 +14,7 @@
 //! * [`metrics`]: the Prometheus registry.
 //! * [`tls`]: the crypto provider, certificates, upstream trust roots.
 //! * [`risk`]: risk providers (HUMAN, Prove, mock) behind a time budget and a circuit breaker.
+//! * [`policy`]: `decide`: deny beats throttle beats step-up beats allow, monitor modes.
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 
@@ -25,6 +26,7 @@ pub mod entra;
 pub mod error;
 pub mod gateway;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod risk;
 pub mod server;
