@@ -129,33 +129,6 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Resolve a secret given inline (or by env override) or as `{key}_file`. Exactly one of the
-/// two may be set; a file's trailing newline is dropped.
-pub fn resolve_secret(
-    check: &mut Checker,
-    key: &str,
-    inline: &Secret,
-    file: &Option<PathBuf>,
-) -> Secret {
-    match (inline.is_empty(), file) {
-        (false, Some(_)) => {
-            check.problem(key, format!("set either {key} or {key}_file, not both"));
-            Secret::default()
-        }
-        (true, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(s) => Secret(s.trim_end_matches(['\r', '\n']).to_owned()),
-            Err(e) => {
-                check.problem(
-                    &format!("{key}_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                Secret::default()
-            }
-        },
-        _ => inline.clone(),
-    }
-}
-
 /// The configuration as written: each section deserialized on its own so that a mistake in
 /// one does not hide mistakes in another.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,6 +140,222 @@ pub struct RawConfig {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub entra: EntraConfig,
+    pub policy: PolicyConfig,
+    pub routes: RoutesConfig,
+    #[serde(skip_serializing)]
+    pub providers: ProvidersConfig,
+    pub stepup: StepUpConfig,
+    pub store: StoreConfig,
+}
+
+impl RawConfig {
+    /// Deserialize one top-level section from `value`. Each section is read on its own so a
+    /// mistake in one does not hide mistakes in another.
+    fn set_section(&mut self, name: &str, value: serde_json::Value) -> Result<(), String> {
+        fn read<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(v).map_err(|e| e.to_string())
+        }
+        match name {
+            "server" => self.server = read(value)?,
+            "tls" => self.tls = read(value)?,
+            "upstream" => self.upstream = read(value)?,
+            "admin" => self.admin = read(value)?,
+            "log" => self.log = read(value)?,
+            "entra" => self.entra = read(value)?,
+            "policy" => self.policy = read(value)?,
+            "routes" => self.routes = read(value)?,
+            "providers" => self.providers = read(value)?,
+            "stepup" => self.stepup = read(value)?,
+            "store" => self.store = read(value)?,
+            _ => return Err("unknown section".into()),
+        }
+        Ok(())
+    }
+}
+
+/// `[policy]`: global decision settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Monitor mode for everything: decisions are computed, counted and audited as
+    /// "would deny/step up", and every request is forwarded.
+    pub monitor: bool,
+}
+
+/// `[routes]`: how OTP sends are judged, per channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Sends by SMS: MFA challenges to SMS methods, phone registration.
+    pub sms: RouteConfig,
+    /// Sends by email: sign-up, password reset, email MFA, email-OTP sign-in.
+    pub email: RouteConfig,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            sms: RouteConfig::default(),
+            email: RouteConfig {
+                provider: ProviderChoice::None,
+                ..RouteConfig::default()
+            },
+        }
+    }
+}
+
+/// One route.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Risk provider asked before a send: `none`, `mock`, `human` or `prove` (configured
+    /// under `[providers.*]`).
+    pub provider: ProviderChoice,
+    /// What a provider failure (timeout, error, 5xx, 429, malformed answer, open circuit)
+    /// means: `open` (send), `closed` (deny), `step_up` (built-in proof of work).
+    pub fail_mode: crate::risk::FailMode,
+    /// Longest the provider may take before the fail mode applies.
+    pub budget: String,
+    /// Monitor mode for this route only.
+    pub monitor: bool,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            provider: ProviderChoice::None,
+            fail_mode: crate::risk::FailMode::StepUp,
+            budget: "300ms".into(),
+            monitor: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderChoice {
+    None,
+    Mock,
+    Human,
+    Prove,
+}
+
+/// `[providers]`: adapter settings; only the ones a route names are built.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    /// HUMAN Security (Risk API, `_px3` / mobile token v3).
+    pub human: crate::risk::HumanConfig,
+    /// Prove (Unify possession + reputation).
+    pub prove: crate::risk::ProveConfig,
+    /// Verdicts from rules, for demos and tests.
+    pub mock: crate::risk::MockConfig,
+    /// Circuit breaker shared by the settings of every provider.
+    pub circuit: CircuitConfig,
+}
+
+impl fmt::Debug for ProvidersConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProvidersConfig { .. }")
+    }
+}
+
+/// `[providers.circuit]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    /// Consecutive failures that open the circuit (the fail mode then applies at once).
+    pub failure_threshold: u32,
+    /// How long an open circuit stays open before one probe call is let through.
+    pub open_for: String,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_for: "30s".into(),
+        }
+    }
+}
+
+/// `[stepup]`: the built-in proof of work (ALTCHA format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepUpConfig {
+    /// HMAC key signing challenges (secret; or `key_file`). Empty: a random key per
+    /// process, which breaks proofs across replicas and restarts.
+    pub key: Secret,
+    /// How long a challenge may be solved and used.
+    pub ttl: String,
+    /// Difficulty: the largest number a client may have to try.
+    pub max_number: u64,
+    /// Request header carrying the proof on the retry.
+    pub header: String,
+}
+
+impl Default for StepUpConfig {
+    fn default() -> Self {
+        Self {
+            key: Secret::default(),
+            ttl: "5m".into(),
+            max_number: 50_000,
+            header: "x-otpgate-proof".into(),
+        }
+    }
+}
+
+/// `[store]`: where shared state lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` (this process only) or `redis` (shared by replicas; memory as fallback).
+    pub backend: StoreBackend,
+    /// Most keys the memory store holds before it evicts.
+    pub max_entries: usize,
+    pub redis: RedisConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            max_entries: 1_000_000,
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Memory,
+    Redis,
+}
+
+/// `[store.redis]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`, or `rediss://` for TLS.
+    pub url: String,
+    /// AUTH password (secret; or `password_file`).
+    pub password: Secret,
+    /// Prefix of every key otpgate writes.
+    pub key_prefix: String,
+    /// Longest one store operation may take before the fallback answers.
+    pub timeout: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            password: Secret::default(),
+            key_prefix: "otpgate:".into(),
+            timeout: "50ms".into(),
+        }
+    }
 }
 
 /// `[server]`: the public listener.
@@ -348,6 +537,17 @@ pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
     load_with_env(path, std::env::vars())
 }
 
+/// Keys whose value is a secret: each may instead be given as `<key>_file`, a path whose
+/// contents (without the trailing newline) become the value.
+pub const SECRET_KEYS: &[&str] = &[
+    "auth_token",
+    "cookie_secrets",
+    "client_secret",
+    "key",
+    "password",
+    "hmac_key",
+];
+
 /// [`load`] with an explicit environment, for tests.
 pub fn load_with_env(
     path: Option<&Path>,
@@ -374,34 +574,30 @@ pub fn load_with_env(
             .list_separator(",")
             .with_list_parse_key("server.hosts")
             .with_list_parse_key("server.trusted_proxies")
+            .with_list_parse_key("cors.allowed_origins")
+            .with_list_parse_key("providers.human.cookie_secrets")
             .source(Some(env)),
     );
-    let merged = match builder.build() {
-        Ok(c) => c,
+    let root = match builder
+        .build()
+        .and_then(|c| c.try_deserialize::<serde_json::Value>())
+    {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => serde_json::Map::new(),
         Err(e) => {
-            check.problem(
-                &path.map(|p| p.display().to_string()).unwrap_or_default(),
-                e.to_string(),
-            );
+            let key = path.map(|p| p.display().to_string()).unwrap_or_default();
+            check.problem(&key, e.to_string());
             return Err(Problems(check.problems));
         }
     };
+    let mut root = serde_json::Value::Object(root);
+    resolve_secret_files(&mut root, "", &mut check);
 
-    let raw = RawConfig {
-        server: section(&merged, "server", &mut check),
-        tls: section(&merged, "tls", &mut check),
-        upstream: section(&merged, "upstream", &mut check),
-        admin: section(&merged, "admin", &mut check),
-        log: section(&merged, "log", &mut check),
-        entra: section(&merged, "entra", &mut check),
-    };
-    if let Ok(table) = merged
-        .clone()
-        .try_deserialize::<config::Map<String, config::Value>>()
-    {
-        for key in table.keys() {
-            if !KNOWN_SECTIONS.contains(&key.as_str()) {
-                check.problem(key, "unknown section");
+    let mut raw = RawConfig::default();
+    if let serde_json::Value::Object(map) = &root {
+        for (name, value) in map {
+            if let Err(e) = raw.set_section(name, value.clone()) {
+                check.problem(name, e);
             }
         }
     }
@@ -416,22 +612,63 @@ pub fn load_with_env(
     }
 }
 
-const KNOWN_SECTIONS: &[&str] = &["server", "tls", "upstream", "admin", "log", "entra"];
-
-/// Deserialize one section, falling back to its defaults (and recording the problem) when it
-/// is malformed.
-fn section<T: DeserializeOwned + Default>(
-    merged: &config::Config,
-    name: &str,
-    check: &mut Checker,
-) -> T {
-    match merged.get::<T>(name) {
-        Ok(v) => v,
-        Err(config::ConfigError::NotFound(_)) => T::default(),
-        Err(e) => {
-            check.problem(name, e.to_string());
-            T::default()
+/// Replace every `<secret>_file` key by `<secret>` read from that file. Both given is a
+/// problem; so is an unreadable file. A secret list (`cookie_secrets`) reads one per line.
+fn resolve_secret_files(value: &mut serde_json::Value, prefix: &str, check: &mut Checker) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    let file_keys: Vec<String> = map
+        .keys()
+        .filter(|k| {
+            k.strip_suffix("_file")
+                .is_some_and(|base| SECRET_KEYS.contains(&base))
+        })
+        .cloned()
+        .collect();
+    for file_key in file_keys {
+        let base = file_key.trim_end_matches("_file").to_owned();
+        let dotted = if prefix.is_empty() {
+            file_key.clone()
+        } else {
+            format!("{prefix}.{file_key}")
+        };
+        let Some(serde_json::Value::String(path)) = map.remove(&file_key) else {
+            check.problem(&dotted, "must be a file path");
+            continue;
+        };
+        if map.contains_key(&base) {
+            check.problem(
+                &dotted,
+                format!("set either {base} or {file_key}, not both"),
+            );
+            continue;
         }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let secret = if base == "cookie_secrets" {
+                    serde_json::Value::Array(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(|l| serde_json::Value::String(l.to_owned()))
+                            .collect(),
+                    )
+                } else {
+                    serde_json::Value::String(text.trim_end_matches(['\r', '\n']).to_owned())
+                };
+                map.insert(base, secret);
+            }
+            Err(e) => check.problem(&dotted, format!("cannot read {path}: {e}")),
+        }
+    }
+    for (key, child) in map.iter_mut() {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        resolve_secret_files(child, &dotted, check);
     }
 }
 
@@ -444,6 +681,44 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub log: LogConfig,
     pub entra: EntraSettings,
+    pub policy: PolicyConfig,
+    pub routes: RouteSettings,
+    pub providers: ProvidersConfig,
+    pub circuit_open_for: Duration,
+    pub stepup: StepUpSettings,
+    pub store: StoreSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub sms: Route,
+    pub email: Route,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub provider: ProviderChoice,
+    pub fail_mode: crate::risk::FailMode,
+    pub budget: Duration,
+    pub monitor: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepUpSettings {
+    pub key: Secret,
+    pub ttl: Duration,
+    pub max_number: u64,
+    pub header: http::HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub max_entries: usize,
+    pub redis_url: String,
+    pub redis_password: Secret,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -577,7 +852,83 @@ impl Settings {
             check.problem("entra.max_body_bytes", "must be between 1 and 1048576");
         }
 
+        let mut route = |name: &str, r: &RouteConfig| {
+            let budget = check.duration(&format!("routes.{name}.budget"), &r.budget);
+            let problems = match r.provider {
+                ProviderChoice::Human => raw.providers.human.validate(),
+                ProviderChoice::Prove => raw.providers.prove.validate(),
+                ProviderChoice::Mock => raw.providers.mock.validate(),
+                ProviderChoice::None => Vec::new(),
+            };
+            let section = match r.provider {
+                ProviderChoice::Human => "providers.human",
+                ProviderChoice::Prove => "providers.prove",
+                ProviderChoice::Mock => "providers.mock",
+                ProviderChoice::None => "",
+            };
+            for p in problems {
+                let (k, m) = p.split_once(": ").unwrap_or(("", &p));
+                check.problem(&format!("{section}.{k}"), m.to_owned());
+            }
+            budget.map(|budget| Route {
+                provider: r.provider,
+                fail_mode: r.fail_mode,
+                budget,
+                monitor: r.monitor,
+            })
+        };
+        let sms_route = route("sms", &raw.routes.sms);
+        let email_route = route("email", &raw.routes.email);
+        let circuit_open_for = check.duration(
+            "providers.circuit.open_for",
+            &raw.providers.circuit.open_for,
+        );
+        if raw.providers.circuit.failure_threshold == 0 {
+            check.problem("providers.circuit.failure_threshold", "must be at least 1");
+        }
+
+        let st = &raw.stepup;
+        let stepup_ttl = check.duration("stepup.ttl", &st.ttl);
+        if st.max_number == 0 || st.max_number > 10_000_000 {
+            check.problem("stepup.max_number", "must be between 1 and 10000000");
+        }
+        let stepup_header = check.parse("stepup.header", &st.header, |h| {
+            http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| "not a header name")
+        });
+
+        let so = &raw.store;
+        let redis_timeout = check.duration("store.redis.timeout", &so.redis.timeout);
+        if so.backend == StoreBackend::Redis
+            && !(so.redis.url.starts_with("redis://") || so.redis.url.starts_with("rediss://"))
+        {
+            check.problem("store.redis.url", "must start with redis:// or rediss://");
+        }
+        if so.max_entries < 1000 {
+            check.problem("store.max_entries", "must be at least 1000");
+        }
+
         Some(Settings {
+            policy: raw.policy.clone(),
+            routes: RouteSettings {
+                sms: sms_route?,
+                email: email_route?,
+            },
+            providers: raw.providers.clone(),
+            circuit_open_for: circuit_open_for?,
+            stepup: StepUpSettings {
+                key: st.key.clone(),
+                ttl: stepup_ttl?,
+                max_number: st.max_number,
+                header: stepup_header?,
+            },
+            store: StoreSettings {
+                backend: so.backend,
+                max_entries: so.max_entries,
+                redis_url: so.redis.url.clone(),
+                redis_password: so.redis.password.clone(),
+                redis_key_prefix: so.redis.key_prefix.clone(),
+                redis_timeout: redis_timeout?,
+            },
             server: ServerSettings {
                 listen: listen?,
                 hosts,
@@ -724,20 +1075,51 @@ mod tests {
     }
 
     #[test]
-    fn secret_from_file_or_inline_but_not_both() {
+    fn secrets_come_inline_or_from_files_but_not_both() {
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s");
+        let f = dir.path().join("k");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let mut check = Checker::default();
-        let s = resolve_secret(
-            &mut check,
-            "human.auth_token",
-            &Secret::default(),
-            &Some(f.clone()),
+        let s = load_str(
+            &format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[stepup]\nkey_file = \"{}\"\n",
+                f.display()
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.stepup.key.expose(), "s3cret");
+        assert_eq!(format!("{:?}", s.stepup.key), "\"***\"");
+        let err = load_str(
+            &format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[stepup]\nkey = \"x\"\nkey_file = \"{}\"\n",
+                f.display()
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[store.redis]\npassword_file = \"/nonexistent\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("store.redis.password_file: cannot read"),
+            "{err}"
         );
-        assert_eq!(s.expose(), "s3cret");
-        assert_eq!(format!("{s:?}"), "\"***\"");
-        resolve_secret(&mut check, "human.auth_token", &Secret::new("x"), &Some(f));
-        assert!(check.finish().unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn a_route_names_its_provider_problems() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[routes.sms]\nprovider = \"human\"\nbudget = \"soon\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("routes.sms.budget"), "{text}");
+        assert!(text.contains("providers.human.app_id"), "{text}");
+        assert!(text.contains("providers.human.auth_token"), "{text}");
     }
 }
