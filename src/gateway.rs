@@ -16,14 +16,26 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
 use crate::config::{Settings, UnknownChannel, V2Mode};
+use crate::entra::answer;
 use crate::entra::classify::{self, Classification, EndpointKind};
 use crate::entra::learn::{self, Channel, FlowBook, FlowId};
 use crate::entra::params::{self, ParamError, Params};
 use crate::entra::send::{self, Intent, Target};
 use crate::error::GatewayError;
+use crate::judge::{Judge, Judgement, Subject};
 use crate::metrics::Metrics;
+use crate::policy::{Outcome, StepUpBy};
 use crate::proxy::{self, Body, ConnInfo, ForwardError, Upstream};
 use crate::store::{MemoryStore, Store};
+
+/// Why the request path could not be built from settings.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Provider(#[from] crate::risk::BuildError),
+}
 
 /// Shared state of the request path. Cheap to clone.
 #[derive(Clone)]
@@ -37,6 +49,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
     flows: FlowBook,
+    judge: Judge,
 }
 
 /// What one request carries through the phases.
@@ -51,6 +64,7 @@ struct RequestCtx {
     send: Option<OtpSend>,
     upstream_status: Option<u16>,
     client_ip: Option<IpAddr>,
+    judgement: Option<Judgement>,
 }
 
 /// An OTP send a gated request would cause, as far as we can tell.
@@ -74,11 +88,8 @@ struct Gated {
 }
 
 impl Gateway {
-    pub fn new(
-        settings: Arc<Settings>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, crate::tls::TlsError> {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    pub fn new(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(settings.store.max_entries));
         Self::with_store(settings, metrics, store)
     }
 
@@ -86,8 +97,9 @@ impl Gateway {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
-    ) -> Result<Self, crate::tls::TlsError> {
+    ) -> Result<Self, BuildError> {
         let upstream = Upstream::new(&settings.upstream)?;
+        let judge = Judge::build(&settings, metrics.clone())?;
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
         let flows = FlowBook::new(store).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
@@ -97,6 +109,7 @@ impl Gateway {
                 metrics,
                 in_flight,
                 flows,
+                judge,
             }),
         })
     }
@@ -117,6 +130,7 @@ impl Gateway {
             send: None,
             upstream_status: None,
             client_ip: None,
+            judgement: None,
         };
         let correlation = req
             .headers()
@@ -218,18 +232,60 @@ impl Gateway {
             .await;
         let gated = Gated { kind, params };
         ctx.send = self.label_send(&gated, &flow).await;
-        ctx.flow = Some(flow);
         if let Some(send) = &ctx.send {
             self.inner
                 .metrics
                 .otp_send_seen(kind.as_str(), send.channel.as_str());
+            let subject = Subject {
+                send,
+                flow: &flow,
+                client_ip,
+                client_id: gated.params.get("client_id"),
+                headers: &parts.headers,
+                method: &parts.method,
+                version: parts.version,
+                url: request_url(&parts, conn.tls, original_host.as_deref()),
+                request_id: &ctx.request_id,
+            };
+            let judgement = self.inner.judge.judge(&subject).await;
+            let answer = self.answer(&judgement, ctx);
+            ctx.judgement = Some(judgement);
+            if let Some(answer) = answer {
+                ctx.flow = Some(flow);
+                return Ok(answer);
+            }
         }
+        ctx.flow = Some(flow);
 
         // The body forwarded is byte-identical to the body received.
         let req = Request::from_parts(parts, proxy::full(Full::new(bytes)));
         let resp = self.forward(req).await?;
         ctx.upstream_status = Some(resp.status().as_u16());
         self.learn(gated, ctx, resp).await
+    }
+
+    /// The answer to a decision that stops the send, or `None` to forward it.
+    fn answer(&self, judgement: &Judgement, ctx: &RequestCtx) -> Option<Response<Body>> {
+        let correlation = Some(ctx.request_id.as_str());
+        let resp = match judgement.decision.enforced {
+            Outcome::Allow => return None,
+            Outcome::Deny => answer::deny(self.inner.settings.entra.deny_style, correlation),
+            Outcome::Throttle { retry_after } => answer::throttle(retry_after, correlation),
+            Outcome::StepUp(StepUpBy::Provider) => match &judgement.provider_challenge {
+                Some(challenge) => {
+                    let (parts, body) = challenge.to_response().into_parts();
+                    return Some(Response::from_parts(parts, proxy::full(Full::new(body))));
+                }
+                None => answer::step_up(
+                    serde_json::json!({ "type": "provider", "provider": judgement.provider }),
+                    correlation,
+                ),
+            },
+            Outcome::StepUp(StepUpBy::Builtin) => {
+                answer::step_up(serde_json::json!({ "type": "unavailable" }), correlation)
+            }
+        };
+        Some(resp.map(proxy::full))
     }
 
     /// Read a gated body: at most `entra.max_body_bytes`, within the header read timeout
@@ -373,6 +429,7 @@ impl Gateway {
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             flow = ctx.flow.as_ref().map(|f| f.as_str()).unwrap_or(""),
             otp_channel = send.map(|s| s.channel.as_str()).unwrap_or(""),
+            decision = ctx.judgement.as_ref().map(|j| j.decision.label()).unwrap_or(""),
             fault = fault.unwrap_or(""),
             "request"
         );
@@ -402,6 +459,13 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+/// The URL the client asked for, as providers want it (HUMAN reports it).
+fn request_url(parts: &http::request::Parts, tls: bool, host: Option<&str>) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let path = parts.uri.path_and_query().map(|p| p.path()).unwrap_or("/");
+    format!("{scheme}://{}{path}", host.unwrap_or("localhost"))
 }
 
 fn param_fault(e: ParamError) -> GatewayError {

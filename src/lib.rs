@@ -8,6 +8,7 @@
 //!   detection, flow learning, Entra-shaped answers.
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
 //! * [`gateway`]: the request path, phase by phase.
+//! * [`judge`]: judging one OTP send: local defenses, the route's provider, proofs, decide.
 //! * [`proxy`]: the upstream client, header hygiene, client IP.
 //! * [`error`]: faults we answer ourselves, mapped to responses by source.
 //! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
@@ -25,6 +26,7 @@ pub mod emulate;
 pub mod entra;
 pub mod error;
 pub mod gateway;
+pub mod judge;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

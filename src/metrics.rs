@@ -37,6 +37,31 @@ pub struct SendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub route: &'static str,
+    /// The reason's first two `:`-separated parts (`velocity:sms-per-flow`,
+    /// `destination:type`), so the set stays bounded by the config.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderNameLabels {
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -51,6 +76,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub overload_rejections: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub decision_reasons: Family<ReasonLabels, Counter>,
+    pub provider_calls: Family<ProviderLabels, Counter>,
+    pub provider_latency: Family<ProviderNameLabels, Histogram>,
     /// Mirrors `in_flight` for cheap reads (readiness, tests).
     in_flight_now: AtomicI64,
 }
@@ -100,6 +129,32 @@ impl Metrics {
             "Requests that would make Entra send a code, by endpoint and channel",
             otp_sends_seen.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions on OTP sends, by route and outcome (allow, step_up, throttle, deny, would_*)",
+            decisions.clone(),
+        );
+        let decision_reasons = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "decision_reasons",
+            "Reasons contributing to decisions, by route",
+            decision_reasons.clone(),
+        );
+        let provider_calls = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_calls",
+            "Risk provider calls by provider and outcome (ok, timeout, unavailable, bad_response, rate_limited, circuit_open)",
+            provider_calls.clone(),
+        );
+        let provider_latency = Family::<ProviderNameLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.001, 2.0, 14))) as fn() -> Histogram,
+        );
+        registry.register(
+            "provider_duration_seconds",
+            "Risk provider call latency, including budget cut-offs",
+            provider_latency.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -109,6 +164,10 @@ impl Metrics {
             in_flight,
             overload_rejections,
             otp_sends_seen,
+            decisions,
+            decision_reasons,
+            provider_calls,
+            provider_latency,
             in_flight_now: AtomicI64::new(0),
         })
     }
@@ -136,6 +195,33 @@ impl Metrics {
         self.otp_sends_seen
             .get_or_create(&SendLabels { endpoint, channel })
             .inc();
+    }
+
+    pub fn decision(&self, route: &'static str, decision: &crate::policy::Decision) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                route,
+                outcome: decision.label(),
+            })
+            .inc();
+        for reason in &decision.reasons {
+            let class: String = reason.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
+            self.decision_reasons
+                .get_or_create(&ReasonLabels {
+                    route,
+                    reason: class,
+                })
+                .inc();
+        }
+    }
+
+    pub fn provider_call(&self, provider: &'static str, outcome: &'static str, latency: Duration) {
+        self.provider_calls
+            .get_or_create(&ProviderLabels { provider, outcome })
+            .inc();
+        self.provider_latency
+            .get_or_create(&ProviderNameLabels { provider })
+            .observe(latency.as_secs_f64());
     }
 
     pub fn in_flight_inc(&self) {

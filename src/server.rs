@@ -39,6 +39,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Build(#[from] crate::gateway::BuildError),
 }
 
 /// A bound gateway, ready to serve.

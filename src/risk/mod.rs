@@ -33,21 +33,7 @@ pub fn install_crypto_provider() {
 }
 
 /// The channel an OTP is about to be sent on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Sms,
-    Email,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::Email => "email",
-        }
-    }
-}
+pub use crate::entra::learn::Channel;
 
 /// Everything a provider may look at for one OTP-send request. Built by the gateway from
 /// the classified request; providers never see the body or continuation tokens.
