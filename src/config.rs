@@ -540,12 +540,12 @@ pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
 /// Keys whose value is a secret: each may instead be given as `<key>_file`, a path whose
 /// contents (without the trailing newline) become the value.
 pub const SECRET_KEYS: &[&str] = &[
-    "auth_token",
-    "cookie_secrets",
-    "client_secret",
-    "key",
-    "password",
-    "hmac_key",
+    "providers.human.auth_token",
+    "providers.human.cookie_secrets",
+    "providers.prove.client_secret",
+    "stepup.key",
+    "store.redis.password",
+    "audit.hmac_key",
 ];
 
 /// [`load`] with an explicit environment, for tests.
@@ -618,21 +618,24 @@ fn resolve_secret_files(value: &mut serde_json::Value, prefix: &str, check: &mut
     let serde_json::Value::Object(map) = value else {
         return;
     };
+    let dotted_of = |key: &str| {
+        if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
     let file_keys: Vec<String> = map
         .keys()
         .filter(|k| {
             k.strip_suffix("_file")
-                .is_some_and(|base| SECRET_KEYS.contains(&base))
+                .is_some_and(|base| SECRET_KEYS.contains(&dotted_of(base).as_str()))
         })
         .cloned()
         .collect();
     for file_key in file_keys {
         let base = file_key.trim_end_matches("_file").to_owned();
-        let dotted = if prefix.is_empty() {
-            file_key.clone()
-        } else {
-            format!("{prefix}.{file_key}")
-        };
+        let dotted = dotted_of(&file_key);
         let Some(serde_json::Value::String(path)) = map.remove(&file_key) else {
             check.problem(&dotted, "must be a file path");
             continue;
@@ -663,11 +666,7 @@ fn resolve_secret_files(value: &mut serde_json::Value, prefix: &str, check: &mut
         }
     }
     for (key, child) in map.iter_mut() {
-        let dotted = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let dotted = dotted_of(key);
         resolve_secret_files(child, &dotted, check);
     }
 }
