@@ -146,6 +146,7 @@ pub struct RawConfig {
     pub providers: ProvidersConfig,
     pub stepup: StepUpConfig,
     pub store: StoreConfig,
+    pub audit: AuditConfig,
 }
 
 impl RawConfig {
@@ -167,6 +168,7 @@ impl RawConfig {
             "providers" => self.providers = read(value)?,
             "stepup" => self.stepup = read(value)?,
             "store" => self.store = read(value)?,
+            "audit" => self.audit = read(value)?,
             _ => return Err("unknown section".into()),
         }
         Ok(())
@@ -303,6 +305,43 @@ impl Default for StepUpConfig {
             header: "x-otpgate-proof".into(),
         }
     }
+}
+
+/// `[audit]`: one JSON line per gated request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout`, `file` or `off`.
+    pub output: AuditOutput,
+    /// The file, when `output = "file"`; reopened on SIGUSR1.
+    pub path: Option<PathBuf>,
+    /// Rotate the file when it passes this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`).
+    pub keep: usize,
+    /// Key of the HMAC-SHA256 over phone numbers (secret; or `hmac_key_file`). Set it, and
+    /// keep it across restarts and replicas, so hashes correlate.
+    pub hmac_key: Secret,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            output: AuditOutput::Stdout,
+            path: None,
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+            hmac_key: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutput {
+    Stdout,
+    File,
+    Off,
 }
 
 /// `[store]`: where shared state lives.
@@ -686,6 +725,8 @@ pub struct Settings {
     pub circuit_open_for: Duration,
     pub stepup: StepUpSettings,
     pub store: StoreSettings,
+    pub audit_sink: crate::audit::AuditSink,
+    pub audit_key: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -906,7 +947,24 @@ impl Settings {
             check.problem("store.max_entries", "must be at least 1000");
         }
 
+        let au = &raw.audit;
+        let audit_sink = match (au.output, &au.path) {
+            (AuditOutput::Off, _) => crate::audit::AuditSink::Off,
+            (AuditOutput::Stdout, _) => crate::audit::AuditSink::Stdout,
+            (AuditOutput::File, Some(path)) => crate::audit::AuditSink::File {
+                path: path.clone(),
+                max_bytes: au.max_bytes.max(4096),
+                keep: au.keep,
+            },
+            (AuditOutput::File, None) => {
+                check.problem("audit.path", "required when audit.output = \"file\"");
+                crate::audit::AuditSink::Off
+            }
+        };
+
         Some(Settings {
+            audit_sink,
+            audit_key: au.hmac_key.clone(),
             policy: raw.policy.clone(),
             routes: RouteSettings {
                 sms: sms_route?,

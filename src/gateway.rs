@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
+use crate::audit::{self, Audit, AuditEvent};
 use crate::config::{Settings, UnknownChannel, V2Mode};
 use crate::entra::answer;
 use crate::entra::classify::{self, Classification, EndpointKind};
@@ -50,6 +51,7 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     flows: FlowBook,
     judge: Judge,
+    audit: Audit,
 }
 
 /// What one request carries through the phases.
@@ -65,6 +67,8 @@ struct RequestCtx {
     upstream_status: Option<u16>,
     client_ip: Option<IpAddr>,
     judgement: Option<Judgement>,
+    /// RFC 3339 arrival time, for the audit line.
+    received: String,
 }
 
 /// An OTP send a gated request would cause, as far as we can tell.
@@ -100,6 +104,12 @@ impl Gateway {
     ) -> Result<Self, BuildError> {
         let upstream = Upstream::new(&settings.upstream)?;
         let judge = Judge::build(&settings, metrics.clone())?;
+        let reopen = reopen_signal(&settings.audit_sink);
+        let audit = Audit::start(
+            settings.audit_sink.clone(),
+            settings.audit_key.expose().as_bytes(),
+            reopen,
+        );
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
         let flows = FlowBook::new(store).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
@@ -110,6 +120,7 @@ impl Gateway {
                 in_flight,
                 flows,
                 judge,
+                audit,
             }),
         })
     }
@@ -131,6 +142,9 @@ impl Gateway {
             upstream_status: None,
             client_ip: None,
             judgement: None,
+            received: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
         };
         let correlation = req
             .headers()
@@ -414,8 +428,69 @@ impl Gateway {
         }
     }
 
+    fn audit_event(
+        &self,
+        ctx: &RequestCtx,
+        resp: &Response<Body>,
+        fault: Option<&'static str>,
+    ) -> AuditEvent {
+        let send = ctx.send.as_ref();
+        let judgement = ctx.judgement.as_ref();
+        let (phone_masked, phone_hmac, country) = match judgement.and_then(|j| j.phone.as_ref()) {
+            Some(phone) => (
+                phone.masked(),
+                self.inner.audit.phone_hmac(&phone.e164),
+                phone.region.clone().unwrap_or_default(),
+            ),
+            None => (
+                send.and_then(|s| s.label.clone()).unwrap_or_default(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        AuditEvent {
+            time: ctx.received.clone(),
+            request_id: ctx.request_id.clone(),
+            route: judgement.map(|j| j.route).unwrap_or(""),
+            endpoint: ctx.kind,
+            channel: send.map(|s| s.channel.as_str()).unwrap_or(""),
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            country,
+            phone_masked,
+            phone_hmac,
+            method_hash: send
+                .and_then(|s| s.method_id.as_deref())
+                .map(audit::hash_hex)
+                .unwrap_or_default(),
+            flow: ctx
+                .flow
+                .as_ref()
+                .map(|f| f.as_str().to_owned())
+                .unwrap_or_default(),
+            provider: judgement.and_then(|j| j.provider).unwrap_or(""),
+            provider_verdict: judgement
+                .map(|j| j.provider_verdict.clone())
+                .unwrap_or_default(),
+            decision: judgement.map(|j| j.decision.label()).unwrap_or(""),
+            reasons: judgement
+                .map(|j| j.decision.reasons.clone())
+                .unwrap_or_default(),
+            status: resp.status().as_u16(),
+            upstream_status: ctx.upstream_status.unwrap_or(0),
+            latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            provider_ms: judgement
+                .and_then(|j| j.provider_latency)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0),
+            fault: fault.unwrap_or(""),
+        }
+    }
+
     fn finish(&self, ctx: &RequestCtx, resp: &Response<Body>, fault: Option<&'static str>) {
         self.inner.metrics.request_done(ctx.kind, resp.status());
+        if ctx.kind != "pass_through" {
+            self.inner.audit.record(&self.audit_event(ctx, resp, fault));
+        }
         let send = ctx.send.as_ref();
         tracing::info!(
             target: "otpgate::access",
@@ -466,6 +541,31 @@ fn request_url(parts: &http::request::Parts, tls: bool, host: Option<&str>) -> S
     let scheme = if tls { "https" } else { "http" };
     let path = parts.uri.path_and_query().map(|p| p.path()).unwrap_or("/");
     format!("{scheme}://{}{path}", host.unwrap_or("localhost"))
+}
+
+/// A receiver of SIGUSR1, for reopening the audit file after external rotation.
+fn reopen_signal(sink: &crate::audit::AuditSink) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    if !matches!(sink, crate::audit::AuditSink::File { .. }) {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = signal(SignalKind::user_defined1()).ok()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                if tx.send(()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 fn param_fault(e: ParamError) -> GatewayError {

@@ -14,7 +14,8 @@ use crate::gateway::OtpSend;
 use crate::metrics::Metrics;
 use crate::policy::{self, Decision, Inputs, ProofInput, ProviderInput};
 use crate::risk::{
-    self, BuildError, GuardConfig, Guarded, ProviderChallenge, RiskError, RiskProvider, RiskRequest,
+    self, BuildError, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskError, RiskProvider,
+    RiskRequest,
 };
 
 /// What the request looked like, for the provider and the rules.
@@ -37,7 +38,25 @@ pub struct Judgement {
     /// The provider's own challenge or block page, when it asked for one.
     pub provider_challenge: Option<ProviderChallenge>,
     pub provider: Option<&'static str>,
+    /// The provider's answer (`allow`, `step_up`, `deny`) or error label; empty if not asked.
+    pub provider_verdict: String,
     pub provider_latency: Option<Duration>,
+    /// The destination phone, parsed, when the request names one.
+    pub phone: Option<AuditPhone>,
+}
+
+/// The destination phone as the audit log shows it.
+#[derive(Clone)]
+pub struct AuditPhone {
+    pub e164: String,
+    pub region: Option<String>,
+    masked: String,
+}
+
+impl AuditPhone {
+    pub fn masked(&self) -> String {
+        self.masked.clone()
+    }
 }
 
 struct RouteRuntime {
@@ -128,6 +147,7 @@ impl Judge {
         let mut provider_challenge = None;
         let mut provider_name = None;
         let mut provider_latency = None;
+        let mut provider_verdict = String::new();
         let provider = match &route.guard {
             None => ProviderInput::NotAsked,
             Some(guard) => {
@@ -140,6 +160,15 @@ impl Judge {
                 };
                 self.metrics
                     .provider_call(eval.provider, outcome, eval.latency);
+                provider_verdict = match &eval.result {
+                    Ok(v) => match v.action {
+                        RiskAction::Allow => "allow",
+                        RiskAction::StepUp => "step_up",
+                        RiskAction::Deny => "deny",
+                    }
+                    .to_owned(),
+                    Err(e) => error_label(e).to_owned(),
+                };
                 match eval.result {
                     Ok(verdict) => {
                         provider_challenge = verdict.challenge;
@@ -168,7 +197,9 @@ impl Judge {
             route: route.name,
             provider_challenge,
             provider: provider_name,
+            provider_verdict,
             provider_latency,
+            phone: None,
         }
     }
 }

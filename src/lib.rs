@@ -2,6 +2,7 @@
 //! native-authentication API.
 //!
 //! # Layout
+//! * [`audit`]: one JSON line per gated request, off the request path.
 //! * [`cli`]: what the subcommands do (`main.rs` only parses arguments).
 //! * [`config`]: typed configuration, load (TOML + env), validate (every problem at once).
 //! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, OTP-send
@@ -20,6 +21,7 @@
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod emulate;

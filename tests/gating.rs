@@ -271,3 +271,58 @@ async fn gated_bodies_are_forwarded_byte_for_byte() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), body);
 }
+
+#[tokio::test]
+async fn audit_has_one_line_per_gated_request_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let env = start(&format!(
+        "[audit]\noutput = \"file\"\npath = \"{}\"\nhmac_key = \"audit-key\"\n",
+        path.display()
+    ))
+    .await;
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    let token = reg.token();
+    let sent = env.register_sms(&token, "+447700900123").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let code = env.outbox()[0].code.clone();
+    // Pass-through traffic is not audited.
+    let _ = env
+        .client
+        .get(
+            env.gw
+                .url("/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration"),
+        )
+        .send()
+        .await
+        .unwrap();
+    // initiate, challenge, token, register/introspect, register/challenge: five gated.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 5 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    let last = &lines[4];
+    assert_eq!(last["endpoint"], "register_challenge");
+    assert_eq!(last["channel"], "sms");
+    assert_eq!(last["upstream_status"], 200);
+    assert!(last["flow"].as_str().unwrap().len() >= 8);
+    assert_eq!(
+        lines[0]["flow"], last["flow"],
+        "one flow from initiate to the registration challenge"
+    );
+    for secret in ["7700900123", token.as_str(), code.as_str(), "Passw0rd!"] {
+        assert!(
+            !text.contains(secret),
+            "audit log leaks {secret:?}:\n{text}"
+        );
+    }
+}
