@@ -147,6 +147,7 @@ pub struct RawConfig {
     pub stepup: StepUpConfig,
     pub store: StoreConfig,
     pub audit: AuditConfig,
+    pub cors: CorsConfig,
 }
 
 impl RawConfig {
@@ -169,6 +170,7 @@ impl RawConfig {
             "stepup" => self.stepup = read(value)?,
             "store" => self.store = read(value)?,
             "audit" => self.audit = read(value)?,
+            "cors" => self.cors = read(value)?,
             _ => return Err("unknown section".into()),
         }
         Ok(())
@@ -303,6 +305,42 @@ impl Default for StepUpConfig {
             ttl: "5m".into(),
             max_number: 50_000,
             header: "x-otpgate-proof".into(),
+        }
+    }
+}
+
+/// `[cors]`: SPA proxy mode for msal-browser's `customAuth.authApiProxyUrl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins allowed to call through the gateway from a browser, e.g.
+    /// `https://app.example`. Empty = no CORS. No wildcard.
+    pub allowed_origins: Vec<String>,
+    /// Extra request headers allowed in preflights besides MSAL's own (`x-client-*`,
+    /// `client-request-id`, …): the `x-` headers your fraud SDK's interceptor adds.
+    pub allow_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: String,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, e.g. HUMAN's `_px3`).
+    pub allow_credentials: bool,
+    /// A path prefix mapped onto the tenant: with `path_prefix = "/api/auth"` and
+    /// `tenant = "contoso.onmicrosoft.com"`, `/api/auth/oauth2/v2.0/initiate` is served as
+    /// `/contoso.onmicrosoft.com/oauth2/v2.0/initiate`. Set `authApiProxyUrl` to
+    /// `https://<gateway>/api/auth`.
+    pub path_prefix: String,
+    /// The tenant segment the prefix maps to (tenant id or `{name}.onmicrosoft.com`).
+    pub tenant: String,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_headers: Vec::new(),
+            max_age: "10m".into(),
+            allow_credentials: false,
+            path_prefix: String::new(),
+            tenant: String::new(),
         }
     }
 }
@@ -614,6 +652,7 @@ pub fn load_with_env(
             .with_list_parse_key("server.hosts")
             .with_list_parse_key("server.trusted_proxies")
             .with_list_parse_key("cors.allowed_origins")
+            .with_list_parse_key("cors.allow_headers")
             .with_list_parse_key("providers.human.cookie_secrets")
             .source(Some(env)),
     );
@@ -727,6 +766,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub audit_sink: crate::audit::AuditSink,
     pub audit_key: Secret,
+    pub cors: crate::cors::Cors,
 }
 
 #[derive(Debug, Clone)]
@@ -962,7 +1002,55 @@ impl Settings {
             }
         };
 
+        let co = &raw.cors;
+        for (i, origin) in co.allowed_origins.iter().enumerate() {
+            let key = format!("cors.allowed_origins[{i}]");
+            match origin.parse::<http::Uri>() {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.authority().is_some()
+                        && matches!(u.path(), "" | "/")
+                        && u.query().is_none() => {}
+                _ => check.problem(
+                    &key,
+                    format!("not an origin such as https://app.example (got {origin:?})"),
+                ),
+            }
+        }
+        for (i, h) in co.allow_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                check.problem(&format!("cors.allow_headers[{i}]"), "not a header name");
+            }
+        }
+        let cors_max_age = check.duration("cors.max_age", &co.max_age);
+        let mapping = match (co.path_prefix.as_str(), co.tenant.as_str()) {
+            ("", "") => None,
+            (prefix, tenant) => {
+                if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
+                    check.problem(
+                        "cors.path_prefix",
+                        "must start with / and not end with /, e.g. /api/auth",
+                    );
+                }
+                if tenant.is_empty() || tenant.contains('/') {
+                    check.problem(
+                        "cors.tenant",
+                        "required with cors.path_prefix: a tenant id or name.onmicrosoft.com",
+                    );
+                }
+                Some((prefix.to_owned(), tenant.to_owned()))
+            }
+        };
+        let cors = crate::cors::Cors::new(
+            &co.allowed_origins,
+            &co.allow_headers,
+            cors_max_age.map(|d| d.as_secs()).unwrap_or(600),
+            co.allow_credentials,
+            mapping,
+        );
+
         Some(Settings {
+            cors,
             audit_sink,
             audit_key: au.hmac_key.clone(),
             policy: raw.policy.clone(),

@@ -162,22 +162,30 @@ impl Gateway {
                 return resp;
             }
         };
+        let cors = &self.inner.settings.cors;
+        if let Some(preflight) = cors.preflight(req.method(), req.headers()) {
+            drop(permit);
+            ctx.kind = "preflight";
+            let resp = preflight.map(|()| proxy::full(Full::new(Bytes::new())));
+            self.finish(&ctx, &resp, None);
+            return resp;
+        }
+        let mut origin = HeaderMap::new();
+        if let Some(o) = req.headers().get(header::ORIGIN) {
+            origin.insert(header::ORIGIN, o.clone());
+        }
         self.inner.metrics.in_flight_inc();
         let result = self.route(req, conn, &mut ctx).await;
         self.inner.metrics.in_flight_dec();
         drop(permit);
 
-        match result {
-            Ok(resp) => {
-                self.finish(&ctx, &resp, None);
-                resp
-            }
-            Err(err) => {
-                let resp = err.to_response(correlation.as_deref());
-                self.finish(&ctx, &resp, Some(err.label()));
-                resp
-            }
-        }
+        let (mut resp, fault) = match result {
+            Ok(resp) => (resp, None),
+            Err(err) => (err.to_response(correlation.as_deref()), Some(err.label())),
+        };
+        cors.decorate(&origin, resp.headers_mut());
+        self.finish(&ctx, &resp, fault);
+        resp
     }
 
     async fn route(
@@ -188,6 +196,20 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let original_host = check_target(&req, &self.inner.settings.server.hosts)?;
         let (mut parts, body) = req.into_parts();
+        let cors = &self.inner.settings.cors;
+        if cors.enabled() {
+            parts.headers.remove(crate::cors::DROP_UPSTREAM);
+            let mapped = parts
+                .uri
+                .path_and_query()
+                .and_then(|pq| cors.map_path(pq.as_str()));
+            if let Some(mapped) = mapped {
+                parts.uri = mapped
+                    .parse()
+                    .map_err(|_| GatewayError::BadRequest("Invalid request target."))?;
+                ctx.path = parts.uri.path().to_owned();
+            }
+        }
         let client_ip = proxy::client_ip(
             conn.peer.ip().to_canonical(),
             &parts.headers,

@@ -5,6 +5,7 @@
 //! * [`audit`]: one JSON line per gated request, off the request path.
 //! * [`cli`]: what the subcommands do (`main.rs` only parses arguments).
 //! * [`config`]: typed configuration, load (TOML + env), validate (every problem at once).
+//! * [`cors`]: SPA proxy mode: preflights, CORS headers, path prefix onto the tenant.
 //! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, OTP-send
 //!   detection, flow learning, Entra-shaped answers.
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod emulate;
 pub mod entra;
 pub mod error;

@@ -326,3 +326,80 @@ async fn audit_has_one_line_per_gated_request_and_no_secrets() {
         );
     }
 }
+
+#[tokio::test]
+async fn spa_proxy_mode_answers_preflights_and_maps_the_prefix() {
+    let env = start(
+        "[cors]\nallowed_origins = [\"https://app.example\"]\nallow_headers = [\"x-otpgate-proof\"]\n\
+         path_prefix = \"/api/auth\"\ntenant = \"contoso.onmicrosoft.com\"\n",
+    )
+    .await;
+    let url = env.gw.url("/api/auth/oauth2/v2.0/initiate");
+    let pre = env
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-client-sku,x-otpgate-proof",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(
+        pre.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-otpgate-proof"));
+
+    let form = [
+        ("client_id", DEMO_CLIENT_ID),
+        ("username", "otp@contoso.com"),
+        ("challenge_type", "oob redirect"),
+    ];
+    let resp = env
+        .client
+        .post(&url)
+        .header("origin", "https://app.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "mapped onto the tenant");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-ms-request-id"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["continuation_token"].is_string(), "{body}");
+
+    // Another origin: the preflight is refused and nothing carries CORS headers.
+    let pre = env
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 403);
+    assert!(pre.headers().get("access-control-allow-origin").is_none());
+    let resp = env
+        .client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
