@@ -73,7 +73,7 @@ impl Cors {
     fn allowed_origin<'a>(&self, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
         let origin = headers.get(header::ORIGIN)?;
         let text = origin.to_str().ok()?.to_ascii_lowercase();
-        self.origins.iter().any(|o| *o == text).then_some(origin)
+        self.origins.contains(&text).then_some(origin)
     }
 
     /// A preflight (`OPTIONS` with `Access-Control-Request-Method`) gets its answer here:
