@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod defense;
 pub mod emulate;
 pub mod entra;
 pub mod error;

@@ -1,0 +1,12 @@
+//! Local defenses: checks that need no risk provider and run before one is asked.
+//!
+//! * [`destination`]: may an SMS go to this number (country, number type, prefixes)?
+//!
+//! They report verdicts and reasons; `policy::decide` combines them with the risk
+//! provider's answer.
+
+pub mod destination;
+
+pub use destination::{
+    DestinationAction, DestinationConfig, DestinationPolicy, DestinationVerdict, NumberKind, Phone,
+};
