@@ -26,6 +26,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod cors;
+pub mod defense;
 pub mod emulate;
 pub mod entra;
 pub mod error;

@@ -1,0 +1,807 @@
+//! Velocity rules: how often one IP, network, phone, number range, country, method, flow
+//! or client may make Entra send a code, counted in sliding windows in the shared
+//! [`Store`].
+//!
+//! A counter moves only when the request is actually forwarded. [`VelocityRules::check`]
+//! reserves a slot in every applicable window; when the request is then denied or
+//! challenged (by a rule here or by anything else), the caller hands the slots back with
+//! [`VelocityRules::release`]. A client that is refused does not use up its own budget.
+//!
+//! Invariant: store keys are `vel:{rule}:{sha256-hex of the value}`; raw phone numbers,
+//! IPs, method ids and flows never appear in a key or a log line.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Problem;
+use crate::entra::learn::Channel;
+use crate::store::Store;
+
+/// Longest rule name; names are part of store keys and reason labels.
+const MAX_NAME_CHARS: usize = 64;
+
+/// Digits in the longest E.164 number.
+const MAX_E164_DIGITS: usize = 15;
+
+/// One rule of `[[defense.velocity]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VelocityRule {
+    /// Unique name (letters, digits, `-`, `_`, `.`): part of the store key and of the
+    /// reason label `velocity:{name}`. Renaming a rule starts its counts afresh.
+    pub name: String,
+    /// What is counted: `ip`, `ip_network`, `phone`, `phone_prefix`, `country`, `method`,
+    /// `flow`, `client_id` or `global`.
+    pub key: VelocityKey,
+    /// The channel counted: `sms` or `email`; absent counts both.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// Length of the sliding window, such as `15m` or `1h`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Sends allowed inside the window; the next one is a hit.
+    pub limit: u64,
+    /// What a hit asks for: `deny`, `step_up` or `throttle` (wait `retry_after`).
+    pub action: VelocityAction,
+    /// Report hits (flagged `monitor`) without enforcing them.
+    #[serde(default)]
+    pub monitor: bool,
+    /// For `phone_prefix`: how many leading digits of the E.164 number (country code
+    /// included) form the range, e.g. 9 for `+44 7912 34…`. Required there, refused
+    /// elsewhere.
+    #[serde(default)]
+    pub prefix_digits: Option<usize>,
+    /// For `ip_network`: the IPv4 network size counted together.
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// For `ip_network`: the IPv6 network size counted together (a /64 is one
+    /// subscriber's LAN).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_ipv4_prefix() -> u8 {
+    24
+}
+
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+
+/// What a rule counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VelocityKey {
+    /// The client IP (IPv4-mapped IPv6 counts as IPv4).
+    Ip,
+    /// The client's network: `ipv4_prefix` / `ipv6_prefix`.
+    IpNetwork,
+    /// The destination phone (E.164); absent on MFA sends, which name only a method id.
+    Phone,
+    /// The first `prefix_digits` digits of the destination phone: a number range.
+    PhonePrefix,
+    /// The destination's region (`GB`): a per-country budget.
+    Country,
+    /// The MFA method id: the phone or mailbox behind it, when the number is not sent.
+    Method,
+    /// The sign-in, sign-up, reset or registration flow.
+    Flow,
+    /// The application (`client_id`).
+    ClientId,
+    /// Everything on the channel together.
+    Global,
+}
+
+impl VelocityKey {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::IpNetwork => "ip_network",
+            Self::Phone => "phone",
+            Self::PhonePrefix => "phone_prefix",
+            Self::Country => "country",
+            Self::Method => "method",
+            Self::Flow => "flow",
+            Self::ClientId => "client_id",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// What a rule's hit asks for. Ordered by strictness: step-up can be satisfied now,
+/// throttle only later, deny not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VelocityAction {
+    StepUp,
+    Throttle,
+    Deny,
+}
+
+impl VelocityAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::StepUp => "step_up",
+            Self::Throttle => "throttle",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// The rules used when none are configured. Limits are per window, counted only for
+/// requests that were forwarded:
+///
+/// * `sms-per-flow`: 3 SMS per flow per 15 min, deny. A person resends once or twice;
+///   more in one flow is a script looping on the challenge.
+/// * `sms-per-method`: 5 per MFA method per hour, deny. The MFA send names only a method
+///   id, so this is the per-phone limit of sign-ins.
+/// * `sms-per-phone`: 5 per destination number per hour, deny. Stops OTP bombing of one
+///   victim and repeated pumping of one paid number.
+/// * `sms-per-phone-prefix`: 20 per 9-digit range (`+44 7912 34…`) per hour, step up.
+///   Pumping walks consecutive numbers of a range the fraudster shares revenue on.
+/// * `sms-per-ip-burst`: 3 per IP per minute, throttle. No person asks that fast.
+/// * `sms-per-ip`: 10 per IP per hour, step up (not deny: carrier-grade NAT puts many
+///   users behind one address).
+/// * `sms-per-ip-network`: 30 per /24 or /64 per hour, step up: catches rotation inside
+///   a hosting range, while a proof keeps NATed mobile users going.
+/// * `sms-per-country`: 500 per destination country per hour, step up. A budget per
+///   country: pumping shows up as a sudden burst towards one country.
+/// * `email-per-flow`: 5 emails per flow per 15 min, deny.
+/// * `email-per-ip`: 30 emails per IP per hour, step up (email bombing from one host).
+pub fn default_rules() -> Vec<VelocityRule> {
+    use Channel::{Email, Sms};
+    use VelocityAction::{Deny, StepUp, Throttle};
+    use VelocityKey::*;
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+    let rule = |name: &str, key, channel, window, limit, action| VelocityRule {
+        name: name.to_owned(),
+        key,
+        channel: Some(channel),
+        window,
+        limit,
+        action,
+        monitor: false,
+        prefix_digits: None,
+        ipv4_prefix: default_ipv4_prefix(),
+        ipv6_prefix: default_ipv6_prefix(),
+    };
+    vec![
+        rule("sms-per-flow", Flow, Sms, 15 * MINUTE, 3, Deny),
+        rule("sms-per-method", Method, Sms, HOUR, 5, Deny),
+        rule("sms-per-phone", Phone, Sms, HOUR, 5, Deny),
+        VelocityRule {
+            prefix_digits: Some(9),
+            ..rule("sms-per-phone-prefix", PhonePrefix, Sms, HOUR, 20, StepUp)
+        },
+        rule("sms-per-ip-burst", Ip, Sms, MINUTE, 3, Throttle),
+        rule("sms-per-ip", Ip, Sms, HOUR, 10, StepUp),
+        rule("sms-per-ip-network", IpNetwork, Sms, HOUR, 30, StepUp),
+        rule("sms-per-country", Country, Sms, HOUR, 500, StepUp),
+        rule("email-per-flow", Flow, Email, 15 * MINUTE, 5, Deny),
+        rule("email-per-ip", Ip, Email, HOUR, 30, StepUp),
+    ]
+}
+
+/// Every problem in `rules`, keyed `[i].field` relative to the rule list.
+pub fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |i: usize, field: &str, message: &str| {
+        problems.push(Problem {
+            key: format!("[{i}].{field}"),
+            message: message.to_owned(),
+        })
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let name = rule.name.as_str();
+        if name.is_empty()
+            || name.len() > MAX_NAME_CHARS
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problem(i, "name", "1 to 64 letters, digits, '-', '_' or '.'");
+        } else if names.contains(&name) {
+            problem(i, "name", "another rule has this name");
+        } else {
+            names.push(name);
+        }
+        if rule.limit == 0 {
+            problem(i, "limit", "must be at least 1");
+        }
+        if rule.window.is_zero() {
+            problem(i, "window", "must be longer than zero");
+        }
+        match (rule.key, rule.prefix_digits) {
+            (VelocityKey::PhonePrefix, None) => {
+                problem(i, "prefix_digits", "required for key = \"phone_prefix\"")
+            }
+            (VelocityKey::PhonePrefix, Some(n)) if n == 0 || n > MAX_E164_DIGITS => {
+                problem(i, "prefix_digits", "must be 1 to 15")
+            }
+            (VelocityKey::PhonePrefix, Some(_)) | (_, None) => {}
+            (_, Some(_)) => problem(i, "prefix_digits", "only for key = \"phone_prefix\""),
+        }
+        if rule.ipv4_prefix == 0 || rule.ipv4_prefix > 32 {
+            problem(i, "ipv4_prefix", "must be 1 to 32");
+        }
+        if rule.ipv6_prefix == 0 || rule.ipv6_prefix > 128 {
+            problem(i, "ipv6_prefix", "must be 1 to 128");
+        }
+    }
+    problems
+}
+
+/// What is known about one OTP send, for counting. `Debug` hides the phone number.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub channel: Channel,
+    pub client_ip: IpAddr,
+    /// Destination in E.164, when the request names it (registration); never on MFA sends.
+    pub phone_e164: Option<&'a str>,
+    /// Destination region (`GB`), from the destination policy.
+    pub country: Option<&'a str>,
+    pub method_id: Option<&'a str>,
+    pub flow: &'a str,
+    pub client_id: Option<&'a str>,
+}
+
+impl fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subject")
+            .field("channel", &self.channel)
+            .field("client_ip", &self.client_ip)
+            .field("phone_e164", &self.phone_e164.map(|_| "<redacted>"))
+            .field("country", &self.country)
+            .field("method_id", &self.method_id.map(|_| "<redacted>"))
+            .field("flow", &self.flow)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// A rule whose window was already full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleHit {
+    pub rule: String,
+    pub action: VelocityAction,
+    /// The rule only reports: the caller forwards anyway.
+    pub monitor: bool,
+    /// When the oldest counted send leaves the window.
+    pub retry_after: Duration,
+    /// Sends in the window.
+    pub count: u64,
+}
+
+impl RuleHit {
+    /// The reason label, `velocity:{rule}:{action}`.
+    pub fn reason(&self) -> String {
+        format!("velocity:{}:{}", self.rule, self.action.as_str())
+    }
+}
+
+/// The result of [`VelocityRules::check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VelocityOutcome {
+    /// Rules whose window was full, in rule order.
+    pub hits: Vec<RuleHit>,
+    /// Store keys where a slot was reserved for this request: give them back with
+    /// [`VelocityRules::release`] unless the request is forwarded.
+    pub reservations: Vec<String>,
+    /// Rules that could not be counted because the store failed. They contribute no hit;
+    /// the caller applies its fail mode when this is not zero.
+    pub errors: usize,
+}
+
+impl VelocityOutcome {
+    /// The enforced hit asking for the most (deny, then throttle, then step-up), the
+    /// longest wait first among equals. Monitor-only hits never count here.
+    pub fn strictest(&self) -> Option<&RuleHit> {
+        self.hits
+            .iter()
+            .filter(|hit| !hit.monitor)
+            .max_by_key(|hit| (hit.action, hit.retry_after))
+    }
+}
+
+/// Validated rules, ready to count.
+#[derive(Debug, Clone)]
+pub struct VelocityRules {
+    rules: Vec<VelocityRule>,
+}
+
+impl Default for VelocityRules {
+    fn default() -> Self {
+        Self {
+            rules: default_rules(),
+        }
+    }
+}
+
+impl VelocityRules {
+    /// Validate `rules`; every problem is returned at once (see [`validate`]).
+    pub fn new(rules: Vec<VelocityRule>) -> Result<Self, Vec<Problem>> {
+        let problems = validate(&rules);
+        if problems.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn rules(&self) -> &[VelocityRule] {
+        &self.rules
+    }
+
+    /// Reserve a slot for `request_id` in the window of every rule that applies to
+    /// `subject` (its channel matches and its key has a value), all at once.
+    ///
+    /// A full window is a hit and takes no slot. A store failure on a rule is counted in
+    /// `errors` and gives no hit: whether that means allow, step-up or deny is the
+    /// caller's fail mode, not this module's.
+    pub async fn check(
+        &self,
+        store: &dyn Store,
+        subject: &Subject<'_>,
+        request_id: &str,
+    ) -> VelocityOutcome {
+        let applicable: Vec<(&VelocityRule, String)> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.channel.is_none_or(|c| c == subject.channel))
+            .filter_map(|rule| {
+                let value = key_value(rule, subject)?;
+                Some((rule, store_key(&rule.name, &value)))
+            })
+            .collect();
+        let windows = join_all(
+            applicable
+                .iter()
+                .map(|(rule, key)| store.reserve(key, request_id, rule.window, rule.limit)),
+        )
+        .await;
+
+        let mut outcome = VelocityOutcome::default();
+        for ((rule, key), window) in applicable.into_iter().zip(windows) {
+            match window {
+                Ok(window) if window.reserved => outcome.reservations.push(key),
+                Ok(window) => outcome.hits.push(RuleHit {
+                    rule: rule.name.clone(),
+                    action: rule.action,
+                    monitor: rule.monitor,
+                    retry_after: window.retry_after,
+                    count: window.count,
+                }),
+                Err(error) => {
+                    tracing::debug!(rule = %rule.name, %error, "velocity rule not counted");
+                    outcome.errors += 1;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Give back the slots `outcome` reserved for `request_id`, when the request is not
+    /// forwarded after all. Returns how many could not be released (the store failed);
+    /// those expire with their window.
+    pub async fn release(
+        &self,
+        store: &dyn Store,
+        outcome: &VelocityOutcome,
+        request_id: &str,
+    ) -> usize {
+        join_all(
+            outcome
+                .reservations
+                .iter()
+                .map(|key| store.release(key, request_id)),
+        )
+        .await
+        .into_iter()
+        .filter(Result::is_err)
+        .count()
+    }
+}
+
+/// The store key of `rule` for `value`: the value hashed, so keys hold no phone or IP.
+fn store_key(rule: &str, value: &str) -> String {
+    format!(
+        "vel:{rule}:{}",
+        hex::encode(Sha256::digest(value.as_bytes()))
+    )
+}
+
+/// What `rule` counts for `subject`; `None` when the subject lacks it (the rule is
+/// skipped, with no effect).
+fn key_value(rule: &VelocityRule, subject: &Subject<'_>) -> Option<String> {
+    let present = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_owned);
+    match rule.key {
+        VelocityKey::Ip => Some(subject.client_ip.to_canonical().to_string()),
+        VelocityKey::IpNetwork => {
+            let ip = subject.client_ip.to_canonical();
+            let prefix = match ip {
+                IpAddr::V4(_) => rule.ipv4_prefix,
+                IpAddr::V6(_) => rule.ipv6_prefix,
+            };
+            Some(IpNet::new(ip, prefix).ok()?.trunc().to_string())
+        }
+        VelocityKey::Phone => present(subject.phone_e164),
+        VelocityKey::PhonePrefix => {
+            let digits = subject.phone_e164?.strip_prefix('+')?;
+            let n = rule.prefix_digits?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some(format!("+{}", &digits[..n.min(digits.len())]))
+        }
+        VelocityKey::Country => present(subject.country),
+        VelocityKey::Method => present(subject.method_id),
+        VelocityKey::Flow => present(Some(subject.flow)),
+        VelocityKey::ClientId => present(subject.client_id),
+        VelocityKey::Global => Some(String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::{MemoryStore, StoreError, Window};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn rule(name: &str, key: VelocityKey, window: Duration, limit: u64) -> VelocityRule {
+        VelocityRule {
+            name: name.into(),
+            key,
+            channel: Some(Channel::Sms),
+            window,
+            limit,
+            action: VelocityAction::Deny,
+            monitor: false,
+            prefix_digits: None,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        }
+    }
+
+    fn rules(rules: Vec<VelocityRule>) -> VelocityRules {
+        VelocityRules::new(rules).unwrap()
+    }
+
+    fn sms<'a>(ip: &str, phone: Option<&'a str>) -> Subject<'a> {
+        Subject {
+            channel: Channel::Sms,
+            client_ip: ip.parse().unwrap(),
+            phone_e164: phone,
+            country: Some("GB"),
+            method_id: None,
+            flow: "0123456789abcdef",
+            client_id: Some("app"),
+        }
+    }
+
+    fn sha(value: &str) -> String {
+        hex::encode(Sha256::digest(value.as_bytes()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_holds_at_the_boundary_and_resets_after_the_window() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![rule("per-flow", VelocityKey::Flow, 15 * MINUTE, 3)]);
+        let subject = sms("203.0.113.7", None);
+        for i in 0..3 {
+            let outcome = rules.check(&store, &subject, &format!("r{i}")).await;
+            assert!(outcome.hits.is_empty(), "send {i} is within the limit");
+            assert_eq!(outcome.reservations.len(), 1);
+        }
+        let full = rules.check(&store, &subject, "r3").await;
+        assert_eq!(
+            full.hits,
+            [RuleHit {
+                rule: "per-flow".into(),
+                action: VelocityAction::Deny,
+                monitor: false,
+                retry_after: 15 * MINUTE,
+                count: 3,
+            }]
+        );
+        assert!(full.reservations.is_empty(), "a hit takes no slot");
+        assert_eq!(full.hits[0].reason(), "velocity:per-flow:deny");
+
+        tokio::time::advance(15 * MINUTE - Duration::from_millis(1)).await;
+        let still = rules.check(&store, &subject, "r4").await;
+        assert_eq!(still.hits[0].retry_after, Duration::from_millis(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(rules.check(&store, &subject, "r5").await.hits.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_hold_hashes_never_the_phone_or_the_ip() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![
+            rule("per-phone", VelocityKey::Phone, HOUR, 5),
+            rule("per-ip", VelocityKey::Ip, HOUR, 5),
+        ]);
+        let phone = "+447912345678";
+        let outcome = rules
+            .check(&store, &sms("203.0.113.7", Some(phone)), "r1")
+            .await;
+        let expected = [
+            format!("vel:per-phone:{}", sha(phone)),
+            format!("vel:per-ip:{}", sha("203.0.113.7")),
+        ];
+        assert_eq!(outcome.reservations, expected);
+        for key in &outcome.reservations {
+            assert!(!key.contains("7912345678") && !key.contains("203.0.113"));
+            assert_eq!(store.count(key, HOUR).await.unwrap(), 1);
+        }
+        let debug = format!("{:?}", sms("203.0.113.7", Some(phone)));
+        assert!(!debug.contains("7912345678"), "{debug}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_gives_the_slot_back() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![rule("per-phone", VelocityKey::Phone, HOUR, 1)]);
+        let subject = sms("203.0.113.7", Some("+447912345678"));
+        let first = rules.check(&store, &subject, "r1").await;
+        assert!(first.hits.is_empty());
+        assert_eq!(rules.check(&store, &subject, "r2").await.hits.len(), 1);
+        // r1 was denied by something else after all: its send never happened.
+        assert_eq!(rules.release(&store, &first, "r1").await, 0);
+        let third = rules.check(&store, &subject, "r3").await;
+        assert!(third.hits.is_empty());
+        assert_eq!(third.reservations.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn networks_group_ipv4_by_24_and_ipv6_by_64() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![rule("per-net", VelocityKey::IpNetwork, HOUR, 2)]);
+        let table: &[(&str, bool)] = &[
+            ("203.0.113.7", false),
+            ("203.0.113.200", false),
+            // Third from the same /24, even written as IPv4-mapped IPv6.
+            ("::ffff:203.0.113.9", true),
+            ("203.0.114.1", false),
+            ("2001:db8:1:2::1", false),
+            ("2001:db8:1:2:ffff:ffff:ffff:9", false),
+            ("2001:db8:1:2:abcd::1", true),
+            ("2001:db8:1:3::1", false),
+        ];
+        for (i, (ip, hit)) in table.iter().enumerate() {
+            let outcome = rules.check(&store, &sms(ip, None), &i.to_string()).await;
+            assert_eq!(!outcome.hits.is_empty(), *hit, "{ip}");
+        }
+        let v4 = key_value(&rules.rules()[0], &sms("203.0.113.7", None));
+        assert_eq!(v4.as_deref(), Some("203.0.113.0/24"));
+        let wide = VelocityRule {
+            ipv4_prefix: 16,
+            ipv6_prefix: 48,
+            ..rule("wide", VelocityKey::IpNetwork, HOUR, 1)
+        };
+        let v6 = key_value(&wide, &sms("2001:db8:1:2::1", None));
+        assert_eq!(v6.as_deref(), Some("2001:db8:1::/48"));
+        let v4 = key_value(&wide, &sms("203.0.113.7", None));
+        assert_eq!(v4.as_deref(), Some("203.0.0.0/16"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phone_prefix_counts_a_number_range() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![VelocityRule {
+            prefix_digits: Some(9),
+            ..rule("per-range", VelocityKey::PhonePrefix, HOUR, 2)
+        }]);
+        let table: &[(&str, bool)] = &[
+            ("+447912345678", false),
+            ("+447912345699", false),
+            ("+447912345000", true),
+            ("+447912346000", false),
+        ];
+        for (i, (phone, hit)) in table.iter().enumerate() {
+            let outcome = rules
+                .check(&store, &sms("203.0.113.7", Some(phone)), &i.to_string())
+                .await;
+            assert_eq!(!outcome.hits.is_empty(), *hit, "{phone}");
+        }
+        let value = key_value(
+            &rules.rules()[0],
+            &sms("203.0.113.7", Some("+447912345678")),
+        );
+        assert_eq!(value.as_deref(), Some("+447912345"));
+        // Shorter than the prefix: the whole number is the range.
+        let short = key_value(&rules.rules()[0], &sms("203.0.113.7", Some("+4479")));
+        assert_eq!(short.as_deref(), Some("+4479"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rules_without_their_key_or_channel_are_skipped() {
+        let store = MemoryStore::new(1000);
+        let email_only = VelocityRule {
+            channel: Some(Channel::Email),
+            ..rule("email-flow", VelocityKey::Flow, HOUR, 1)
+        };
+        let both = VelocityRule {
+            channel: None,
+            ..rule("any-global", VelocityKey::Global, HOUR, 10)
+        };
+        let rules = rules(vec![
+            rule("per-phone", VelocityKey::Phone, HOUR, 1),
+            rule("per-method", VelocityKey::Method, HOUR, 1),
+            email_only,
+            both,
+        ]);
+        // An MFA send: no phone, a method id.
+        let mfa = Subject {
+            method_id: Some("m-1"),
+            ..sms("203.0.113.7", None)
+        };
+        for i in 0..3 {
+            let outcome = rules.check(&store, &mfa, &format!("r{i}")).await;
+            let expected_hits = if i == 0 { 0 } else { 1 };
+            assert_eq!(outcome.hits.len(), expected_hits);
+            assert!(outcome.hits.iter().all(|h| h.rule == "per-method"));
+            assert_eq!(outcome.errors, 0);
+        }
+        let global = store_key("any-global", "");
+        assert_eq!(store.count(&global, HOUR).await.unwrap(), 3);
+        let email = Subject {
+            channel: Channel::Email,
+            ..mfa
+        };
+        let outcome = rules.check(&store, &email, "e1").await;
+        assert_eq!(outcome.reservations.len(), 2, "email-flow and any-global");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn monitor_rules_report_hits_flagged_and_are_never_strictest() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![
+            VelocityRule {
+                monitor: true,
+                ..rule("watch", VelocityKey::Ip, HOUR, 1)
+            },
+            VelocityRule {
+                action: VelocityAction::StepUp,
+                ..rule("soft", VelocityKey::Flow, HOUR, 1)
+            },
+            VelocityRule {
+                action: VelocityAction::Throttle,
+                ..rule("burst", VelocityKey::ClientId, MINUTE, 1)
+            },
+        ]);
+        let subject = sms("203.0.113.7", None);
+        rules.check(&store, &subject, "r1").await;
+        let outcome = rules.check(&store, &subject, "r2").await;
+        let flags: Vec<(&str, bool)> = outcome
+            .hits
+            .iter()
+            .map(|h| (h.rule.as_str(), h.monitor))
+            .collect();
+        assert_eq!(flags, [("watch", true), ("soft", false), ("burst", false)]);
+        // Throttle beats step-up; the monitored rule does not count.
+        assert_eq!(outcome.strictest().map(|h| h.rule.as_str()), Some("burst"));
+
+        let watch_only = VelocityOutcome {
+            hits: vec![outcome.hits[0].clone()],
+            ..VelocityOutcome::default()
+        };
+        assert_eq!(watch_only.strictest(), None);
+    }
+
+    /// A store that is down.
+    struct DownStore;
+
+    #[async_trait]
+    impl Store for DownStore {
+        async fn reserve(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+            _: u64,
+        ) -> Result<Window, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+        async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
+            Err(StoreError::Timeout)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_gives_no_hit_and_is_counted() {
+        let rules = VelocityRules::default();
+        let subject = sms("203.0.113.7", Some("+447912345678"));
+        let outcome = rules.check(&DownStore, &subject, "r1").await;
+        assert!(outcome.hits.is_empty());
+        assert!(outcome.reservations.is_empty());
+        // Every SMS rule with a value: flow, phone, prefix, IP burst, IP, network, country.
+        assert_eq!(outcome.errors, 7);
+        let reserved = VelocityOutcome {
+            reservations: vec!["vel:x:y".into()],
+            ..VelocityOutcome::default()
+        };
+        assert_eq!(rules.release(&DownStore, &reserved, "r1").await, 1);
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let rules = vec![
+            rule("dup", VelocityKey::Ip, HOUR, 0),
+            rule("dup", VelocityKey::PhonePrefix, Duration::ZERO, 1),
+            VelocityRule {
+                prefix_digits: Some(16),
+                ..rule("range", VelocityKey::PhonePrefix, HOUR, 1)
+            },
+            VelocityRule {
+                prefix_digits: Some(4),
+                ipv4_prefix: 33,
+                ipv6_prefix: 0,
+                ..rule("bad name!", VelocityKey::Ip, HOUR, 1)
+            },
+        ];
+        let problems = VelocityRules::new(rules).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "[0].limit",
+                "[1].name",
+                "[1].window",
+                "[1].prefix_digits",
+                "[2].prefix_digits",
+                "[3].name",
+                "[3].prefix_digits",
+                "[3].ipv4_prefix",
+                "[3].ipv6_prefix",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid_and_rules_read_from_config() {
+        assert!(validate(&default_rules()).is_empty());
+        let rule: VelocityRule = serde_json::from_value(serde_json::json!({
+            "name": "sms-per-range",
+            "key": "phone_prefix",
+            "channel": "sms",
+            "window": "1h 30m",
+            "limit": 5,
+            "action": "throttle",
+            "prefix_digits": 8,
+        }))
+        .unwrap();
+        assert_eq!(rule.window, Duration::from_secs(5400));
+        assert_eq!((rule.ipv4_prefix, rule.ipv6_prefix), (24, 64));
+        assert_eq!(rule.channel, Some(Channel::Sms));
+        assert!(!rule.monitor);
+        let typo = serde_json::from_value::<VelocityRule>(serde_json::json!({
+            "name": "x", "key": "ip", "window": "1h", "limit": 5, "action": "deny",
+            "monitr": true,
+        }));
+        assert!(typo.is_err());
+    }
+}
