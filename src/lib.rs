@@ -29,5 +29,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod risk;
 pub mod server;
+pub mod stepup;
 pub mod store;
 pub mod tls;
