@@ -37,5 +37,6 @@ pub mod policy;
 pub mod proxy;
 pub mod risk;
 pub mod server;
+pub mod stepup;
 pub mod store;
 pub mod tls;
