@@ -44,7 +44,7 @@ pub struct AuditEvent {
     pub client_ip: String,
     /// ISO region of the destination phone, when known.
     pub country: String,
-    /// The destination as Entra or we would show it, e.g. `+44********23`.
+    /// The destination as Entra or we would show it, e.g. `+44********56`.
     pub phone_masked: String,
     /// Hex HMAC-SHA256 of the E.164 number under `audit.hmac_key`.
     pub phone_hmac: String,
@@ -285,11 +285,11 @@ mod tests {
         rt.block_on(async {
             let a = Audit::start(AuditSink::Off, b"key-a", None);
             let b = Audit::start(AuditSink::Off, b"key-b", None);
-            let h = a.phone_hmac("+447700900123");
+            let h = a.phone_hmac("+447400123456");
             assert_eq!(h.len(), 64);
-            assert!(!h.contains("7700900123"));
-            assert_eq!(h, a.phone_hmac("+447700900123"));
-            assert_ne!(h, b.phone_hmac("+447700900123"));
+            assert!(!h.contains("7400123456"));
+            assert_eq!(h, a.phone_hmac("+447400123456"));
+            assert_ne!(h, b.phone_hmac("+447400123456"));
         });
     }
 }

@@ -144,10 +144,12 @@ pub struct RawConfig {
     pub routes: RoutesConfig,
     #[serde(skip_serializing)]
     pub providers: ProvidersConfig,
-    pub stepup: StepUpConfig,
+    /// `[stepup]`: the built-in proof of work (ALTCHA format).
+    pub stepup: crate::stepup::PowConfig,
     pub store: StoreConfig,
     pub audit: AuditConfig,
     pub cors: CorsConfig,
+    pub defense: DefenseConfig,
 }
 
 impl RawConfig {
@@ -171,6 +173,7 @@ impl RawConfig {
             "store" => self.store = read(value)?,
             "audit" => self.audit = read(value)?,
             "cors" => self.cors = read(value)?,
+            "defense" => self.defense = read(value)?,
             _ => return Err("unknown section".into()),
         }
         Ok(())
@@ -283,30 +286,15 @@ impl Default for CircuitConfig {
     }
 }
 
-/// `[stepup]`: the built-in proof of work (ALTCHA format).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[defense]`: local defenses, needing no provider.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct StepUpConfig {
-    /// HMAC key signing challenges (secret; or `key_file`). Empty: a random key per
-    /// process, which breaks proofs across replicas and restarts.
-    pub key: Secret,
-    /// How long a challenge may be solved and used.
-    pub ttl: String,
-    /// Difficulty: the largest number a client may have to try.
-    pub max_number: u64,
-    /// Request header carrying the proof on the retry.
-    pub header: String,
-}
-
-impl Default for StepUpConfig {
-    fn default() -> Self {
-        Self {
-            key: Secret::default(),
-            ttl: "5m".into(),
-            max_number: 50_000,
-            header: "x-otpgate-proof".into(),
-        }
-    }
+pub struct DefenseConfig {
+    /// `[defense.destination]`: where SMS codes may go.
+    pub destination: crate::defense::DestinationConfig,
+    /// `[[defense.velocity]]`: sliding-window rules. Absent: the built-in defaults
+    /// (`defense::velocity::default_rules`); `velocity = []` turns them all off.
+    pub velocity: Option<Vec<crate::defense::VelocityRule>>,
 }
 
 /// `[cors]`: SPA proxy mode for msal-browser's `customAuth.authApiProxyUrl`.
@@ -767,6 +755,8 @@ pub struct Settings {
     pub audit_sink: crate::audit::AuditSink,
     pub audit_key: Secret,
     pub cors: crate::cors::Cors,
+    pub destination: crate::defense::DestinationPolicy,
+    pub velocity: crate::defense::VelocityRules,
 }
 
 #[derive(Debug, Clone)]
@@ -785,10 +775,10 @@ pub struct Route {
 
 #[derive(Debug, Clone)]
 pub struct StepUpSettings {
-    pub key: Secret,
-    pub ttl: Duration,
-    pub max_number: u64,
+    pub pow: crate::stepup::Pow,
     pub header: http::HeaderName,
+    /// The key was generated at start (none configured).
+    pub random_key: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -968,13 +958,16 @@ impl Settings {
         }
 
         let st = &raw.stepup;
-        let stepup_ttl = check.duration("stepup.ttl", &st.ttl);
-        if st.max_number == 0 || st.max_number > 10_000_000 {
-            check.problem("stepup.max_number", "must be between 1 and 10000000");
-        }
-        let stepup_header = check.parse("stepup.header", &st.header, |h| {
-            http::HeaderName::from_bytes(h.as_bytes()).map_err(|_| "not a header name")
-        });
+        let pow = match st.build() {
+            Ok(pow) => Some(pow),
+            Err(problems) => {
+                for p in problems {
+                    check.problem(&format!("stepup.{}", p.key), p.message);
+                }
+                None
+            }
+        };
+        let stepup_header = http::HeaderName::from_bytes(st.header.as_bytes()).ok();
 
         let so = &raw.store;
         let redis_timeout = check.duration("store.redis.timeout", &so.redis.timeout);
@@ -1049,7 +1042,34 @@ impl Settings {
             mapping,
         );
 
+        let destination =
+            match crate::defense::DestinationPolicy::from_config(&raw.defense.destination) {
+                Ok(p) => Some(p),
+                Err(problems) => {
+                    for p in problems {
+                        check.problem(&format!("defense.destination.{}", p.key), p.message);
+                    }
+                    None
+                }
+            };
+        let rules = raw
+            .defense
+            .velocity
+            .clone()
+            .unwrap_or_else(crate::defense::velocity::default_rules);
+        let velocity = match crate::defense::VelocityRules::new(rules) {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                for p in problems {
+                    check.problem(&format!("defense.velocity{}", p.key), p.message);
+                }
+                None
+            }
+        };
+
         Some(Settings {
+            destination: destination?,
+            velocity: velocity?,
             cors,
             audit_sink,
             audit_key: au.hmac_key.clone(),
@@ -1061,10 +1081,9 @@ impl Settings {
             providers: raw.providers.clone(),
             circuit_open_for: circuit_open_for?,
             stepup: StepUpSettings {
-                key: st.key.clone(),
-                ttl: stepup_ttl?,
-                max_number: st.max_number,
+                pow: pow?,
                 header: stepup_header?,
+                random_key: st.key.is_empty(),
             },
             store: StoreSettings {
                 backend: so.backend,
@@ -1223,7 +1242,7 @@ mod tests {
     fn secrets_come_inline_or_from_files_but_not_both() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
-        std::fs::write(&f, "s3cret\n").unwrap();
+        std::fs::write(&f, "s3cret-s3cret-s3cret-s3cret-s3cret\n").unwrap();
         let s = load_str(
             &format!(
                 "[upstream]\nurl = \"http://127.0.0.1:1\"\n[stepup]\nkey_file = \"{}\"\n",
@@ -1232,8 +1251,8 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(s.stepup.key.expose(), "s3cret");
-        assert_eq!(format!("{:?}", s.stepup.key), "\"***\"");
+        assert!(!s.stepup.random_key);
+        assert!(!format!("{:?}", s.stepup.pow).contains("s3cret"));
         let err = load_str(
             &format!(
                 "[upstream]\nurl = \"http://127.0.0.1:1\"\n[stepup]\nkey = \"x\"\nkey_file = \"{}\"\n",

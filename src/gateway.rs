@@ -103,7 +103,7 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let upstream = Upstream::new(&settings.upstream)?;
-        let judge = Judge::build(&settings, metrics.clone())?;
+        let judge = Judge::build(&settings, store.clone(), metrics.clone())?;
         let reopen = reopen_signal(&settings.audit_sink);
         let audit = Audit::start(
             settings.audit_sink.clone(),

@@ -8,15 +8,25 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Version};
 
 use crate::config::{ProviderChoice, Route, Settings};
+use crate::defense::velocity::Subject as VelocitySubject;
+use crate::defense::{
+    DestinationAction, DestinationPolicy, Phone, VelocityAction, VelocityOutcome, VelocityRules,
+};
 use crate::entra::learn::{Channel, FlowId};
 use crate::entra::send::Target;
 use crate::gateway::OtpSend;
 use crate::metrics::Metrics;
-use crate::policy::{self, Decision, Inputs, ProofInput, ProviderInput};
+use crate::policy::StepUpBy;
+use crate::policy::{
+    self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput,
+};
+use crate::risk::FailMode;
 use crate::risk::{
     self, BuildError, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskError, RiskProvider,
     RiskRequest,
 };
+use crate::stepup::{AltchaChallenge, Binding, Pow};
+use crate::store::Store;
 
 /// What the request looked like, for the provider and the rules.
 pub struct Subject<'a> {
@@ -43,6 +53,10 @@ pub struct Judgement {
     pub provider_latency: Option<Duration>,
     /// The destination phone, parsed, when the request names one.
     pub phone: Option<AuditPhone>,
+    /// Our proof-of-work challenge, when the decision is our step-up.
+    pub pow_challenge: Option<AltchaChallenge>,
+    /// The header the client returns the solved proof in.
+    pub proof_header: http::HeaderName,
 }
 
 /// The destination phone as the audit log shows it.
@@ -70,13 +84,22 @@ pub struct Judge {
     sms: RouteRuntime,
     email: RouteRuntime,
     global_monitor: bool,
+    destination: DestinationPolicy,
+    velocity: VelocityRules,
+    store: Arc<dyn Store>,
+    pow: Pow,
+    proof_header: http::HeaderName,
     metrics: Arc<Metrics>,
 }
 
 impl Judge {
     /// Build the routes' providers. Must run inside a tokio runtime (HUMAN starts its
     /// activity sender).
-    pub fn build(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
+    pub fn build(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
         let mut built: Vec<(ProviderChoice, Arc<dyn RiskProvider>)> = Vec::new();
         let mut provider =
             |choice: ProviderChoice| -> Result<Option<Arc<dyn RiskProvider>>, BuildError> {
@@ -128,6 +151,11 @@ impl Judge {
                 route: settings.routes.email.clone(),
             },
             global_monitor: settings.policy.monitor,
+            destination: settings.destination.clone(),
+            velocity: settings.velocity.clone(),
+            store,
+            pow: settings.stepup.pow.clone(),
+            proof_header: settings.stepup.header.clone(),
             metrics,
         })
     }
@@ -139,19 +167,98 @@ impl Judge {
         }
     }
 
-    /// Judge one send.
+    /// Judge one send. Velocity slots taken for it are kept only when the decision lets it
+    /// through: counters move only for what is actually forwarded.
     pub async fn judge(&self, subject: &Subject<'_>) -> Judgement {
-        let route = self.route(subject.send.channel);
-        let local = Vec::new();
+        let send = subject.send;
+        let route = self.route(send.channel);
+        let mut local = Vec::new();
 
+        // Destination: only where the request names the number (registration).
+        let mut phone = None;
+        if let (Channel::Sms, Target::Phone(target)) = (send.channel, &send.target) {
+            let verdict = self.destination.check(target);
+            let monitored = verdict.would_deny() || verdict.would != verdict.action;
+            for reason in &verdict.reasons {
+                let action = match verdict.would {
+                    DestinationAction::Deny => LocalAction::Deny,
+                    DestinationAction::StepUp => LocalAction::StepUp,
+                    DestinationAction::Allow => continue,
+                };
+                local.push(LocalVerdict {
+                    action,
+                    reason: reason.clone(),
+                    monitor: monitored,
+                });
+            }
+            phone = verdict.phone;
+        }
+        let destination_denies = local
+            .iter()
+            .any(|v| v.action == LocalAction::Deny && !v.monitor);
+
+        // Velocity: reservations under a fresh id (client-chosen ids could collide on
+        // purpose and count as one).
+        let reservation_id = uuid::Uuid::new_v4().to_string();
+        let velocity = if destination_denies {
+            VelocityOutcome::default()
+        } else {
+            let vs = VelocitySubject {
+                channel: send.channel,
+                client_ip: subject.client_ip,
+                phone_e164: phone.as_ref().map(|p| p.e164.as_str()),
+                country: phone.as_ref().and_then(|p| p.region.as_deref()),
+                method_id: send.method_id.as_deref(),
+                flow: subject.flow.as_str(),
+                client_id: subject.client_id,
+            };
+            self.velocity
+                .check(self.store.as_ref(), &vs, &reservation_id)
+                .await
+        };
+        for hit in &velocity.hits {
+            let action = match hit.action {
+                VelocityAction::Deny => LocalAction::Deny,
+                VelocityAction::StepUp => LocalAction::StepUp,
+                VelocityAction::Throttle => LocalAction::Throttle {
+                    retry_after: hit.retry_after,
+                },
+            };
+            local.push(LocalVerdict {
+                action,
+                reason: hit.reason(),
+                monitor: hit.monitor,
+            });
+        }
+        if velocity.errors > 0 {
+            // Counting failed even on the fallback: the route's fail mode decides.
+            let action = match route.route.fail_mode {
+                FailMode::Open => None,
+                FailMode::Closed => Some(LocalAction::Deny),
+                FailMode::StepUp => Some(LocalAction::StepUp),
+            };
+            if let Some(action) = action {
+                local.push(LocalVerdict {
+                    action,
+                    reason: "velocity:store_error".into(),
+                    monitor: false,
+                });
+            }
+        }
+        let locally_denied = local
+            .iter()
+            .any(|v| v.action == LocalAction::Deny && !v.monitor);
+
+        // The provider is not asked about a send the local rules already deny.
         let mut provider_challenge = None;
         let mut provider_name = None;
         let mut provider_latency = None;
         let mut provider_verdict = String::new();
         let provider = match &route.guard {
-            None => ProviderInput::NotAsked,
-            Some(guard) => {
-                let eval = guard.evaluate(&risk_request(subject, guard)).await;
+            Some(guard) if !locally_denied => {
+                let eval = guard
+                    .evaluate(&risk_request(subject, guard, phone.as_ref()))
+                    .await;
                 provider_name = Some(eval.provider);
                 provider_latency = Some(eval.latency);
                 let outcome = match &eval.result {
@@ -183,14 +290,52 @@ impl Judge {
                     },
                 }
             }
+            _ => ProviderInput::NotAsked,
         };
 
-        let decision = policy::decide(&Inputs {
+        let target = match (&phone, &send.target) {
+            (Some(p), _) => p.e164.clone(),
+            (None, Target::Phone(t) | Target::Email(t)) => t.clone(),
+            (None, Target::Account) => send.method_id.clone().unwrap_or_else(|| "account".into()),
+        };
+        let target_hash = self.pow.target_hash(&target);
+        let binding = Binding {
+            flow: subject.flow.as_str(),
+            target_hash: &target_hash,
+        };
+        let mut inputs = Inputs {
             local,
             provider,
             proof: ProofInput::None,
             monitor: self.global_monitor || route.route.monitor,
-        });
+        };
+        let mut decision = policy::decide(&inputs);
+        // A proof is looked at (and spent) only when our own step-up is what stands
+        // between the request and Entra.
+        if decision.computed == Outcome::StepUp(StepUpBy::Builtin) {
+            if let Some(payload) = subject
+                .headers
+                .get(&self.proof_header)
+                .and_then(|v| v.to_str().ok())
+            {
+                inputs.proof = match self
+                    .pow
+                    .verify(payload, &binding, self.store.as_ref())
+                    .await
+                {
+                    Ok(()) => ProofInput::Valid,
+                    Err(e) => ProofInput::Refused(e.as_str()),
+                };
+                decision = policy::decide(&inputs);
+            }
+        }
+        let pow_challenge = (decision.enforced == Outcome::StepUp(StepUpBy::Builtin))
+            .then(|| self.pow.challenge(&binding));
+        if decision.enforced != Outcome::Allow {
+            self.velocity
+                .release(self.store.as_ref(), &velocity, &reservation_id)
+                .await;
+        }
         self.metrics.decision(route.name, &decision);
         Judgement {
             decision,
@@ -199,7 +344,13 @@ impl Judge {
             provider: provider_name,
             provider_verdict,
             provider_latency,
-            phone: None,
+            pow_challenge,
+            proof_header: self.proof_header.clone(),
+            phone: phone.map(|p| AuditPhone {
+                masked: p.masked(),
+                e164: p.e164,
+                region: p.region,
+            }),
         }
     }
 }
@@ -214,11 +365,13 @@ fn error_label(e: &RiskError) -> &'static str {
     }
 }
 
-fn risk_request(s: &Subject<'_>, guard: &Guarded) -> RiskRequest {
+fn risk_request(s: &Subject<'_>, guard: &Guarded, phone: Option<&Phone>) -> RiskRequest {
     let send = s.send;
     let mut req = RiskRequest::new(send.endpoint.as_str(), send.channel, s.client_ip);
-    req.phone = match &send.target {
-        Target::Phone(p) => Some(p.clone()),
+    // The normalised number when it parsed, else what the client wrote.
+    req.phone = match (phone, &send.target) {
+        (Some(p), _) => Some(p.e164.clone()),
+        (None, Target::Phone(p)) => Some(p.clone()),
         _ => None,
     };
     req.masked_target = send.label.clone();

@@ -15,7 +15,7 @@ use otpgate::emulate::prove::{
 const APP_ID: &str = "PXtest1234";
 const AUTH: &str = "human-server-token";
 const SECRET: &str = "cookie-secret-1";
-const PHONE: &str = "+447700900123";
+const PHONE: &str = "+447400123456";
 
 async fn serve_human(answer: Answer) -> (HumanEmulator, String) {
     let emu = HumanEmulator::new(HumanEmulatorConfig {

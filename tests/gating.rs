@@ -148,7 +148,7 @@ async fn non_post_on_a_native_auth_endpoint_is_refused() {
     let env = start("").await;
     for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let req = format!(
-            "{method} /{TENANT}/register/v1.0/challenge?challenge_target=%2B447700900123&challenge_channel=sms HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            "{method} /{TENANT}/register/v1.0/challenge?challenge_target=%2B447400123456&challenge_channel=sms HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
         );
         let answer = raw(env.gw.addr, req.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
@@ -161,7 +161,7 @@ async fn duplicate_parameters_and_foreign_bodies_are_refused() {
     let env = start("").await;
     let reg = env.register_introspect("newphone@contoso.com").await;
     let ct = reg.token();
-    let target = "challenge_target=%2B447700900123";
+    let target = "challenge_target=%2B447400123456";
     let good = format!(
         "client_id={DEMO_CLIENT_ID}&continuation_token={ct}&challenge_type=oob&challenge_channel=sms&{target}"
     );
@@ -206,7 +206,7 @@ async fn duplicate_parameters_and_foreign_bodies_are_refused() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let outbox = env.outbox();
     assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].target, "+447700900123");
+    assert_eq!(outbox[0].target, "+447400123456");
 }
 
 #[tokio::test]
@@ -214,7 +214,7 @@ async fn parameters_in_the_query_are_gated_like_the_body() {
     let env = start("").await;
     let reg = env.register_introspect("newphone@contoso.com").await;
     let path = format!(
-        "/{TENANT}/register/v1.0/challenge?client_id={DEMO_CLIENT_ID}&continuation_token={}&challenge_type=oob&challenge_channel=sms&challenge_target=%2B447700900123",
+        "/{TENANT}/register/v1.0/challenge?client_id={DEMO_CLIENT_ID}&continuation_token={}&challenge_type=oob&challenge_channel=sms&challenge_target=%2B447400123456",
         reg.token()
     );
     let answer = raw(env.gw.addr, &post_raw(&path, "", "")).await;
@@ -283,7 +283,7 @@ async fn audit_has_one_line_per_gated_request_and_no_secrets() {
     .await;
     let reg = env.register_introspect("newphone@contoso.com").await;
     let token = reg.token();
-    let sent = env.register_sms(&token, "+447700900123").await;
+    let sent = env.register_sms(&token, "+447400123456").await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     let code = env.outbox()[0].code.clone();
     // Pass-through traffic is not audited.
@@ -319,7 +319,7 @@ async fn audit_has_one_line_per_gated_request_and_no_secrets() {
         lines[0]["flow"], last["flow"],
         "one flow from initiate to the registration challenge"
     );
-    for secret in ["7700900123", token.as_str(), code.as_str(), "Passw0rd!"] {
+    for secret in ["7400123456", token.as_str(), code.as_str(), "Passw0rd!"] {
         assert!(
             !text.contains(secret),
             "audit log leaks {secret:?}:\n{text}"

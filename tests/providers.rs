@@ -157,7 +157,7 @@ async fn human_low_score_allows_and_reports_the_pass() {
     let provider = human(&server.base);
 
     let verdict = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(verdict.action, RiskAction::Allow);
@@ -172,7 +172,7 @@ async fn human_low_score_allows_and_reports_the_pass() {
     assert_eq!(body["request"]["socket_ip"], "203.0.113.7");
     assert_eq!(body["additional"]["risk_mode"], "active_blocking");
     assert!(
-        !body.to_string().contains("+447700900123"),
+        !body.to_string().contains("+447400123456"),
         "the phone number is not HUMAN's business"
     );
 
@@ -206,7 +206,7 @@ async fn human_captcha_for_a_mobile_client_is_the_sdk_json() {
     let server = start_human(emu.clone()).await;
     let provider = human(&server.base);
 
-    let mut req = sms_request("+447700900123");
+    let mut req = sms_request("+447400123456");
     req.user_agent = Some("okhttp/4.12".into());
     req.headers
         .insert(header::USER_AGENT, HeaderValue::from_static("okhttp/4.12"));
@@ -256,7 +256,7 @@ async fn human_hard_block_denies_with_the_block_page() {
     let provider = human(&server.base);
 
     let verdict = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(verdict.action, RiskAction::Deny);
@@ -271,7 +271,7 @@ async fn human_hard_block_denies_with_the_block_page() {
         .contains(&"block_reason:s2s_high_score".to_owned()));
 
     // An XHR client gets the JSON block response instead.
-    let mut xhr = sms_request("+447700900123");
+    let mut xhr = sms_request("+447400123456");
     xhr.headers
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     let c = provider.evaluate(&xhr).await.unwrap().challenge.unwrap();
@@ -289,7 +289,7 @@ async fn human_hard_block_denies_with_the_block_page() {
         rules: vec![],
     });
     let v = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(v.action, RiskAction::Deny);
@@ -305,7 +305,7 @@ async fn human_valid_high_score_cookie_blocks_without_a_call_and_a_forged_one_do
 
     let p = human_emu::payload(100, "b", Duration::from_secs(300));
     let cookie = human_emu::mint_cookie(SECRET, &p, UA, "");
-    let mut req = sms_request("+447700900123");
+    let mut req = sms_request("+447400123456");
     req.headers.insert(
         header::COOKIE,
         HeaderValue::from_str(&format!("_px3={cookie}")).unwrap(),
@@ -345,7 +345,7 @@ async fn human_monitor_mode_reports_a_simulated_block_and_allows() {
     };
     let provider = HumanProvider::new(&cfg).unwrap();
     let v = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(v.action, RiskAction::Allow);
@@ -373,7 +373,7 @@ async fn slow_provider_times_out_within_the_budget() {
     let guard = Guarded::new(Arc::new(human(&server.base)), GuardConfig::default());
 
     let started = std::time::Instant::now();
-    let e = guard.evaluate(&sms_request("+447700900123")).await;
+    let e = guard.evaluate(&sms_request("+447400123456")).await;
     let waited = started.elapsed();
     assert_eq!(e.result, Err(RiskError::Timeout));
     assert!(waited < Duration::from_secs(1), "waited {waited:?}");
@@ -400,7 +400,7 @@ async fn human_failures_are_errors_of_the_right_kind() {
     );
     let server = start_human(emu.clone()).await;
     let provider = human(&server.base);
-    let req = sms_request("+447700900123");
+    let req = sms_request("+447400123456");
     assert!(matches!(
         provider.evaluate(&req).await,
         Err(RiskError::Unavailable(_))
@@ -473,7 +473,7 @@ async fn circuit_opens_after_consecutive_failures_and_stops_calling() {
             ..GuardConfig::default()
         },
     );
-    let req = sms_request("+447700900123");
+    let req = sms_request("+447400123456");
     for _ in 0..3 {
         assert!(matches!(
             guard.evaluate(&req).await.result,
@@ -508,11 +508,11 @@ async fn circuit_recovers_after_a_successful_probe() {
             ..GuardConfig::default()
         },
     );
-    let mut failing = sms_request("+447700900123");
+    let mut failing = sms_request("+447400123456");
     failing
         .headers
         .insert("x-fail", HeaderValue::from_static("1"));
-    let clean = sms_request("+447700900123");
+    let clean = sms_request("+447400123456");
     for _ in 0..2 {
         assert!(guard.evaluate(&failing).await.result.is_err());
     }
@@ -565,7 +565,7 @@ async fn human_emulator_admin_endpoints_over_http() {
         ..human_config(&server.base)
     })
     .unwrap();
-    let mut from_rule = sms_request("+447700900123");
+    let mut from_rule = sms_request("+447400123456");
     from_rule.client_ip = "1.2.3.4".parse().unwrap();
     assert_eq!(
         provider.evaluate(&from_rule).await.unwrap().action,
@@ -573,7 +573,7 @@ async fn human_emulator_admin_endpoints_over_http() {
     );
     assert_eq!(
         provider
-            .evaluate(&sms_request("+447700900123"))
+            .evaluate(&sms_request("+447400123456"))
             .await
             .unwrap()
             .action,
@@ -615,7 +615,7 @@ async fn prove_clean_number_allows() {
     let provider = prove(&server.base);
 
     let v = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(v.action, RiskAction::Allow);
@@ -632,7 +632,7 @@ async fn prove_clean_number_allows() {
     assert!(unify.authorized);
     assert_eq!(unify.body["possessionType"], "none");
     assert_eq!(unify.body["checkReputation"], true);
-    assert_eq!(unify.body["phoneNumber"], "+447700900123");
+    assert_eq!(unify.body["phoneNumber"], "+447400123456");
     assert_eq!(unify.body["ipAddress"], "203.0.113.7");
     assert!(unify.body["clientRequestId"].is_string());
     assert_eq!(emu.count(UNIFY_STATUS_PATH), 1);
@@ -676,7 +676,7 @@ async fn prove_token_is_cached_and_refreshed_on_401() {
     let provider = prove(&server.base);
     for _ in 0..3 {
         let v = provider
-            .evaluate(&sms_request("+447700900123"))
+            .evaluate(&sms_request("+447400123456"))
             .await
             .unwrap();
         assert_eq!(v.action, RiskAction::Allow);
@@ -689,7 +689,7 @@ async fn prove_token_is_cached_and_refreshed_on_401() {
 
     emu.revoke_tokens();
     let v = provider
-        .evaluate(&sms_request("+447700900123"))
+        .evaluate(&sms_request("+447400123456"))
         .await
         .unwrap();
     assert_eq!(
@@ -713,7 +713,7 @@ async fn prove_token_is_cached_and_refreshed_on_401() {
     })
     .unwrap();
     assert!(matches!(
-        bad.evaluate(&sms_request("+447700900123")).await,
+        bad.evaluate(&sms_request("+447400123456")).await,
         Err(RiskError::Unavailable(_))
     ));
     server.stop().await;
@@ -728,7 +728,7 @@ async fn prove_rate_limit_and_failures_are_errors_of_the_right_kind() {
     });
     let server = start_prove(emu.clone()).await;
     let provider = prove(&server.base);
-    let req = sms_request("+447700900123");
+    let req = sms_request("+447400123456");
     assert_eq!(
         provider.evaluate(&req).await,
         Err(RiskError::RateLimited {
@@ -775,7 +775,7 @@ async fn prove_without_a_phone_number_says_so_and_uses_the_app_header() {
     );
 
     // An MFA challenge: only the masked label is known.
-    let mut req = sms_request("+447700900123");
+    let mut req = sms_request("+447400123456");
     req.phone = None;
     req.masked_target = Some("+44 ******123".into());
     let v = provider.evaluate(&req).await.unwrap();
@@ -784,7 +784,7 @@ async fn prove_without_a_phone_number_says_so_and_uses_the_app_header() {
     assert!(emu.requests().is_empty(), "nothing to ask Prove");
 
     req.headers
-        .insert("x-otpgate-phone", HeaderValue::from_static("+447700900123"));
+        .insert("x-otpgate-phone", HeaderValue::from_static("+447400123456"));
     let v = provider.evaluate(&req).await.unwrap();
     assert_eq!(v.action, RiskAction::Allow);
     assert_eq!(emu.count(UNIFY_PATH), 1);
@@ -801,7 +801,7 @@ async fn prove_possession_start_status_and_bind_with_boolean_success() {
     let provider = prove(&server.base);
 
     let start = provider
-        .start_possession("+447700900123", PossessionType::Mobile, None, None)
+        .start_possession("+447400123456", PossessionType::Mobile, None, None)
         .await
         .unwrap();
     assert!(start.auth_token.starts_with("eyJ"));
@@ -815,7 +815,7 @@ async fn prove_possession_start_status_and_bind_with_boolean_success() {
     let bound = provider
         .bind(
             &start.correlation_id,
-            "+447700900123",
+            "+447400123456",
             &start.client_request_id,
         )
         .await
@@ -866,7 +866,7 @@ async fn mock_rules_produce_every_outcome_first_match_wins() {
         (RiskAction::Deny, "mock:irsf-prefix")
     );
 
-    let mut from_bad_net = sms_request("+447700900123");
+    let mut from_bad_net = sms_request("+447400123456");
     from_bad_net.client_ip = "198.51.100.9".parse().unwrap();
     assert_eq!(
         p.evaluate(&from_bad_net).await.unwrap().action,
@@ -878,7 +878,7 @@ async fn mock_rules_produce_every_outcome_first_match_wins() {
     assert_eq!(step.action, RiskAction::StepUp);
     assert_eq!(step.challenge.unwrap().status, StatusCode::FORBIDDEN);
 
-    let mut limited = sms_request("+447700900123");
+    let mut limited = sms_request("+447400123456");
     limited
         .headers
         .insert("x-scenario", HeaderValue::from_static("rate-limited"));
@@ -888,7 +888,7 @@ async fn mock_rules_produce_every_outcome_first_match_wins() {
             retry_after: Some(Duration::from_secs(7))
         })
     );
-    let uk = p.evaluate(&sms_request("+447700900123")).await.unwrap();
+    let uk = p.evaluate(&sms_request("+447400123456")).await.unwrap();
     assert_eq!((uk.action, uk.score), (RiskAction::Allow, Some(0.1)));
     let other = p.evaluate(&sms_request("+33612345678")).await.unwrap();
     assert_eq!(
@@ -904,6 +904,6 @@ async fn mock_latency_injection_trips_the_budget() {
     let slow = guard.evaluate(&sms_request("+12025550123")).await;
     assert_eq!(slow.result, Err(RiskError::Timeout));
     assert_eq!(slow.latency, Duration::from_millis(300));
-    let fast = guard.evaluate(&sms_request("+447700900123")).await;
+    let fast = guard.evaluate(&sms_request("+447400123456")).await;
     assert_eq!(fast.result.unwrap().action, RiskAction::Allow);
 }

@@ -46,7 +46,7 @@ pub struct ProveEmulatorConfig {
     pub token_ttl: Duration,
     /// The outcome for numbers not listed in `phones`.
     pub default: PhoneOutcome,
-    /// Outcome per phone number, keyed as sent (`+447700900123`); a key without `+`
+    /// Outcome per phone number, keyed as sent (`+447400123456`); a key without `+`
     /// also matches the number with one.
     pub phones: BTreeMap<String, PhoneOutcome>,
     /// Delay before every `/v3/*` answer.
@@ -751,7 +751,7 @@ mod tests {
         let emu = ProveEmulator::default();
         emu.set_phone("+447700900666", PhoneOutcome::failing(&[9132]));
         let t = token(&emu).await;
-        let (s, u) = call(&emu, UNIFY_PATH, &t, json!({"possessionType": "none", "clientRequestId": "c1", "phoneNumber": "+447700900123", "checkReputation": true})).await;
+        let (s, u) = call(&emu, UNIFY_PATH, &t, json!({"possessionType": "none", "clientRequestId": "c1", "phoneNumber": "+447400123456", "checkReputation": true})).await;
         assert_eq!(
             (s, u["success"].as_str()),
             (StatusCode::OK, Some("pending"))
@@ -761,7 +761,7 @@ mod tests {
             &emu,
             UNIFY_BIND_PATH,
             &t,
-            json!({"correlationId": cid, "phoneNumber": "+447700900123", "clientRequestId": "c1"}),
+            json!({"correlationId": cid, "phoneNumber": "+447400123456", "clientRequestId": "c1"}),
         )
         .await;
         assert_eq!(
@@ -782,7 +782,7 @@ mod tests {
             &emu,
             UNIFY_BIND_PATH,
             &t,
-            json!({"correlationId": cid, "phoneNumber": "+447700900123", "clientRequestId": "c1"}),
+            json!({"correlationId": cid, "phoneNumber": "+447400123456", "clientRequestId": "c1"}),
         )
         .await;
         assert_eq!(b["success"], "true");

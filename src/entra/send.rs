@@ -126,13 +126,13 @@ mod tests {
             ),
             (
                 RegisterChallenge,
-                "challenge_channel=sms&challenge_target=%2B447700900123",
-                sms("+447700900123"),
+                "challenge_channel=sms&challenge_target=%2B447400123456",
+                sms("+447400123456"),
             ),
             (
                 RegisterChallenge,
-                "challenge_target=%2B447700900123",
-                sms("+447700900123"),
+                "challenge_target=%2B447400123456",
+                sms("+447400123456"),
             ),
             (
                 RegisterChallenge,
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn targets_never_print() {
-        let t = Target::Phone("+447700900123".into());
+        let t = Target::Phone("+447400123456".into());
         assert!(!format!("{t:?}").contains("7700"));
     }
 }

@@ -275,7 +275,7 @@ mod tests {
     fn calling_code_uses_phone_metadata_not_string_prefixes() {
         assert_eq!(calling_code(Some("+12425551234")), Some(1));
         assert_eq!(calling_code(Some("+351912345678")), Some(351));
-        assert_eq!(calling_code(Some("+447700900123")), Some(44));
+        assert_eq!(calling_code(Some("+447400123456")), Some(44));
         assert_eq!(calling_code(Some("not a phone")), None);
         assert_eq!(calling_code(None), None);
     }

@@ -43,7 +43,7 @@ pub struct RiskRequest {
     pub endpoint: String,
     /// Where the OTP would go.
     pub channel: Channel,
-    /// The destination phone in E.164 (`+447700900123`) when the request names it
+    /// The destination phone in E.164 (`+447400123456`) when the request names it
     /// (`challenge_target`), or a number learned earlier. Never logged raw.
     pub phone: Option<String>,
     /// A masked label of the destination (`+44 ******123`) when only that is known.

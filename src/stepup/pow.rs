@@ -13,7 +13,6 @@
 //! phone number), expires, and is accepted once (`take_once` in the shared store).
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{resolve_secret, Checker, Problem, Secret};
+use crate::config::{Checker, Problem, Secret};
 use crate::store::Store;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -52,11 +51,11 @@ const CLOCK_SKEW: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PowConfig {
-    /// HMAC key signing challenges: at least 32 random characters, the same on every
-    /// replica (a challenge issued by one is verified by another).
+    /// HMAC key signing challenges (secret; or `key_file`): at least 32 random
+    /// characters, the same on every replica (a challenge issued by one is verified by
+    /// another). Empty: a random key per process, which only suits a single replica that
+    /// never restarts mid-challenge (the demo).
     pub key: Secret,
-    /// A file holding the key, instead of `key`.
-    pub key_file: Option<PathBuf>,
     /// How long a challenge may be solved and used.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
@@ -71,7 +70,6 @@ impl Default for PowConfig {
     fn default() -> Self {
         Self {
             key: Secret::default(),
-            key_file: None,
             ttl: Duration::from_secs(300),
             max_number: 50_000,
             header: "x-otpgate-proof".into(),
@@ -84,11 +82,15 @@ impl PowConfig {
     /// are relative to the section (`key`, `ttl`, …).
     pub fn build(&self) -> Result<Pow, Vec<Problem>> {
         let mut check = Checker::default();
-        let key = resolve_secret(&mut check, "key", &self.key, &self.key_file);
+        let key = if self.key.is_empty() {
+            Secret::new(hex::encode(rand::random::<[u8; 32]>()))
+        } else {
+            self.key.clone()
+        };
         if key.expose().chars().count() < MIN_KEY_CHARS {
             check.problem(
                 "key",
-                "required: at least 32 random characters, the same on every replica",
+                "at least 32 random characters, the same on every replica",
             );
         }
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(3600) {

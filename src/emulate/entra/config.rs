@@ -134,9 +134,9 @@ impl EntraConfig {
     /// | user | first factor | MFA |
     /// |---|---|---|
     /// | `password@contoso.com` | password | none |
-    /// | `sms@contoso.com` | password | SMS to `+447700900123` |
+    /// | `sms@contoso.com` | password | SMS to `+447400123456` |
     /// | `email-mfa@contoso.com` | password | email to itself |
-    /// | `both@contoso.com` | password | email to itself, SMS to `+447700900124` |
+    /// | `both@contoso.com` | password | email to itself, SMS to `+447400123457` |
     /// | `newphone@contoso.com` | password | required, nothing registered (JIT registration) |
     /// | `otp@contoso.com` | email OTP | none |
     pub fn demo() -> Self {
@@ -157,14 +157,14 @@ impl EntraConfig {
         };
         let users = vec![
             password_user("password@contoso.com", vec![]),
-            password_user("sms@contoso.com", vec![sms("+447700900123")]),
+            password_user("sms@contoso.com", vec![sms("+447400123456")]),
             password_user(
                 "email-mfa@contoso.com",
                 vec![email("email-mfa@contoso.com")],
             ),
             password_user(
                 "both@contoso.com",
-                vec![email("both@contoso.com"), sms("+447700900124")],
+                vec![email("both@contoso.com"), sms("+447400123457")],
             ),
             UserSpec {
                 mfa_required: true,

@@ -47,7 +47,7 @@
 //! username = "sms@contoso.com"
 //! password = "Passw0rd!"                   # omit for an email-OTP user
 //! display_name = "Sam"                     # the name claim; default: local part
-//! mfa_methods = [{ channel = "sms", target = "+447700900123" }]
+//! mfa_methods = [{ channel = "sms", target = "+447400123456" }]
 //!
 //! [[users]]
 //! username = "newphone@contoso.com"

@@ -516,7 +516,7 @@ mod tests {
         for i in 0..MAX_OUTBOX + 5 {
             outbox.push(OutboxEntry {
                 channel: "sms".into(),
-                target: "+447700900123".into(),
+                target: "+447400123456".into(),
                 code: i.to_string(),
                 endpoint: "/oauth2/v2.0/challenge".into(),
                 at: String::new(),

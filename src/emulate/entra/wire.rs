@@ -660,7 +660,7 @@ pub(crate) fn mask_email(address: &str) -> String {
     }
 }
 
-/// `+44********23` for `+447700900123`: the shape of the reference's `+1********6`.
+/// `+44********56` for `+447400123456`: the shape of the reference's `+1********6`.
 pub(crate) fn mask_phone(e164: &str) -> String {
     let digits: Vec<char> = e164.chars().filter(char::is_ascii_digit).collect();
     if digits.len() < 6 {
@@ -678,11 +678,11 @@ mod tests {
     #[test]
     fn phones_normalize_to_e164() {
         let cases = [
-            ("+447700900123", Some("+447700900123")),
-            ("+44 7700 900123", Some("+447700900123")),
+            ("+447400123456", Some("+447400123456")),
+            ("+44 7400 123456", Some("+447400123456")),
             ("+1 (206) 555-0100", Some("+12065550100")),
             ("+1 1234567890", Some("+11234567890")),
-            ("447700900123", None),
+            ("447400123456", None),
             ("+44abc", None),
             ("+0123456789", None),
             ("+1234", None),
@@ -697,7 +697,7 @@ mod tests {
     fn masks_hide_the_middle() {
         assert_eq!(mask_email("caseyjensen@contoso.com"), "c***n@co**o.com");
         assert_eq!(mask_email("a@b.io"), "***@**.io");
-        assert_eq!(mask_phone("+447700900123"), "+44********23");
+        assert_eq!(mask_phone("+447400123456"), "+44********56");
     }
 
     #[test]
