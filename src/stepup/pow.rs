@@ -746,7 +746,6 @@ mod tests {
             ttl: Duration::ZERO,
             max_number: 0,
             header: "bad header".into(),
-            ..PowConfig::default()
         }
         .build()
         .unwrap_err();
