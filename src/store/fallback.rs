@@ -261,15 +261,17 @@ impl Store for FallbackStore {
     }
 
     async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
-        // The slot may have been taken from either side of an outage; releasing an id a
-        // side does not hold is a no-op.
-        if self.local_may_hold_entries() || self.is_degraded() {
+        // The slot may have been taken on either side of an outage; releasing an id a side
+        // does not hold is a no-op.
+        let degraded = self.is_degraded();
+        if degraded || self.local_may_hold_entries() {
             self.inner.local.release(key, id).await?;
         }
-        if !self.is_degraded() {
-            let _ = self.primary(self.inner.primary.release(key, id)).await;
-        } else {
+        if degraded {
             bump(&self.inner.stats.local);
+        } else {
+            // A failure here has nothing to fall back to: the slot expires with its window.
+            let _ = self.primary(self.inner.primary.release(key, id)).await;
         }
         Ok(())
     }

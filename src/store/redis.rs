@@ -102,10 +102,12 @@ struct Inner {
 /// ARGV: id, window (µs), limit. Returns `{reserved 0|1, count, retry_after µs}`.
 ///
 /// An entry leaves the window when `t + window <= now`, as in the memory store. The key
-/// expires with its newest entry, so idle windows cost nothing. Numbers are passed to
+/// expires with its newest entry, so idle windows cost nothing. A key holding another
+/// kind of value is replaced, as in the memory store. Numbers are passed to
 /// `redis.call` directly (Redis formats them with 17 digits); `tostring` would round µs
 /// timestamps to 14. An id already in the window is refreshed rather than counted twice:
-/// callers use a fresh id per reservation.
+/// callers use a fresh id per reservation. `replicate_commands` lets Redis before 5.0
+/// accept writes after the non-deterministic `TIME`; later versions do so anyway.
 const RESERVE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
