@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod fallback;
 pub mod memory;
+pub mod redis;
 
+pub use fallback::{FallbackCounts, FallbackStats, FallbackStore};
 pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore};
 
 /// A store operation that could not be completed. The caller treats it as an input to its
 /// decision (the fallback store or the route's fail mode), never as a 500.

@@ -1,0 +1,479 @@
+//! A store that keeps answering when its primary (Redis) does not. A failed operation is
+//! answered from local memory instead of failing, the store reports itself *degraded*,
+//! and a background probe switches back once the primary answers again.
+//!
+//! # Counts while degraded
+//!
+//! While degraded every replica counts alone, in its own memory. A limit of 3 per hour
+//! becomes 3 per hour *per replica*: with N replicas a client can get up to 3·N. Windows
+//! start empty on the switch, so reservations already held in Redis are not seen either.
+//! Values and nonces written while degraded are visible only to the replica that wrote
+//! them.
+//!
+//! When the primary answers again, the shared counts are used again. What this replica did
+//! locally is not copied to Redis, but it is not forgotten either: until the last local
+//! entry expires, reservations and counts add the local entries to the shared ones (a
+//! window used up during the outage stays used up), a nonce taken locally stays taken, and
+//! a value Redis does not have is read from memory. Other replicas do not see those local
+//! entries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{MemoryStore, Store, StoreError, Window};
+
+/// The key the probe reads to learn whether the primary answers again. Reading it is
+/// harmless: nothing writes it.
+const PROBE_KEY: &str = "fallback:probe";
+
+/// A cheap-to-clone handle over a primary store and its local fallback.
+#[derive(Clone)]
+pub struct FallbackStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    primary: Arc<dyn Store>,
+    local: MemoryStore,
+    probe_every: Duration,
+    degraded: watch::Sender<bool>,
+    /// When the last entry written to `local` expires. Until then local entries from an
+    /// outage are added to the primary's answers.
+    local_until: Mutex<Option<Instant>>,
+    stats: FallbackStats,
+}
+
+/// Counters for the metrics layer, since start. Every operation counts once under
+/// `primary_ok` or `local`; a primary failure counts under its cause as well.
+#[derive(Debug, Default)]
+pub struct FallbackStats {
+    /// Operations answered by the primary.
+    pub primary_ok: AtomicU64,
+    /// Primary operations that timed out (then answered locally).
+    pub primary_timeout: AtomicU64,
+    /// Primary operations that failed otherwise (then answered locally).
+    pub primary_unavailable: AtomicU64,
+    /// Operations answered from local memory: after a primary failure, or while degraded.
+    pub local: AtomicU64,
+    /// Switches from the primary to local memory.
+    pub fallbacks: AtomicU64,
+    /// Switches back to the primary.
+    pub recoveries: AtomicU64,
+    /// Probes of the primary that failed while degraded.
+    pub probe_failures: AtomicU64,
+}
+
+/// A copy of [`FallbackStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallbackCounts {
+    pub primary_ok: u64,
+    pub primary_timeout: u64,
+    pub primary_unavailable: u64,
+    pub local: u64,
+    pub fallbacks: u64,
+    pub recoveries: u64,
+    pub probe_failures: u64,
+}
+
+impl FallbackStats {
+    pub fn snapshot(&self) -> FallbackCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FallbackCounts {
+            primary_ok: get(&self.primary_ok),
+            primary_timeout: get(&self.primary_timeout),
+            primary_unavailable: get(&self.primary_unavailable),
+            local: get(&self.local),
+            fallbacks: get(&self.fallbacks),
+            recoveries: get(&self.recoveries),
+            probe_failures: get(&self.probe_failures),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl FallbackStore {
+    /// Serve from `primary`, falling back to `local`. While degraded the primary is probed
+    /// every `probe_every`. The primary must bound its own operations (as `RedisStore`
+    /// does): a call that hangs here hangs the request.
+    pub fn new(primary: Arc<dyn Store>, local: MemoryStore, probe_every: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                primary,
+                local,
+                probe_every,
+                degraded: watch::Sender::new(false),
+                local_until: Mutex::new(None),
+                stats: FallbackStats::default(),
+            }),
+        }
+    }
+
+    /// Whether operations are answered from local memory (per replica) right now.
+    pub fn is_degraded(&self) -> bool {
+        *self.inner.degraded.borrow()
+    }
+
+    /// Follows [`FallbackStore::is_degraded`]: for `/readyz` and alerts.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.inner.degraded.subscribe()
+    }
+
+    pub fn stats(&self) -> &FallbackStats {
+        &self.inner.stats
+    }
+
+    /// The primary's answer, or `None` after recording its failure and degrading.
+    async fn primary<T>(
+        &self,
+        answer: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        match answer.await {
+            Ok(value) => {
+                bump(&self.inner.stats.primary_ok);
+                Some(value)
+            }
+            Err(err) => {
+                match err {
+                    StoreError::Timeout => bump(&self.inner.stats.primary_timeout),
+                    StoreError::Unavailable(_) => bump(&self.inner.stats.primary_unavailable),
+                }
+                self.degrade(&err);
+                None
+            }
+        }
+    }
+
+    fn degrade(&self, err: &StoreError) {
+        // Only the caller that flips the flag starts a probe: one probe per outage.
+        if self
+            .inner
+            .degraded
+            .send_if_modified(|d| !std::mem::replace(d, true))
+        {
+            bump(&self.inner.stats.fallbacks);
+            tracing::warn!(error = %err, "store degraded: answering from local memory");
+            tokio::spawn(probe(Arc::downgrade(&self.inner)));
+        }
+    }
+
+    /// Count an answer from memory, and remember that memory holds entries until `until`.
+    fn local(&self, lives: Option<Duration>) -> &MemoryStore {
+        bump(&self.inner.stats.local);
+        if let Some(lives) = lives {
+            let until = Instant::now() + lives;
+            let mut local_until = self.inner.local_until.lock();
+            if local_until.is_none_or(|u| u < until) {
+                *local_until = Some(until);
+            }
+        }
+        &self.inner.local
+    }
+
+    /// Whether memory may still hold live entries written while degraded.
+    fn local_may_hold_entries(&self) -> bool {
+        self.inner
+            .local_until
+            .lock()
+            .is_some_and(|u| u > Instant::now())
+    }
+}
+
+/// Try the primary every `probe_every` until it answers; stop early if the store is gone.
+/// A fixed interval, not a backoff: a probe costs one bounded operation, and it bounds how
+/// long a replica keeps counting alone after Redis is back.
+async fn probe(inner: Weak<Inner>) {
+    loop {
+        let Some(every) = inner.upgrade().map(|i| i.probe_every) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match inner.primary.get(PROBE_KEY).await {
+            Ok(_) => {
+                inner.degraded.send_replace(false);
+                bump(&inner.stats.recoveries);
+                tracing::info!("store recovered: answering from the primary again");
+                return;
+            }
+            Err(err) => {
+                bump(&inner.stats.probe_failures);
+                tracing::debug!(error = %err, "store probe failed");
+            }
+        }
+    }
+}
+
+/// `a` and `b` counted together: a slot frees when the older of their oldest entries
+/// leaves (`retry_after` is zero for an empty window).
+fn union(a: Window, b: Window) -> Window {
+    let retry_after = match (a.count, b.count) {
+        (0, _) => b.retry_after,
+        (_, 0) => a.retry_after,
+        _ => a.retry_after.min(b.retry_after),
+    };
+    Window {
+        reserved: a.reserved || b.reserved,
+        count: a.count + b.count,
+        retry_after,
+    }
+}
+
+#[async_trait]
+impl Store for FallbackStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Window, StoreError> {
+        if !self.is_degraded() {
+            // A limit of 0 never reserves: this reads the local window without taking a
+            // slot.
+            let held = if self.local_may_hold_entries() {
+                Some(self.inner.local.reserve(key, id, window, 0).await?)
+            } else {
+                None
+            };
+            let room = limit.saturating_sub(held.map_or(0, |w| w.count));
+            let shared = self.inner.primary.reserve(key, id, window, room);
+            if let Some(shared) = self.primary(shared).await {
+                return Ok(match held {
+                    Some(held) => union(shared, held),
+                    None => shared,
+                });
+            }
+        }
+        self.local(Some(window))
+            .reserve(key, id, window, limit)
+            .await
+    }
+
+    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        // The slot may have been taken on either side of an outage; releasing an id a side
+        // does not hold is a no-op.
+        let degraded = self.is_degraded();
+        if degraded || self.local_may_hold_entries() {
+            self.inner.local.release(key, id).await?;
+        }
+        if degraded {
+            bump(&self.inner.stats.local);
+        } else {
+            // A failure here has nothing to fall back to: the slot expires with its window.
+            let _ = self.primary(self.inner.primary.release(key, id)).await;
+        }
+        Ok(())
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        if !self.is_degraded() {
+            if let Some(shared) = self.primary(self.inner.primary.count(key, window)).await {
+                let held = if self.local_may_hold_entries() {
+                    self.inner.local.count(key, window).await?
+                } else {
+                    0
+                };
+                return Ok(shared + held);
+            }
+        }
+        self.local(None).count(key, window).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.is_degraded() {
+            match self.primary(self.inner.primary.get(key)).await {
+                Some(Some(value)) => return Ok(Some(value)),
+                Some(None) if !self.local_may_hold_entries() => return Ok(None),
+                // Absent from the primary: it may have been written here during an outage.
+                Some(None) => return self.inner.local.get(key).await,
+                None => {}
+            }
+        }
+        self.local(None).get(key).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        if !self.is_degraded() {
+            if self.local_may_hold_entries() {
+                // Replace what an outage left here, so a later read cannot find it once
+                // the primary's copy expires first.
+                self.inner.local.put(key, value, ttl).await?;
+            }
+            if self
+                .primary(self.inner.primary.put(key, value, ttl))
+                .await
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        self.local(Some(ttl)).put(key, value, ttl).await
+    }
+
+    async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        if !self.is_degraded() {
+            if let Some(first) = self.primary(self.inner.primary.take_once(key, ttl)).await {
+                // A nonce spent here during an outage stays spent.
+                if first && self.local_may_hold_entries() {
+                    return self.inner.local.take_once(key, ttl).await;
+                }
+                return Ok(first);
+            }
+        }
+        self.local(Some(ttl)).take_once(key, ttl).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A primary that fails while `down` is set.
+    struct Flaky {
+        store: MemoryStore,
+        down: watch::Receiver<bool>,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreError> {
+            if *self.down.borrow() {
+                Err(StoreError::Unavailable("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Store for Flaky {
+        async fn reserve(
+            &self,
+            key: &str,
+            id: &str,
+            window: Duration,
+            limit: u64,
+        ) -> Result<Window, StoreError> {
+            self.check()?;
+            self.store.reserve(key, id, window, limit).await
+        }
+        async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+            self.check()?;
+            self.store.release(key, id).await
+        }
+        async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+            self.check()?;
+            self.store.count(key, window).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.check()?;
+            self.store.get(key).await
+        }
+        async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+            self.check()?;
+            self.store.put(key, value, ttl).await
+        }
+        async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+            self.check()?;
+            self.store.take_once(key, ttl).await
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const PROBE: Duration = Duration::from_secs(1);
+
+    fn flaky() -> (FallbackStore, MemoryStore, watch::Sender<bool>) {
+        let (down, rx) = watch::channel(false);
+        let shared = MemoryStore::new(1000);
+        let primary = Flaky {
+            store: shared.clone(),
+            down: rx,
+        };
+        let store = FallbackStore::new(Arc::new(primary), MemoryStore::new(1000), PROBE);
+        (store, shared, down)
+    }
+
+    async fn recovered(store: &FallbackStore) {
+        let mut rx = store.subscribe();
+        tokio::time::timeout(10 * PROBE, rx.wait_for(|d| !d))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_is_answered_locally_and_heals_after_a_probe() {
+        let (store, shared, down) = flaky();
+        assert!(store.reserve("k", "a", HOUR, 3).await.unwrap().reserved);
+        assert_eq!(shared.count("k", HOUR).await.unwrap(), 1);
+
+        down.send_replace(true);
+        let w = store.reserve("k", "b", HOUR, 3).await.unwrap();
+        assert!(w.reserved);
+        assert_eq!(w.count, 1, "the local window starts empty");
+        assert!(store.is_degraded());
+        assert_eq!(shared.count("k", HOUR).await.unwrap(), 1);
+
+        let probed = async {
+            while store.stats().probe_failures.load(Ordering::Relaxed) < 2 {
+                tokio::time::sleep(PROBE / 10).await;
+            }
+        };
+        tokio::time::timeout(10 * PROBE, probed).await.unwrap();
+        assert!(store.is_degraded(), "still down: still degraded");
+        down.send_replace(false);
+        recovered(&store).await;
+
+        let c = store.stats().snapshot();
+        assert_eq!((c.fallbacks, c.recoveries), (1, 1));
+        assert!(c.probe_failures >= 2, "{c:?}");
+        assert_eq!(c.primary_unavailable, 1, "one failure, then no more tries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_an_outage_used_stays_used_after_recovery() {
+        let (store, shared, down) = flaky();
+        down.send_replace(true);
+        for id in ["a", "b"] {
+            assert!(store.reserve("k", id, HOUR, 3).await.unwrap().reserved);
+        }
+        assert!(store.take_once("nonce", HOUR).await.unwrap());
+        store.put("flow", b"sms", HOUR).await.unwrap();
+        down.send_replace(false);
+        recovered(&store).await;
+
+        let w = store.reserve("k", "c", HOUR, 3).await.unwrap();
+        assert!(w.reserved);
+        assert_eq!(w.count, 3);
+        assert!(!store.reserve("k", "d", HOUR, 3).await.unwrap().reserved);
+        assert_eq!(
+            shared.count("k", HOUR).await.unwrap(),
+            1,
+            "only c is shared"
+        );
+        assert_eq!(store.count("k", HOUR).await.unwrap(), 3);
+        assert!(!store.take_once("nonce", HOUR).await.unwrap());
+        assert_eq!(
+            store.get("flow").await.unwrap().as_deref(),
+            Some(&b"sms"[..])
+        );
+
+        store.release("k", "a").await.unwrap();
+        assert!(store.reserve("k", "e", HOUR, 3).await.unwrap().reserved);
+
+        // Once the outage's entries have expired, the shared store alone decides.
+        tokio::time::advance(HOUR).await;
+        assert_eq!(store.count("k", HOUR).await.unwrap(), 0);
+        assert!(store.take_once("nonce", HOUR).await.unwrap());
+    }
+}

@@ -1,0 +1,420 @@
+//! The Redis store: the state every replica shares, exact under concurrency.
+//!
+//! Each [`Store`] method is one round trip and atomic on the server: sliding windows are
+//! Lua scripts over a sorted set, values and marks are single `SET` commands. Window
+//! timestamps come from the Redis server's clock (`TIME`), so replicas whose clocks
+//! disagree still count the same window. Every key carries [`RedisSettings::key_prefix`].
+//!
+//! Every operation is bounded by [`RedisSettings::timeout`]; a slow server is reported as
+//! [`StoreError::Timeout`], everything else that goes wrong as
+//! [`StoreError::Unavailable`]. The connection is a [`ConnectionManager`] that reconnects
+//! in the background after a connection error, so the store heals by itself when Redis
+//! comes back.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
+
+use super::{Store, StoreError, Window};
+
+/// Where the Redis store connects and how long it waits.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS (verified against the
+    /// webpki roots, or [`RedisSettings::ca_file`] when set).
+    pub url: String,
+    /// Password for `AUTH`; overrides one given in the URL.
+    pub password: Option<String>,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Upper bound on one operation, connection wait included. The store sits on the
+    /// request path, so this is a latency budget, not a patience setting.
+    pub timeout: Duration,
+    /// Upper bound on establishing a connection (TCP, TLS, `AUTH`).
+    pub connect_timeout: Duration,
+    /// PEM CA certificates to trust for `rediss://` instead of the webpki roots: a private
+    /// CA or a self-hosted Redis.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            password: None,
+            key_prefix: "otpgate:".to_owned(),
+            timeout: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(1),
+            ca_file: None,
+        }
+    }
+}
+
+// The password, in the field or in the URL, must never reach a log line.
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The URL with any userinfo (`user:password@`) replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}<redacted>{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A cheap-to-clone handle to one Redis deployment.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    // `Script` sends EVALSHA and loads the body only when the server does not know it
+    // (first use, or after a restart).
+    reserve: Script,
+    count: Script,
+}
+
+/// Reserve a slot in a sliding-window log.
+///
+/// KEYS[1]: the window, a sorted set of reservation ids scored by server time in µs.
+/// ARGV: id, window (µs), limit. Returns `{reserved 0|1, count, retry_after µs}`.
+///
+/// An entry leaves the window when `t + window <= now`, as in the memory store. The key
+/// expires with its newest entry, so idle windows cost nothing. A key holding another
+/// kind of value is replaced, as in the memory store. Numbers are passed to
+/// `redis.call` directly (Redis formats them with 17 digits); `tostring` would round µs
+/// timestamps to 14. An id already in the window is refreshed rather than counted twice:
+/// callers use a fresh id per reservation. `replicate_commands` lets Redis before 5.0
+/// accept writes after the non-deterministic `TIME`; later versions do so anyway.
+const RESERVE: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local key = KEYS[1]
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', key) end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local count = redis.call('ZCARD', key)
+local reserved = 0
+if count < limit then
+  count = count + redis.call('ZADD', key, now, ARGV[1])
+  reserved = 1
+end
+local retry = 0
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+if oldest[2] then
+  retry = tonumber(oldest[2]) + window - now
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', key, math.ceil((tonumber(newest[2]) + window - now) / 1000))
+end
+return {reserved, count, retry}
+";
+
+/// Count the entries of a sliding window without changing it.
+///
+/// KEYS[1]: the window. ARGV: window (µs). Read-only: entries that left the window are
+/// skipped here and trimmed by the next reservation.
+const COUNT: &str = r"
+local key = KEYS[1]
+if redis.call('TYPE', key).ok ~= 'zset' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZCOUNT', key, string.format('(%.0f', now - tonumber(ARGV[1])), '+inf')
+";
+
+/// How long the kernel lets written data go unacknowledged before it drops the
+/// connection. Without it a peer that vanished without a reset (a partition) would keep a
+/// dead connection open, and the manager only reconnects after a connection error.
+#[cfg(target_os = "linux")]
+const DEAD_PEER_AFTER: Duration = Duration::from_secs(3);
+
+impl RedisStore {
+    /// Connect and check the server answers (and accepts the password) before returning,
+    /// so a wrong URL or password fails at startup rather than on the first request.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = client(settings)?;
+        // A one-off connection gives a clear error: the manager would retry an
+        // authentication failure until the deadline and report a timeout instead.
+        let check = async {
+            let config =
+                AsyncConnectionConfig::new().set_connection_timeout(Some(settings.connect_timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        };
+        tokio::time::timeout(settings.connect_timeout, check)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)?;
+        let conn = tokio::time::timeout(
+            settings.connect_timeout,
+            ConnectionManager::new_with_config(client, manager_config(settings)),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)?
+        .map_err(unavailable)?;
+        Ok(Self::with_manager(conn, settings))
+    }
+
+    /// A store that connects on its first operation: for starting while Redis is down,
+    /// behind a [`FallbackStore`](super::FallbackStore). Fails only on a malformed URL or
+    /// an unreadable CA file.
+    pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let conn =
+            ConnectionManager::new_lazy_with_config(client(settings)?, manager_config(settings))
+                .map_err(unavailable)?;
+        Ok(Self::with_manager(conn, settings))
+    }
+
+    fn with_manager(conn: ConnectionManager, settings: &RedisSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: settings.key_prefix.clone(),
+                timeout: settings.timeout,
+                reserve: Script::new(RESERVE),
+                count: Script::new(COUNT),
+            }),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.prefix, key)
+    }
+
+    /// Run one operation on a clone of the connection (cheap: the manager is shared),
+    /// within the operation budget.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        tokio::time::timeout(self.inner.timeout, op(self.inner.conn.clone()))
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(unavailable)
+    }
+}
+
+fn client(settings: &RedisSettings) -> Result<Client, StoreError> {
+    crate::tls::install_crypto_provider();
+    let mut info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+    if let Some(password) = &settings.password {
+        let redis = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(redis);
+    }
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let tcp = tcp.set_user_timeout(DEAD_PEER_AFTER);
+    let info = info.set_tcp_settings(tcp);
+    match &settings.ca_file {
+        None => Client::open(info).map_err(unavailable),
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!("redis ca file {}: {e}", path.display()))
+            })?;
+            Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(unavailable)
+        }
+    }
+}
+
+fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {
+    // One connection attempt per reconnect, no retry loop inside the manager: while Redis
+    // is down an operation fails at once (refused) instead of waiting out a backoff, and
+    // the next operation (or the fallback store's probe) starts the next attempt.
+    // Concurrent operations share one attempt. Responses are bounded by our own timeout.
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(None)
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A key that holds another kind of value reads as empty, as in the memory store.
+fn is_wrong_type(e: &RedisError) -> bool {
+    e.code() == Some("WRONGTYPE")
+}
+
+/// Redis expiries are whole milliseconds and must be positive: round up, so an entry
+/// never expires before its TTL.
+fn millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Window, StoreError> {
+        let key = self.key(key);
+        let (reserved, count, retry): (i64, u64, u64) = self
+            .run(|mut conn| async move {
+                self.inner
+                    .reserve
+                    .key(&key)
+                    .arg(id)
+                    .arg(micros(window))
+                    .arg(limit)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(Window {
+            reserved: reserved == 1,
+            count,
+            retry_after: Duration::from_micros(retry),
+        })
+    }
+
+    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            match redis::cmd("ZREM")
+                .arg(&key)
+                .arg(id)
+                .query_async::<()>(&mut conn)
+                .await
+            {
+                Err(e) if is_wrong_type(&e) => Ok(()),
+                other => other,
+            }
+        })
+        .await
+    }
+
+    async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            self.inner
+                .count
+                .key(&key)
+                .arg(micros(window))
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            match redis::cmd("GET").arg(&key).query_async(&mut conn).await {
+                Err(e) if is_wrong_type(&e) => Ok(None),
+                other => other,
+            }
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            if ttl.is_zero() {
+                // Stored already expired: nothing to read back.
+                redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+            } else {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        let set: Value = self
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(!matches!(set, Value::Nil))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_round_up_to_a_positive_millisecond() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_micros(1001)), 2);
+        assert_eq!(millis(Duration::from_secs(3600)), 3_600_000);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let settings = RedisSettings {
+            url: "rediss://user:hunter2@cache.example:6380/0".into(),
+            password: Some("hunter3".into()),
+            ..RedisSettings::default()
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("cache.example:6380"), "{shown}");
+    }
+}
