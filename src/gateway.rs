@@ -317,9 +317,15 @@ impl Gateway {
                     correlation,
                 ),
             },
-            Outcome::StepUp(StepUpBy::Builtin) => {
-                answer::step_up(serde_json::json!({ "type": "unavailable" }), correlation)
-            }
+            Outcome::StepUp(StepUpBy::Builtin) => answer::step_up(
+                serde_json::json!({
+                    "type": "pow",
+                    "format": "altcha",
+                    "header": judgement.proof_header.as_str(),
+                    "altcha": judgement.pow_challenge,
+                }),
+                correlation,
+            ),
         };
         Some(resp.map(proxy::full))
     }

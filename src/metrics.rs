@@ -66,6 +66,96 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// What the store reports at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreReport {
+    pub counts: crate::store::fallback::FallbackCounts,
+    /// Serving from the local fallback instead of the shared store.
+    pub degraded: bool,
+    /// The shared backend is Redis (else memory only).
+    pub shared: bool,
+    /// Keys the memory store evicted to stay within its bound.
+    pub evictions: u64,
+}
+
+type StoreSource = Arc<dyn Fn() -> StoreReport + Send + Sync>;
+
+/// Reads the store's counters on each scrape.
+#[derive(Clone, Default)]
+struct StoreCollector {
+    source: Arc<std::sync::OnceLock<StoreSource>>,
+}
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for StoreCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(source) = self.source.get() else {
+            return Ok(());
+        };
+        let r = source();
+        let counters: [(&str, &str, u64); 7] = [
+            (
+                "store_shared_ok",
+                "Store operations answered by the shared store (Redis)",
+                r.counts.primary_ok,
+            ),
+            (
+                "store_shared_timeouts",
+                "Shared-store operations that timed out (answered locally)",
+                r.counts.primary_timeout,
+            ),
+            (
+                "store_shared_errors",
+                "Shared-store operations that failed otherwise (answered locally)",
+                r.counts.primary_unavailable,
+            ),
+            (
+                "store_local_ops",
+                "Store operations answered by local memory while the shared store failed",
+                r.counts.local,
+            ),
+            (
+                "store_fallbacks",
+                "Switches from the shared store to local memory",
+                r.counts.fallbacks,
+            ),
+            (
+                "store_recoveries",
+                "Switches back to the shared store",
+                r.counts.recoveries,
+            ),
+            (
+                "store_evictions",
+                "Keys the memory store evicted to stay within store.max_entries",
+                r.evictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let g = ConstGauge::new(i64::from(r.degraded));
+        g.encode(encoder.encode_descriptor(
+            "store_degraded",
+            "1 while serving from the local fallback instead of the shared store",
+            None,
+            g.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
 /// Every metric otpgate exposes.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +172,7 @@ pub struct Metrics {
     pub provider_latency: Family<ProviderNameLabels, Histogram>,
     /// Mirrors `in_flight` for cheap reads (readiness, tests).
     in_flight_now: AtomicI64,
+    store: StoreCollector,
 }
 
 impl Metrics {
@@ -155,7 +246,10 @@ impl Metrics {
             "Risk provider call latency, including budget cut-offs",
             provider_latency.clone(),
         );
+        let store = StoreCollector::default();
+        registry.register_collector(Box::new(store.clone()));
         Arc::new(Self {
+            store,
             registry,
             requests,
             upstream_latency,
@@ -222,6 +316,11 @@ impl Metrics {
         self.provider_latency
             .get_or_create(&ProviderNameLabels { provider })
             .observe(latency.as_secs_f64());
+    }
+
+    /// Where the store metrics come from; set once at start.
+    pub fn set_store_source(&self, source: impl Fn() -> StoreReport + Send + Sync + 'static) {
+        let _ = self.store.source.set(Arc::new(source));
     }
 
     pub fn in_flight_inc(&self) {

@@ -27,10 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health, Phase};
-use crate::config::Settings;
+use crate::config::{Settings, StoreBackend};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::metrics::StoreReport;
 use crate::proxy::ConnInfo;
+use crate::store::fallback::FallbackStore;
+use crate::store::redis::{RedisSettings, RedisStore};
+use crate::store::{MemoryStore, Store};
 use crate::tls::{self, CertResolver};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Build(#[from] crate::gateway::BuildError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A bound gateway, ready to serve.
@@ -61,7 +67,8 @@ impl Server {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
         let health = Health::new();
-        let gateway = Gateway::new(settings.clone(), metrics.clone())?;
+        let store = build_store(&settings, &health, &metrics).await?;
+        let gateway = Gateway::with_store(settings.clone(), metrics.clone(), store)?;
         let tls = match &settings.tls {
             Some(t) => {
                 let resolver = Arc::new(CertResolver::new(tls::load_certified_key(
@@ -197,6 +204,64 @@ impl Server {
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+    }
+}
+
+/// The store replicas share: memory only, or Redis with a local fallback that keeps
+/// serving (and says so in `/readyz` and the metrics) while Redis is unreachable.
+async fn build_store(
+    settings: &Settings,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Store>, StartError> {
+    let s = &settings.store;
+    let local = MemoryStore::new(s.max_entries);
+    match s.backend {
+        StoreBackend::Memory => {
+            let report_from = local.clone();
+            metrics.set_store_source(move || StoreReport {
+                evictions: report_from.evictions(),
+                ..StoreReport::default()
+            });
+            Ok(Arc::new(local))
+        }
+        StoreBackend::Redis => {
+            let redis = RedisStore::connect_lazy(&RedisSettings {
+                url: s.redis_url.clone(),
+                password: (!s.redis_password.is_empty())
+                    .then(|| s.redis_password.expose().to_owned()),
+                key_prefix: s.redis_key_prefix.clone(),
+                timeout: s.redis_timeout,
+                ..RedisSettings::default()
+            })?;
+            let store = FallbackStore::new(Arc::new(redis), local.clone(), Duration::from_secs(1));
+            let report_from = store.clone();
+            metrics.set_store_source(move || StoreReport {
+                counts: report_from.stats().snapshot(),
+                degraded: report_from.is_degraded(),
+                shared: true,
+                evictions: local.evictions(),
+            });
+            let mut degraded = store.subscribe();
+            let health = health.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = *degraded.borrow_and_update();
+                    health.set_degraded("store: redis unreachable, counting per replica", now);
+                    if now {
+                        tracing::warn!("redis unreachable: counting on this replica only");
+                    } else {
+                        tracing::info!("redis in use");
+                    }
+                    if degraded.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            // One operation at start, so an unreachable Redis shows in /readyz at once.
+            let _ = store.get("otpgate:startup").await;
+            Ok(Arc::new(store))
+        }
     }
 }
 

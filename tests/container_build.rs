@@ -214,7 +214,12 @@ fn kubernetes_configs_pass_check_config_with_the_example_secrets() {
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
     for key in &keys {
-        std::fs::write(secrets.join(key), "placeholder\n").unwrap();
+        // Long enough for every secret's minimum (the step-up key needs 32 characters).
+        std::fs::write(
+            secrets.join(key),
+            format!("placeholder-{key}-0123456789abcdef0123456789\n"),
+        )
+        .unwrap();
     }
     for file in ["configmap.yaml", "sidecar.yaml"] {
         let toml = yaml_block(&read(&format!("deploy/kubernetes/{file}")), "otpgate.toml");
