@@ -100,6 +100,9 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The demo's configuration (`config/demo.toml`), built in so `otpgate demo` needs no files.
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
 /// Where the demo listens.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -191,14 +194,13 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
             ("OTPGATE__SERVER__LISTEN", opts.listen.to_string()),
             ("OTPGATE__ADMIN__LISTEN", opts.admin_listen.to_string()),
             ("OTPGATE__UPSTREAM__URL", format!("http://{entra_addr}")),
-            ("OTPGATE__SERVER__SHUTDOWN_GRACE", "2s".to_owned()),
         ];
         // The user's own OTPGATE__* variables still win over the demo's choices.
         let env = overrides
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .chain(std::env::vars());
-        let settings = match config::load_with_env(None, env) {
+        let settings = match config::load_toml(DEMO_CONFIG, env) {
             Ok((_, s)) => s,
             Err(problems) => {
                 eprintln!("otpgate: invalid demo configuration:\n{problems}");
@@ -266,6 +268,12 @@ Sign in with SMS MFA through the gateway (paste into a shell):
   CODE=$(curl -s http://{entra}/_emulator/outbox | sed -E 's/.*"code":"([0-9]+)".*/\1/')
   curl -s $G/oauth2/v2.0/token -d client_id=$C -d continuation_token=$CT \
         -d grant_type=mfa_oob -d oob=$CODE -d scope=openid; echo
+
+Then try the same SMS challenge step with -H 'x-demo-risk: high' (the mock risk provider
+denies: no SMS) or -H 'x-demo-risk: flaky' (the provider fails; fail mode step_up answers
+with a proof-of-work challenge), register a premium-rate number such as +449090123456 as
+newphone@contoso.com (destination policy denies it), or resend more than three times
+(velocity). See what was decided: curl -s http://{admin}/metrics | grep otpgate_decisions
 "#,
         tid = config.tenant_id,
         password = crate::emulate::entra::DEMO_PASSWORD,

@@ -618,14 +618,35 @@ pub fn load_with_env(
     path: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(RawConfig, Settings), Problems> {
+    let source = path.map(|p| {
+        config::File::from(p.to_path_buf())
+            .format(config::FileFormat::Toml)
+            .required(true)
+    });
+    load_source(source, path, env)
+}
+
+/// Load from TOML text (a built-in config such as the demo's) with env overrides.
+pub fn load_toml(
+    toml: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Settings), Problems> {
+    let source = config::File::from_str(toml, config::FileFormat::Toml);
+    load_source(Some(source), None, env)
+}
+
+fn load_source<S>(
+    source: Option<S>,
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(RawConfig, Settings), Problems>
+where
+    S: config::Source + Send + Sync + 'static,
+{
     let mut check = Checker::default();
     let mut builder = config::Config::builder();
-    if let Some(path) = path {
-        builder = builder.add_source(
-            config::File::from(path.to_path_buf())
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+    if let Some(source) = source {
+        builder = builder.add_source(source);
     }
     let env: config::Map<String, String> = env
         .into_iter()

@@ -297,6 +297,18 @@ impl Gateway {
         let req = Request::from_parts(parts, proxy::full(Full::new(bytes)));
         let resp = self.forward(req).await?;
         ctx.upstream_status = Some(resp.status().as_u16());
+        if let Some(send) = &ctx.send {
+            let country = ctx
+                .judgement
+                .as_ref()
+                .and_then(|j| j.phone.as_ref())
+                .and_then(|p| p.region.as_deref());
+            self.inner.metrics.otp_send_forwarded(
+                send.channel.as_str(),
+                country,
+                resp.status().is_success(),
+            );
+        }
         self.learn(gated, ctx, resp).await
     }
 

@@ -37,6 +37,15 @@ pub struct SendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardedLabels {
+    pub channel: &'static str,
+    /// ISO region of the destination phone, or `unknown` (MFA sends carry no number).
+    pub country: String,
+    /// `ok` when Entra answered 2xx (a code went out), else `upstream_error`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub route: &'static str,
     pub outcome: &'static str,
@@ -167,6 +176,7 @@ pub struct Metrics {
     pub overload_rejections: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
+    pub otp_sends_forwarded: Family<ForwardedLabels, Counter>,
     pub decision_reasons: Family<ReasonLabels, Counter>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub provider_latency: Family<ProviderNameLabels, Histogram>,
@@ -226,6 +236,12 @@ impl Metrics {
             "Decisions on OTP sends, by route and outcome (allow, step_up, throttle, deny, would_*)",
             decisions.clone(),
         );
+        let otp_sends_forwarded = Family::<ForwardedLabels, Counter>::default();
+        registry.register(
+            "otp_sends_forwarded",
+            "OTP sends forwarded to Entra, by channel, destination country and Entra's answer",
+            otp_sends_forwarded.clone(),
+        );
         let decision_reasons = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "decision_reasons",
@@ -259,6 +275,7 @@ impl Metrics {
             overload_rejections,
             otp_sends_seen,
             decisions,
+            otp_sends_forwarded,
             decision_reasons,
             provider_calls,
             provider_latency,
@@ -307,6 +324,21 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn otp_send_forwarded(&self, channel: &'static str, country: Option<&str>, ok: bool) {
+        // Regions are two ASCII letters from libphonenumber metadata: a bounded set.
+        let country = country
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .unwrap_or("unknown")
+            .to_owned();
+        self.otp_sends_forwarded
+            .get_or_create(&ForwardedLabels {
+                channel,
+                country,
+                result: if ok { "ok" } else { "upstream_error" },
+            })
+            .inc();
     }
 
     pub fn provider_call(&self, provider: &'static str, outcome: &'static str, latency: Duration) {
