@@ -70,9 +70,56 @@ pub fn run(path: Option<&Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let reloader = server.reloader();
+        if let Some(path) = path.map(Path::to_path_buf) {
+            tokio::spawn(reload_on_change(path, reloader));
+        }
         server.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// What identifies a config file's content without reading it: the file the path resolves
+/// to now (Kubernetes swaps a symlink to a new directory), its size and its mtime.
+fn fingerprint(path: &Path) -> Option<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&real).ok()?;
+    Some((real, meta.len(), meta.modified().ok()?))
+}
+
+/// Reload on SIGHUP, and when the config file changes (polled every second, which also
+/// sees Kubernetes' symlink swaps of mounted ConfigMaps).
+async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Reloader) {
+    let mut seen = fingerprint(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = fingerprint(&path);
+                if now.is_none() || now == seen {
+                    continue;
+                }
+                seen = now;
+                tracing::info!(path = %path.display(), "config file changed: reloading");
+            }
+            Some(()) = hangup => {
+                seen = fingerprint(&path);
+                tracing::info!("SIGHUP: reloading");
+            }
+        }
+        reloader.reload_from(Some(&path));
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

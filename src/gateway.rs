@@ -52,6 +52,7 @@ struct Inner {
     flows: FlowBook,
     judge: Judge,
     audit: Audit,
+    store: Arc<dyn Store>,
 }
 
 /// What one request carries through the phases.
@@ -111,7 +112,7 @@ impl Gateway {
             reopen,
         );
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
-        let flows = FlowBook::new(store).with_ttl(settings.entra.flow_ttl);
+        let flows = FlowBook::new(store.clone()).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -121,8 +122,35 @@ impl Gateway {
                 flows,
                 judge,
                 audit,
+                store,
             }),
         })
+    }
+
+    /// A gateway for new settings that keeps what must survive a reload: the store (so
+    /// counters and learned flows carry over), metrics, the in-flight limit and the audit
+    /// writer. Requests already running keep the gateway they started with.
+    pub fn rebuild(&self, settings: Arc<Settings>) -> Result<Self, BuildError> {
+        let old = &self.inner;
+        let upstream = Upstream::new(&settings.upstream)?;
+        let judge = Judge::build(&settings, old.store.clone(), old.metrics.clone())?;
+        let flows = FlowBook::new(old.store.clone()).with_ttl(settings.entra.flow_ttl);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                upstream,
+                metrics: old.metrics.clone(),
+                in_flight: old.in_flight.clone(),
+                flows,
+                judge,
+                audit: old.audit.clone(),
+                store: old.store.clone(),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.inner.settings
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -177,6 +177,7 @@ pub struct Metrics {
     pub otp_sends_seen: Family<SendLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub otp_sends_forwarded: Family<ForwardedLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
     pub decision_reasons: Family<ReasonLabels, Counter>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub provider_latency: Family<ProviderNameLabels, Histogram>,
@@ -242,6 +243,12 @@ impl Metrics {
             "OTP sends forwarded to Entra, by channel, destination country and Entra's answer",
             otp_sends_forwarded.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome (ok, rejected)",
+            config_reloads.clone(),
+        );
         let decision_reasons = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "decision_reasons",
@@ -276,6 +283,7 @@ impl Metrics {
             otp_sends_seen,
             decisions,
             otp_sends_forwarded,
+            config_reloads,
             decision_reasons,
             provider_calls,
             provider_latency,
@@ -338,6 +346,12 @@ impl Metrics {
                 country,
                 result: if ok { "ok" } else { "upstream_error" },
             })
+            .inc();
+    }
+
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

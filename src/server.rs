@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Health, Phase};
+use arc_swap::ArcSwap;
+
 use crate::config::{Settings, StoreBackend};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -53,7 +55,7 @@ pub enum StartError {
 pub struct Server {
     public: TcpListener,
     admin: TcpListener,
-    gateway: Gateway,
+    gateway: Arc<ArcSwap<Gateway>>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     tls: Option<(TlsAcceptor, Arc<CertResolver>)>,
@@ -68,7 +70,11 @@ impl Server {
         let metrics = Metrics::new();
         let health = Health::new();
         let store = build_store(&settings, &health, &metrics).await?;
-        let gateway = Gateway::with_store(settings.clone(), metrics.clone(), store)?;
+        let gateway = Arc::new(ArcSwap::from_pointee(Gateway::with_store(
+            settings.clone(),
+            metrics.clone(),
+            store,
+        )?));
         let tls = match &settings.tls {
             Some(t) => {
                 let resolver = Arc::new(CertResolver::new(tls::load_certified_key(
@@ -112,6 +118,15 @@ impl Server {
     /// The certificate resolver, for swapping certificates at run time.
     pub fn cert_resolver(&self) -> Option<Arc<CertResolver>> {
         self.tls.as_ref().map(|(_, r)| r.clone())
+    }
+
+    /// A handle that swaps in new settings while the server runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            live: self.gateway.clone(),
+            cert: self.cert_resolver(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Serve until `shutdown` resolves, then stop accepting, let in-flight requests finish
@@ -207,6 +222,89 @@ impl Server {
     }
 }
 
+/// Swaps in new settings at run time: routes, rules, providers, monitor flags, CORS and
+/// the TLS certificate. Listener addresses, TLS on/off, connection and in-flight limits,
+/// the store backend and the audit sink need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    live: Arc<ArcSwap<Gateway>>,
+    cert: Option<Arc<CertResolver>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Read, validate and apply the config at `path`. On any problem the running config
+    /// stays and every problem is logged. Returns whether the new config is in use.
+    pub fn reload_from(&self, path: Option<&std::path::Path>) -> bool {
+        let result = match crate::config::load(path) {
+            Ok((_, settings)) => self.apply(settings),
+            Err(problems) => Err(problems
+                .0
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.config_reload("ok");
+                tracing::info!("configuration reloaded");
+                true
+            }
+            Err(problems) => {
+                self.metrics.config_reload("rejected");
+                for p in &problems {
+                    tracing::error!(problem = %p, "configuration rejected; the running one stays");
+                }
+                false
+            }
+        }
+    }
+
+    /// Apply validated settings.
+    pub fn apply(&self, settings: Settings) -> Result<(), Vec<String>> {
+        let current = self.live.load_full();
+        let old = current.settings().clone();
+        let mut restart = Vec::new();
+        if old.server.listen != settings.server.listen {
+            restart.push("server.listen");
+        }
+        if old.admin_listen != settings.admin_listen {
+            restart.push("admin.listen");
+        }
+        if old.tls.is_some() != settings.tls.is_some() {
+            restart.push("tls (on/off)");
+        }
+        if old.server.max_connections != settings.server.max_connections {
+            restart.push("server.max_connections");
+        }
+        if old.server.max_in_flight != settings.server.max_in_flight {
+            restart.push("server.max_in_flight");
+        }
+        if old.store.backend != settings.store.backend {
+            restart.push("store.backend");
+        }
+        for key in restart {
+            tracing::warn!(key, "changed, but takes effect only after a restart");
+        }
+        let key = match (&settings.tls, &self.cert) {
+            (Some(t), Some(_)) => Some(
+                tls::load_certified_key(&t.cert_file, &t.key_file)
+                    .map_err(|e| vec![format!("tls: {e}")])?,
+            ),
+            _ => None,
+        };
+        let next = current
+            .rebuild(Arc::new(settings))
+            .map_err(|e| vec![e.to_string()])?;
+        // Only now, with everything built, does anything change.
+        if let (Some(key), Some(resolver)) = (key, &self.cert) {
+            resolver.swap(key);
+        }
+        self.live.store(Arc::new(next));
+        Ok(())
+    }
+}
+
 /// The store replicas share: memory only, or Redis with a local fallback that keeps
 /// serving (and says so in `/readyz` and the metrics) while Redis is unreachable.
 async fn build_store(
@@ -299,7 +397,7 @@ struct ConnLimits {
 
 struct Connection {
     peer: SocketAddr,
-    gateway: Gateway,
+    gateway: Arc<ArcSwap<Gateway>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     stop: CancellationToken,
     limits: ConnLimits,
@@ -340,9 +438,10 @@ impl Connection {
             peer: self.peer,
             tls,
         };
-        let gateway = self.gateway.clone();
+        let live = self.gateway.clone();
         let svc = service_fn(move |req| {
-            let gateway = gateway.clone();
+            // Each request runs on the configuration current when it arrived.
+            let gateway = live.load_full();
             async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
         });
         let conn = self.builder.serve_connection(io, svc);

@@ -1,0 +1,308 @@
+//! Hot reload: new rules take effect for new requests with no failed request, an invalid
+//! config is rejected and the running one stays, a new certificate is seen by new TLS
+//! connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otpgate::emulate::entra::{serve, EntraConfig, EntraEmulator, DEMO_CLIENT_ID, DEMO_PASSWORD};
+use otpgate::server::Server;
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpgate");
+const PHONE: &str = "+447400123456";
+
+async fn emulator() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve(
+        l,
+        EntraEmulator::new(EntraConfig::demo()),
+        std::future::pending(),
+    ));
+    addr
+}
+
+fn config(entra: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [upstream]\nurl = \"http://{entra}\"\n[log]\nformat = \"json\"\n[audit]\noutput = \"off\"\n\
+         [defense]\nvelocity = []\n{extra}"
+    )
+}
+
+/// One JIT registration up to its SMS challenge; returns the challenge's status, or an
+/// error text for anything that failed along the way (transport error or 5xx).
+async fn register_once(client: &reqwest::Client, base: &str) -> Result<u16, String> {
+    let post = |path: &str, form: Vec<(&str, String)>| {
+        let mut fields = vec![("client_id", DEMO_CLIENT_ID.to_owned())];
+        fields.extend(form);
+        client
+            .post(format!("{base}/contoso.onmicrosoft.com{path}"))
+            .form(&fields)
+            .send()
+    };
+    let token = |v: &serde_json::Value| v["continuation_token"].as_str().unwrap_or("").to_owned();
+    let mut ct = String::new();
+    for (path, form) in [
+        (
+            "/oauth2/v2.0/initiate",
+            vec![
+                ("username", "newphone@contoso.com".to_owned()),
+                ("challenge_type", "password redirect".into()),
+                ("capabilities", "mfa_required registration_required".into()),
+            ],
+        ),
+        (
+            "/oauth2/v2.0/challenge",
+            vec![("challenge_type", "password redirect".into())],
+        ),
+        (
+            "/oauth2/v2.0/token",
+            vec![
+                ("grant_type", "password".into()),
+                ("password", DEMO_PASSWORD.into()),
+                ("scope", "openid".into()),
+            ],
+        ),
+        ("/register/v1.0/introspect", vec![]),
+    ] {
+        let mut form = form;
+        if !ct.is_empty() {
+            form.push(("continuation_token", ct.clone()));
+        }
+        let r = post(path, form).await.map_err(|e| format!("{path}: {e}"))?;
+        if r.status().is_server_error() {
+            return Err(format!("{path}: {}", r.status()));
+        }
+        ct = token(&r.json().await.map_err(|e| e.to_string())?);
+    }
+    let r = post(
+        "/register/v1.0/challenge",
+        vec![
+            ("continuation_token", ct),
+            ("challenge_type", "oob".into()),
+            ("challenge_channel", "sms".into()),
+            ("challenge_target", PHONE.into()),
+        ],
+    )
+    .await
+    .map_err(|e| format!("challenge: {e}"))?;
+    if r.status().is_server_error() {
+        return Err(format!("challenge: {}", r.status()));
+    }
+    Ok(r.status().as_u16())
+}
+
+#[tokio::test]
+async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failures() {
+    let entra = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(&path, config(entra, "")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"] == "otpgate serving" {
+            break json["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    let base = format!("http://{addr}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let denied = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, allowed, denied, base) =
+            (stop.clone(), allowed.clone(), denied.clone(), base.clone());
+        workers.push(tokio::spawn(async move {
+            let client = common::client();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match register_once(&client, &base).await {
+                    Ok(200) => {
+                        allowed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(400) => {
+                        denied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(other) => failures.push(format!("status {other}")),
+                    Err(e) => failures.push(e),
+                }
+            }
+            failures
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while allowed.load(Ordering::Relaxed) < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "no traffic allowed before the reload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(denied.load(Ordering::Relaxed), 0);
+    // Stricter: no SMS to GB numbers.
+    std::fs::write(
+        &path,
+        config(entra, "[defense.destination.countries]\nGB = \"deny\"\n"),
+    )
+    .unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    while denied.load(Ordering::Relaxed) < 8 {
+        assert!(Instant::now() < deadline, "the stricter rule never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let allowed_at_switch = allowed.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let failures = w.await.unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+    }
+    // Once denials start, allows stop (at most the requests already past the judge).
+    assert!(allowed.load(Ordering::Relaxed) <= allowed_at_switch + 4);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn an_invalid_reload_keeps_the_running_config() {
+    let entra = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(&path, config(entra, "")).unwrap();
+    let (_, settings) = otpgate::config::load(Some(&path)).unwrap();
+    let server = Server::bind(settings).await.unwrap();
+    let reloader = server.reloader();
+    let addr = server.local_addr().unwrap();
+    let metrics = server.metrics();
+    tokio::spawn(server.serve(std::future::pending()));
+    let client = common::client();
+    let base = format!("http://{addr}");
+    assert_eq!(register_once(&client, &base).await.unwrap(), 200);
+
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"nowhere\"\n[defense.destination.countries]\nGB = \"deny\"\n",
+    )
+    .unwrap();
+    assert!(!reloader.reload_from(Some(&path)));
+    assert_eq!(
+        register_once(&client, &base).await.unwrap(),
+        200,
+        "old rules still apply"
+    );
+    assert!(metrics
+        .render()
+        .contains("otpgate_config_reloads_total{outcome=\"rejected\"} 1"));
+
+    std::fs::write(
+        &path,
+        config(entra, "[defense.destination.countries]\nGB = \"deny\"\n"),
+    )
+    .unwrap();
+    assert!(reloader.reload_from(Some(&path)));
+    assert_eq!(register_once(&client, &base).await.unwrap(), 400);
+    assert!(metrics
+        .render()
+        .contains("otpgate_config_reloads_total{outcome=\"ok\"} 1"));
+}
+
+fn write_cert(dir: &std::path::Path, name: &str) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    cert.cert.pem()
+}
+
+async fn tls_get(addr: std::net::SocketAddr, root_pem: &str) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .build()
+        .unwrap();
+    client
+        .get(format!("https://localhost:{}/x", addr.port()))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_new_certificate_is_seen_by_new_tls_connections() {
+    let up = common::upstream(common::Upstream::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path(), "a");
+    let second = write_cert(dir.path(), "b");
+    let toml = |name: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n\
+             [tls]\ncert_file = \"{d}/{name}.pem\"\nkey_file = \"{d}/{name}.key\"\n",
+            d = dir.path().display()
+        )
+    };
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(&path, toml("a")).unwrap();
+    let (_, settings) = otpgate::config::load(Some(&path)).unwrap();
+    let server = Server::bind(settings).await.unwrap();
+    let reloader = server.reloader();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
+
+    assert_eq!(tls_get(addr, &first).await, Ok(200));
+    assert!(
+        tls_get(addr, &second).await.is_err(),
+        "not yet the new certificate"
+    );
+    std::fs::write(&path, toml("b")).unwrap();
+    assert!(reloader.reload_from(Some(&path)));
+    assert_eq!(tls_get(addr, &second).await, Ok(200));
+    assert!(
+        tls_get(addr, &first).await.is_err(),
+        "the old certificate is gone"
+    );
+}
