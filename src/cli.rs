@@ -326,3 +326,158 @@ newphone@contoso.com (destination policy denies it), or resend more than three t
         password = crate::emulate::entra::DEMO_PASSWORD,
     )
 }
+
+/// `otpgate check-config FILE --print`: the effective config (file, defaults and
+/// environment) as JSON, secrets redacted.
+pub fn print_config(path: &Path) -> ExitCode {
+    match config::load(Some(path)) {
+        Ok((raw, _)) => {
+            let mut value = serde_json::to_value(&raw).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                // Provider settings hold tokens and secrets in plain fields: named, not shown.
+                map.insert(
+                    "providers".into(),
+                    serde_json::Value::String("<configured; not printed: holds secrets>".into()),
+                );
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{}: {} problem(s)", path.display(), problems.0.len());
+            for p in &problems.0 {
+                eprintln!("  {}: {}", p.key, p.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A recorded request: `METHOD PATH HTTP/1.1`, header lines, a blank line, the body.
+pub fn parse_recorded_request(text: &str) -> Result<(http::request::Parts, Vec<u8>), String> {
+    let text = text.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((text.as_str(), ""));
+    let mut lines = head.lines();
+    let first = lines.next().ok_or("empty request file")?;
+    let mut words = first.split_whitespace();
+    let (Some(method), Some(target)) = (words.next(), words.next()) else {
+        return Err(format!(
+            "first line must be `METHOD PATH HTTP/1.1`, got {first:?}"
+        ));
+    };
+    let mut builder = http::Request::builder().method(method).uri(target);
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("not a header line: {line:?}"))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    let body = body.trim_end_matches('\n').as_bytes().to_vec();
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|e| format!("invalid request: {e}"))?
+        .into_parts();
+    Ok((parts, body))
+}
+
+/// `otpgate explain`: how the config at `config_path` would handle the recorded request,
+/// with the routes' provider replaced by a fixed verdict (`allow`, `step_up`, `deny`), a
+/// failure (`timeout`, `unavailable`, `bad_response`, `rate_limited`), or `none`.
+pub fn explain(
+    config_path: &Path,
+    request_path: &Path,
+    provider: &str,
+    client_ip: std::net::IpAddr,
+) -> ExitCode {
+    use crate::config::ProviderChoice;
+    use crate::risk::mock::{MockConfig, MockError, MockRule};
+    use crate::risk::RiskAction;
+    let mut settings = match config::load(Some(config_path)) {
+        Ok((_, s)) => s,
+        Err(problems) => {
+            eprintln!(
+                "{}: {} problem(s)\n{problems}",
+                config_path.display(),
+                problems.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut mock = MockConfig::default();
+    match provider {
+        "none" => {}
+        "allow" | "step_up" | "deny" => {
+            mock.default_action = Some(match provider {
+                "allow" => RiskAction::Allow,
+                "step_up" => RiskAction::StepUp,
+                _ => RiskAction::Deny,
+            })
+        }
+        "timeout" | "unavailable" | "bad_response" | "rate_limited" => {
+            mock.rules.push(MockRule {
+                name: Some("explain".into()),
+                error: Some(match provider {
+                    "timeout" => MockError::Timeout,
+                    "unavailable" => MockError::Unavailable,
+                    "bad_response" => MockError::BadResponse,
+                    _ => MockError::RateLimited,
+                }),
+                ..MockRule::default()
+            });
+        }
+        other => {
+            eprintln!("otpgate: --provider must be allow, step_up, deny, timeout, unavailable, bad_response, rate_limited or none (got {other:?})");
+            return ExitCode::from(2);
+        }
+    }
+    let choice = if provider == "none" {
+        ProviderChoice::None
+    } else {
+        ProviderChoice::Mock
+    };
+    settings.routes.sms.provider = choice;
+    settings.routes.email.provider = choice;
+    settings.providers.mock = mock;
+    settings.audit_sink = crate::audit::AuditSink::Off;
+    let text = match std::fs::read_to_string(request_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("otpgate: cannot read {}: {e}", request_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (parts, body) = match parse_recorded_request(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("otpgate: {}: {e}", request_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let store = std::sync::Arc::new(crate::store::MemoryStore::new(settings.store.max_entries));
+        let gateway = match crate::gateway::Gateway::with_store(
+            std::sync::Arc::new(settings),
+            crate::metrics::Metrics::new(),
+            store,
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("otpgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let explanation = gateway.explain(&parts, &body, client_ip).await;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).unwrap_or_default()
+        );
+        ExitCode::SUCCESS
+    })
+}

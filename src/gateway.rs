@@ -86,6 +86,22 @@ pub struct OtpSend {
     pub channel_known: bool,
 }
 
+/// What `otpgate explain` prints: how a recorded request would be handled.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Explanation {
+    pub endpoint: String,
+    /// `sms` / `email` when the request would send a code.
+    pub channel: String,
+    /// The channel was learned (always `false` offline for MFA method ids: the configured
+    /// default applies).
+    pub channel_known: bool,
+    /// The destination, masked, when the request names one.
+    pub destination: Option<String>,
+    pub decision: String,
+    pub reasons: Vec<String>,
+    pub outcome: String,
+}
+
 /// The parts of a gated request the later phases need, with the body held in memory.
 struct Gated {
     kind: EndpointKind,
@@ -340,9 +356,130 @@ impl Gateway {
         self.learn(gated, ctx, resp).await
     }
 
+    /// Judge a recorded request offline (`otpgate explain`): the same phases as a live
+    /// request up to the decision, and the answer it would get, without contacting Entra.
+    pub async fn explain(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        client_ip: IpAddr,
+    ) -> Explanation {
+        let mut out = Explanation::default();
+        let path = match self.inner.settings.cors.map_path(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        ) {
+            Some(mapped) => mapped,
+            None => parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into()),
+        };
+        let uri: http::Uri = match path.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                out.outcome = "refused: invalid request target".into();
+                return out;
+            }
+        };
+        let kind = match classify::classify(&parts.method, uri.path()) {
+            Classification::NotNativeAuth => {
+                out.endpoint = "pass_through".into();
+                out.outcome = "forwarded ungated (not a native-auth endpoint)".into();
+                return out;
+            }
+            Classification::Ambiguous(reason) => {
+                out.endpoint = "ambiguous".into();
+                out.outcome = format!(
+                    "refused 400 invalid_request: ambiguous path ({})",
+                    reason.as_str()
+                );
+                return out;
+            }
+            Classification::MethodNotAllowed(kind) => {
+                out.endpoint = kind.as_str().into();
+                out.outcome =
+                    "refused 400 invalid_request: native-auth endpoints accept POST only".into();
+                return out;
+            }
+            Classification::Endpoint { kind, .. } => kind,
+        };
+        out.endpoint = kind.as_str().into();
+        if kind.is_v2() {
+            out.outcome = match self.inner.settings.entra.v2 {
+                V2Mode::Pass => "forwarded ungated (entra.v2 = \"pass\")".into(),
+                V2Mode::Block => "refused 400 invalid_request (entra.v2 = \"block\")".into(),
+            };
+            return out;
+        }
+        if body.len() > self.inner.settings.entra.max_body_bytes {
+            out.outcome = "refused 413: body larger than entra.max_body_bytes".into();
+            return out;
+        }
+        let params = match params::parse_request(&parts.headers, uri.query(), body) {
+            Ok(p) => p,
+            Err(e) => {
+                let fault = param_fault(e);
+                out.outcome = format!("refused: {fault}");
+                return out;
+            }
+        };
+        let flow = self
+            .inner
+            .flows
+            .flow_for_request(params.get("continuation_token"))
+            .await;
+        let gated = Gated { kind, params };
+        let Some(send) = self.label_send(&gated, &flow).await else {
+            out.outcome = "forwarded (gated, parsed; sends no code)".into();
+            return out;
+        };
+        out.channel = send.channel.as_str().into();
+        out.channel_known = send.channel_known;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let subject = Subject {
+            send: &send,
+            flow: &flow,
+            client_ip,
+            client_id: gated.params.get("client_id"),
+            headers: &parts.headers,
+            method: &parts.method,
+            version: parts.version,
+            url: format!("http://localhost{path}"),
+            request_id: &request_id,
+        };
+        let judgement = self.inner.judge.judge(&subject).await;
+        out.decision = judgement.decision.label().into();
+        out.reasons = judgement.decision.reasons.clone();
+        out.destination = judgement.phone.as_ref().map(|p| {
+            format!(
+                "{} ({})",
+                p.masked(),
+                p.region.as_deref().unwrap_or("no region")
+            )
+        });
+        let ctx_id = request_id.clone();
+        out.outcome = match self.answer_for(&judgement, &ctx_id) {
+            None => "forwarded: Entra sends the code".into(),
+            Some(resp) => format!(
+                "answered {} instead of forwarding: no code is sent",
+                resp.status()
+            ),
+        };
+        out
+    }
+
     /// The answer to a decision that stops the send, or `None` to forward it.
     fn answer(&self, judgement: &Judgement, ctx: &RequestCtx) -> Option<Response<Body>> {
-        let correlation = Some(ctx.request_id.as_str());
+        self.answer_for(judgement, &ctx.request_id)
+    }
+
+    fn answer_for(&self, judgement: &Judgement, request_id: &str) -> Option<Response<Body>> {
+        let correlation = Some(request_id);
         let resp = match judgement.decision.enforced {
             Outcome::Allow => return None,
             Outcome::Deny => answer::deny(self.inner.settings.entra.deny_style, correlation),

@@ -24,6 +24,24 @@ enum Command {
     CheckConfig {
         /// The config file (or use --config).
         file: Option<PathBuf>,
+        /// Also print the effective config (defaults and environment applied), secrets
+        /// redacted.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Judge a recorded request against a config offline and print the decision with its
+    /// reasons: for testing rules before deploying them.
+    Explain {
+        /// The recorded request: `METHOD PATH HTTP/1.1`, headers, a blank line, the body.
+        #[arg(long, value_name = "FILE")]
+        request: PathBuf,
+        /// The risk provider's answer to assume: allow, step_up, deny, timeout,
+        /// unavailable, bad_response, rate_limited, or none (no provider).
+        #[arg(long, default_value = "allow")]
+        provider: String,
+        /// The client address to assume.
+        #[arg(long, default_value = "203.0.113.10")]
+        client_ip: std::net::IpAddr,
     },
     /// The gateway in front of the built-in Entra emulator, in-memory store: try it out.
     Demo {
@@ -60,7 +78,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => otpgate::cli::run(cli.config.as_deref()),
-        Command::CheckConfig { file } => otpgate::cli::check_config(file.or(cli.config).as_deref()),
+        Command::CheckConfig { file, print } => {
+            let file = file.or(cli.config);
+            match (print, file.as_deref()) {
+                (true, Some(path)) => otpgate::cli::print_config(path),
+                _ => otpgate::cli::check_config(file.as_deref()),
+            }
+        }
+        Command::Explain {
+            request,
+            provider,
+            client_ip,
+        } => match cli.config.as_deref() {
+            Some(config) => otpgate::cli::explain(config, &request, &provider, client_ip),
+            None => {
+                eprintln!("usage: otpgate explain --config FILE --request FILE");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo {
             listen,
             admin_listen,

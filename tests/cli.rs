@@ -210,3 +210,68 @@ async fn demo_walkthrough_works_when_pasted() {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn explain_judges_a_recorded_request_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n",
+    )
+    .unwrap();
+    let run = |request: &str, provider: &str| {
+        let out = Command::new(BIN)
+            .args(["explain", "--config"])
+            .arg(&config)
+            .arg("--request")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/requests/").to_owned() + request)
+            .args(["--provider", provider])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let premium = run("register-premium.http", "allow");
+    assert_eq!(premium["decision"], "deny");
+    assert_eq!(premium["reasons"][0], "destination:type:premium_rate:deny");
+    let mobile = run("register-mobile.http", "allow");
+    assert_eq!(mobile["decision"], "allow");
+    assert!(mobile["outcome"].as_str().unwrap().starts_with("forwarded"));
+    let flaky = run("register-mobile.http", "timeout");
+    assert_eq!(flaky["decision"], "step_up");
+    assert_eq!(flaky["reasons"][0], "provider_error:timeout:fail_step_up");
+    let denied = run("register-mobile.http", "deny");
+    assert_eq!(denied["decision"], "deny");
+}
+
+#[test]
+fn check_config_print_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n[stepup]\nkey = \"a-very-secret-step-up-key-0123456789\"\n\
+         [store.redis]\npassword = \"redis-secret-password\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--print"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["upstream"]["url"], "https://contoso.ciamlogin.com");
+    assert_eq!(json["stepup"]["key"], "***");
+    assert_eq!(json["store"]["redis"]["password"], "***");
+    assert!(
+        !text.contains("very-secret") && !text.contains("redis-secret"),
+        "{text}"
+    );
+}
