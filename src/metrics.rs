@@ -249,6 +249,10 @@ impl Metrics {
             "Configuration reloads by outcome (ok, rejected)",
             config_reloads.clone(),
         );
+        // Known label values start at zero, so dashboards and alerts see them from the start.
+        for outcome in ["ok", "rejected"] {
+            config_reloads.get_or_create(&OutcomeLabels { outcome });
+        }
         let decision_reasons = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "decision_reasons",

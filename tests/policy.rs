@@ -304,3 +304,27 @@ async fn velocity_per_flow_stops_the_fourth_send() {
     let m = env.metrics().await;
     assert!(m.contains("reason=\"velocity:sms-per-flow\"} 1"), "{m}");
 }
+
+#[tokio::test]
+async fn metrics_expose_every_family_after_a_scripted_run() {
+    let env = start("[routes.sms]\nprovider = \"mock\"\n").await;
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    assert_eq!(env.register_sms(&reg.token(), PHONE).await.status, 200);
+    let m = env.metrics().await;
+    for family in [
+        "otpgate_requests_total{kind=\"register_challenge\",class=\"2xx\"}",
+        "otpgate_decisions_total{route=\"sms\",outcome=\"allow\"}",
+        "otpgate_otp_sends_forwarded_total{channel=\"sms\",country=\"GB\",result=\"ok\"}",
+        "otpgate_provider_calls_total{provider=\"mock\",outcome=\"ok\"}",
+        "otpgate_provider_duration_seconds_bucket{",
+        "otpgate_upstream_duration_seconds_bucket{",
+        "otpgate_open_connections",
+        "otpgate_in_flight_requests",
+        "otpgate_store_degraded",
+        "otpgate_store_evictions_total",
+        "otpgate_config_reloads",
+        "otpgate_overload_rejections_total",
+    ] {
+        assert!(m.contains(family), "missing {family} in\n{m}");
+    }
+}

@@ -306,3 +306,162 @@ async fn a_new_certificate_is_seen_by_new_tls_connections() {
         "the old certificate is gone"
     );
 }
+
+#[tokio::test]
+async fn no_secret_or_raw_phone_in_any_output_of_a_full_run() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let entra = l.local_addr().unwrap();
+    let emu = EntraEmulator::new(EntraConfig::demo());
+    tokio::spawn(serve(l, emu.clone(), std::future::pending()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [upstream]\nurl = \"http://{entra}\"\n[log]\nformat = \"json\"\nlevel = \"debug\"\n\
+             [audit]\noutput = \"stdout\"\nhmac_key = \"k\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let mut output = Vec::new();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        output.push(line.clone());
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+            if json["message"] == "otpgate serving" {
+                break json["listen"].as_str().unwrap().to_owned();
+            }
+        }
+    };
+    let base = format!("http://{addr}");
+    let client = common::client();
+    // A phone registration and a full SMS MFA sign-in.
+    assert_eq!(register_once(&client, &base).await.unwrap(), 200);
+    let mut secrets: Vec<String> = vec![
+        PHONE.into(),
+        PHONE.trim_start_matches('+').into(),
+        DEMO_PASSWORD.into(),
+    ];
+    let post = |path: &str, form: Vec<(&str, String)>| {
+        let mut fields = vec![("client_id", DEMO_CLIENT_ID.to_owned())];
+        fields.extend(form);
+        client
+            .post(format!("{base}/contoso.onmicrosoft.com{path}"))
+            .form(&fields)
+            .send()
+    };
+    let mut ct = String::new();
+    let mut id = String::new();
+    for (path, form) in [
+        (
+            "/oauth2/v2.0/initiate",
+            vec![
+                ("username", "sms@contoso.com".to_owned()),
+                ("challenge_type", "password redirect".into()),
+                ("capabilities", "mfa_required registration_required".into()),
+            ],
+        ),
+        (
+            "/oauth2/v2.0/challenge",
+            vec![("challenge_type", "password redirect".into())],
+        ),
+        (
+            "/oauth2/v2.0/token",
+            vec![
+                ("grant_type", "password".into()),
+                ("password", DEMO_PASSWORD.into()),
+                ("scope", "openid".into()),
+            ],
+        ),
+        ("/oauth2/v2.0/introspect", vec![]),
+        (
+            "/oauth2/v2.0/challenge",
+            vec![("challenge_type", "oob redirect".into())],
+        ),
+    ] {
+        let mut form = form;
+        if !ct.is_empty() {
+            form.push(("continuation_token", ct.clone()));
+        }
+        if path.ends_with("challenge") && !id.is_empty() {
+            form.push(("id", id.clone()));
+        }
+        let v: serde_json::Value = post(path, form).await.unwrap().json().await.unwrap();
+        ct = v["continuation_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        secrets.push(ct.clone());
+        if let Some(m) = v["methods"][0]["id"].as_str() {
+            id = m.to_owned();
+        }
+    }
+    let code = emu.outbox().last().unwrap().code.clone();
+    let v: serde_json::Value = post(
+        "/oauth2/v2.0/token",
+        vec![
+            ("continuation_token", ct.clone()),
+            ("grant_type", "mfa_oob".into()),
+            ("oob", code.clone()),
+            ("scope", "openid".into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(v["access_token"].is_string(), "{v}");
+    secrets.push(code);
+    secrets.push(v["access_token"].as_str().unwrap().to_owned());
+    secrets.push(id.clone());
+    for entry in emu.outbox() {
+        secrets.push(entry.code);
+    }
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    while let Some(line) = rx.recv().await {
+        output.push(line);
+    }
+    let all = output.join("\n");
+    assert!(
+        all.contains("\"endpoint\":\"register_challenge\""),
+        "the audit lines are in the output"
+    );
+    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+        assert!(!all.contains(secret.as_str()), "output leaks {secret:?}");
+    }
+}
