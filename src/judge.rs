@@ -76,7 +76,31 @@ impl AuditPhone {
 struct RouteRuntime {
     name: &'static str,
     guard: Option<Guarded>,
+    /// The route's provider when it is Prove, for its possession step-up.
+    prove: Option<Arc<risk::ProveProvider>>,
     route: Route,
+}
+
+/// The header a client retries with after completing a Prove possession check: the
+/// `correlationId` from the challenge.
+pub const PROVE_CORRELATION_HEADER: &str = "x-otpgate-prove-correlation";
+
+/// How long a started possession check stays bound to its flow.
+const POSSESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// What the store keeps about a possession check the gateway started.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PossessionBinding {
+    flow: String,
+    client_request_id: String,
+}
+
+fn possession_key(correlation_id: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "prove:{}",
+        hex::encode(sha2::Sha256::digest(correlation_id.as_bytes()))
+    )
 }
 
 /// Everything needed to judge sends, per route.
@@ -100,7 +124,20 @@ impl Judge {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
+        let uses_prove = [&settings.routes.sms, &settings.routes.email]
+            .iter()
+            .any(|r| r.provider == ProviderChoice::Prove);
+        let prove = if uses_prove {
+            Some(Arc::new(risk::ProveProvider::new(
+                &settings.providers.prove,
+            )?))
+        } else {
+            None
+        };
         let mut built: Vec<(ProviderChoice, Arc<dyn RiskProvider>)> = Vec::new();
+        if let Some(p) = &prove {
+            built.push((ProviderChoice::Prove, p.clone()));
+        }
         let mut provider =
             |choice: ProviderChoice| -> Result<Option<Arc<dyn RiskProvider>>, BuildError> {
                 if choice == ProviderChoice::None {
@@ -143,11 +180,17 @@ impl Judge {
             sms: RouteRuntime {
                 name: "sms",
                 guard: guard(sms_provider, &settings.routes.sms),
+                prove: (settings.routes.sms.provider == ProviderChoice::Prove)
+                    .then(|| prove.clone())
+                    .flatten(),
                 route: settings.routes.sms.clone(),
             },
             email: RouteRuntime {
                 name: "email",
                 guard: guard(email_provider, &settings.routes.email),
+                prove: (settings.routes.email.provider == ProviderChoice::Prove)
+                    .then(|| prove.clone())
+                    .flatten(),
                 route: settings.routes.email.clone(),
             },
             global_monitor: settings.policy.monitor,
@@ -254,7 +297,25 @@ impl Judge {
         let mut provider_name = None;
         let mut provider_latency = None;
         let mut provider_verdict = String::new();
+        let mut proof_note = None;
+        let retried = match (&route.prove, subject.headers.get(PROVE_CORRELATION_HEADER)) {
+            (Some(prove), Some(cid)) if !locally_denied => {
+                let cid = cid.to_str().unwrap_or_default();
+                match self.possession_retry(prove, cid, subject.flow).await {
+                    Ok(input) => {
+                        provider_name = Some("prove");
+                        Some(input)
+                    }
+                    Err(why) => {
+                        proof_note = Some(why);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let provider = match &route.guard {
+            _ if retried.is_some() => retried.unwrap_or(ProviderInput::NotAsked),
             Some(guard) if !locally_denied => {
                 let eval = guard
                     .evaluate(&risk_request(subject, guard, phone.as_ref()))
@@ -278,6 +339,9 @@ impl Judge {
                 };
                 match eval.result {
                     Ok(verdict) => {
+                        if let Some(session) = &verdict.possession {
+                            self.bind_possession(session, subject.flow).await;
+                        }
                         provider_challenge = verdict.challenge;
                         ProviderInput::Verdict {
                             action: verdict.action,
@@ -306,7 +370,7 @@ impl Judge {
         let mut inputs = Inputs {
             local,
             provider,
-            proof: ProofInput::None,
+            proof: proof_note.map_or(ProofInput::None, ProofInput::Refused),
             monitor: self.global_monitor || route.route.monitor,
         };
         let mut decision = policy::decide(&inputs);
@@ -352,6 +416,78 @@ impl Judge {
                 region: p.region,
             }),
         }
+    }
+}
+
+impl Judge {
+    /// Remember which flow a Prove possession check belongs to, so only that flow's retry
+    /// can use it.
+    async fn bind_possession(&self, session: &risk::PossessionSession, flow: &FlowId) {
+        let binding = PossessionBinding {
+            flow: flow.as_str().to_owned(),
+            client_request_id: session.client_request_id.clone(),
+        };
+        if let Ok(value) = serde_json::to_vec(&binding) {
+            let key = possession_key(&session.correlation_id);
+            if let Err(e) = self.store.put(&key, &value, POSSESSION_TTL).await {
+                tracing::warn!(error = %e, "possession check not recorded");
+            }
+        }
+    }
+
+    /// A retry after a Prove possession check: bound to this flow, used once, and passed
+    /// only if Prove says so now. `Err` names why the retry's proof does not count.
+    async fn possession_retry(
+        &self,
+        prove: &risk::ProveProvider,
+        correlation_id: &str,
+        flow: &FlowId,
+    ) -> Result<ProviderInput, &'static str> {
+        let key = possession_key(correlation_id);
+        let stored = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|_| "store_unavailable")?
+            .ok_or("prove_unknown")?;
+        let binding: PossessionBinding =
+            serde_json::from_slice(&stored).map_err(|_| "prove_unknown")?;
+        if binding.flow != flow.as_str() {
+            return Err("prove_wrong_flow");
+        }
+        if !self
+            .store
+            .take_once(&format!("{key}:used"), POSSESSION_TTL)
+            .await
+            .map_err(|_| "store_unavailable")?
+        {
+            return Err("replayed");
+        }
+        let started = std::time::Instant::now();
+        let status = prove
+            .possession_status(correlation_id, &binding.client_request_id)
+            .await;
+        let outcome = match &status {
+            Ok(_) => "ok",
+            Err(e) => error_label(e),
+        };
+        self.metrics
+            .provider_call("prove", outcome, started.elapsed());
+        Ok(match status {
+            Ok(status) => {
+                let verdict = prove.verdict(&status);
+                let mut reasons = verdict.reasons;
+                reasons.push("prove:possession_checked".into());
+                ProviderInput::Verdict {
+                    action: verdict.action,
+                    reasons,
+                }
+            }
+            Err(e) => ProviderInput::Failed {
+                error: error_label(&e),
+                fail_mode: FailMode::Closed,
+            },
+        })
     }
 }
 

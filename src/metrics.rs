@@ -251,7 +251,9 @@ impl Metrics {
         );
         // Known label values start at zero, so dashboards and alerts see them from the start.
         for outcome in ["ok", "rejected"] {
-            config_reloads.get_or_create(&OutcomeLabels { outcome }).inc_by(0);
+            config_reloads
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
         }
         let decision_reasons = Family::<ReasonLabels, Counter>::default();
         registry.register(

@@ -250,3 +250,56 @@ async fn prove_pass_sends_and_fail_9132_denies() {
     assert_eq!(a.body["suberror"], "provider_blocked_by_rep");
     assert_eq!(env.outbox().len(), 1, "no second SMS");
 }
+
+#[tokio::test]
+async fn prove_possession_is_started_bound_to_the_flow_and_checked_on_retry() {
+    let (_emu, base) = serve_prove(PhoneOutcome::default()).await;
+    let env = start(&format!(
+        "{}possession_type = \"mobile\"\n",
+        prove_toml(&base)
+    ))
+    .await;
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    let token = reg.token();
+    let first = env.register_sms(&token, PHONE).await;
+    assert_eq!(first.status, 403, "{}", first.body);
+    let cid = first.body["correlationId"].as_str().unwrap().to_owned();
+    assert!(
+        first.body["authToken"].is_string(),
+        "what the Prove SDK needs: {}",
+        first.body
+    );
+    assert!(env.outbox().is_empty());
+
+    // Another flow cannot use this possession check.
+    let other = env.register_introspect("newphone@contoso.com").await;
+    let foreign = env
+        .register_sms_with(
+            &other.token(),
+            PHONE,
+            &[("x-otpgate-prove-correlation", &cid)],
+        )
+        .await;
+    assert_eq!(foreign.status, 403, "a new check instead: {}", foreign.body);
+    assert!(env.outbox().is_empty());
+
+    // The same flow's retry after the client passed possession: the SMS goes.
+    let retried = env
+        .register_sms_with(&token, PHONE, &[("x-otpgate-prove-correlation", &cid)])
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(env.outbox().len(), 1);
+
+    // Used once.
+    let replay = env
+        .register_sms_with(
+            &retried.token(),
+            PHONE,
+            &[("x-otpgate-prove-correlation", &cid)],
+        )
+        .await;
+    assert_eq!(replay.status, 403, "{}", replay.body);
+    assert_eq!(env.outbox().len(), 1);
+    let m = env.metrics().await;
+    assert!(m.contains("reason=\"stepup:proof_refused\"} 2"), "{m}");
+}

@@ -179,6 +179,24 @@ pub struct RiskVerdict {
     /// The provider's id for this assessment (HUMAN uuid, Prove correlation id), to quote
     /// to the vendor's support.
     pub reference: Option<String>,
+    /// A possession check the provider started (Prove `mobile`/`desktop`): the gateway binds
+    /// it to the flow and checks its status when the client retries.
+    pub possession: Option<PossessionSession>,
+}
+
+/// A provider-run possession check in progress. The client request id stays on the server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PossessionSession {
+    pub correlation_id: String,
+    pub client_request_id: String,
+}
+
+impl std::fmt::Debug for PossessionSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PossessionSession")
+            .field("correlation_id", &self.correlation_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RiskVerdict {
@@ -190,6 +208,7 @@ impl RiskVerdict {
             reasons: Vec::new(),
             challenge: None,
             reference: None,
+            possession: None,
         }
     }
 

@@ -712,6 +712,10 @@ impl RiskProvider for ProveProvider {
             let mut v =
                 RiskVerdict::new(RiskAction::StepUp).with_reason("prove:possession_pending");
             v.reference = Some(correlation_id.clone());
+            v.possession = Some(crate::risk::PossessionSession {
+                correlation_id: correlation_id.clone(),
+                client_request_id: client_request_id.clone(),
+            });
             let body = json!({"authToken": started.auth_token, "correlationId": correlation_id});
             v.challenge = Some(ProviderChallenge {
                 status: StatusCode::FORBIDDEN,
