@@ -221,7 +221,8 @@ impl Judge {
         let mut phone = None;
         if let (Channel::Sms, Target::Phone(target)) = (send.channel, &send.target) {
             let verdict = self.destination.check(target);
-            let monitored = verdict.would_deny() || verdict.would != verdict.action;
+            // What the policy would do differs from what it does only under monitor entries.
+            let monitored = verdict.would != verdict.action;
             for reason in &verdict.reasons {
                 let action = match verdict.would {
                     DestinationAction::Deny => LocalAction::Deny,
@@ -314,9 +315,9 @@ impl Judge {
             }
             _ => None,
         };
-        let provider = match &route.guard {
-            _ if retried.is_some() => retried.unwrap_or(ProviderInput::NotAsked),
-            Some(guard) if !locally_denied => {
+        let provider = match (&route.guard, retried) {
+            (_, Some(input)) => input,
+            (Some(guard), None) if !locally_denied => {
                 let eval = guard
                     .evaluate(&risk_request(subject, guard, phone.as_ref()))
                     .await;
@@ -354,7 +355,7 @@ impl Judge {
                     },
                 }
             }
-            _ => ProviderInput::NotAsked,
+            (_, None) => ProviderInput::NotAsked,
         };
 
         let target = match (&phone, &send.target) {
