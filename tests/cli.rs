@@ -59,35 +59,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let (addr, admin): (std::net::SocketAddr, String) = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("otpgate printed its listen address")
-            .expect("otpgate exited early");
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if json["message"] == "otpgate serving" {
-            break (
-                json["listen"].as_str().unwrap().parse().unwrap(),
-                json["admin"].as_str().unwrap().to_owned(),
-            );
-        }
-    };
+    let gateway = common::process::Otpgate::run(&path).await;
+    let addr: std::net::SocketAddr = gateway.addr.parse().unwrap();
+    let admin = gateway.admin.clone();
 
     let slow = tokio::spawn(async move {
         let r = common::client()
@@ -112,12 +86,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    gateway.signal("-TERM");
 
     let mut refused = false;
     for _ in 0..200 {
@@ -131,9 +100,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (status, uri) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed");
     assert_eq!(uri.unwrap(), "/slow");
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, _) = gateway.wait().await;
     assert!(status.success(), "exit status {status:?}");
 }
 

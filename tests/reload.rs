@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +12,6 @@ use std::time::{Duration, Instant};
 use otpgate::emulate::entra::{serve, EntraConfig, EntraEmulator, DEMO_CLIENT_ID, DEMO_PASSWORD};
 use otpgate::server::Server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_otpgate");
 const PHONE: &str = "+447400123456";
 
 async fn emulator() -> std::net::SocketAddr {
@@ -105,33 +102,8 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otpgate.toml");
     std::fs::write(&path, config(entra, "")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if json["message"] == "otpgate serving" {
-            break json["listen"].as_str().unwrap().to_owned();
-        }
-    };
+    let gateway = common::process::Otpgate::run(&path).await;
+    let addr = gateway.addr.clone();
     let base = format!("http://{addr}");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,11 +146,7 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
         config(entra, "[defense.destination.countries]\nGB = \"deny\"\n"),
     )
     .unwrap();
-    assert!(Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    gateway.signal("-HUP");
     while denied.load(Ordering::Relaxed) < 8 {
         assert!(Instant::now() < deadline, "the stricter rule never applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -192,12 +160,7 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
     }
     // Once denials start, allows stop (at most the requests already past the judge).
     assert!(allowed.load(Ordering::Relaxed) <= allowed_at_switch + 4);
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, _) = gateway.terminate().await;
     assert!(status.success());
 }
 
@@ -324,42 +287,8 @@ async fn no_secret_or_raw_phone_in_any_output_of_a_full_run() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    drop(tx);
-    let mut output = Vec::new();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        output.push(line.clone());
-        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-            if json["message"] == "otpgate serving" {
-                break json["listen"].as_str().unwrap().to_owned();
-            }
-        }
-    };
+    let gateway = common::process::Otpgate::run(&path).await;
+    let addr = gateway.addr.clone();
     let base = format!("http://{addr}");
     let client = common::client();
     // A phone registration and a full SMS MFA sign-in.
@@ -446,16 +375,8 @@ async fn no_secret_or_raw_phone_in_any_output_of_a_full_run() {
         secrets.push(entry.code);
     }
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, output) = gateway.terminate().await;
     assert!(status.success());
-    while let Some(line) = rx.recv().await {
-        output.push(line);
-    }
     let all = output.join("\n");
     assert!(
         all.contains("\"endpoint\":\"register_challenge\""),

@@ -451,10 +451,8 @@ fn key_value(rule: &VelocityRule, subject: &Subject<'_>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::store::{MemoryStore, StoreError, Window};
+    use crate::store::MemoryStore;
 
     const MINUTE: Duration = Duration::from_secs(60);
     const HOUR: Duration = Duration::from_secs(3600);
@@ -700,42 +698,11 @@ mod tests {
         assert_eq!(watch_only.strictest(), None);
     }
 
-    /// A store that is down.
-    struct DownStore;
-
-    #[async_trait]
-    impl Store for DownStore {
-        async fn reserve(
-            &self,
-            _: &str,
-            _: &str,
-            _: Duration,
-            _: u64,
-        ) -> Result<Window, StoreError> {
-            Err(StoreError::Unavailable("down".into()))
-        }
-        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
-            Err(StoreError::Timeout)
-        }
-    }
-
     #[tokio::test]
     async fn a_store_failure_gives_no_hit_and_is_counted() {
         let rules = VelocityRules::default();
         let subject = sms("203.0.113.7", Some("+447912345678"));
-        let outcome = rules.check(&DownStore, &subject, "r1").await;
+        let outcome = rules.check(&crate::store::DownStore, &subject, "r1").await;
         assert!(outcome.hits.is_empty());
         assert!(outcome.reservations.is_empty());
         // Every SMS rule with a value: flow, phone, prefix, IP burst, IP, network, country.
@@ -744,7 +711,12 @@ mod tests {
             reservations: vec!["vel:x:y".into()],
             ..VelocityOutcome::default()
         };
-        assert_eq!(rules.release(&DownStore, &reserved, "r1").await, 1);
+        assert_eq!(
+            rules
+                .release(&crate::store::DownStore, &reserved, "r1")
+                .await,
+            1
+        );
     }
 
     #[test]

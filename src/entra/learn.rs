@@ -790,40 +790,9 @@ mod tests {
             .any(|(k, _)| *k == format!("flow:{}", sha256_hex(token_out))));
     }
 
-    /// A store that is down.
-    struct Down;
-
-    #[async_trait]
-    impl Store for Down {
-        async fn reserve(
-            &self,
-            _: &str,
-            _: &str,
-            _: Duration,
-            _: u64,
-        ) -> Result<Window, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Err(StoreError::Unavailable("down".to_owned()))
-        }
-        async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
-            Err(StoreError::Unavailable("down".to_owned()))
-        }
-        async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
-            Err(StoreError::Timeout)
-        }
-    }
-
     #[tokio::test]
     async fn a_failing_store_degrades_to_unknown() {
-        let book = FlowBook::new(Arc::new(Down));
+        let book = FlowBook::new(Arc::new(crate::store::DownStore));
         let flow = step(
             &book,
             K::SignInIntrospect,

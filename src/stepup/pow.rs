@@ -426,10 +426,8 @@ pub fn client_payload(challenge: &AltchaChallenge, number: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::store::{MemoryStore, StoreError, Window};
+    use crate::store::MemoryStore;
 
     const KEY: &[u8] = b"a test key of at least thirty-two characters";
     const NOW: u64 = 1_700_000_000;
@@ -605,42 +603,13 @@ mod tests {
         }
     }
 
-    /// A store that is down.
-    struct DownStore;
-
-    #[async_trait]
-    impl Store for DownStore {
-        async fn reserve(
-            &self,
-            _: &str,
-            _: &str,
-            _: Duration,
-            _: u64,
-        ) -> Result<Window, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
-            Err(StoreError::Timeout)
-        }
-        async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
-            Err(StoreError::Timeout)
-        }
-    }
-
     #[tokio::test]
     async fn a_store_failure_is_not_a_pass() {
         let pow = pow();
         let payload = solved(&pow, &FLOW);
-        let result = pow.verify_at(&payload, &FLOW, &DownStore, NOW).await;
+        let result = pow
+            .verify_at(&payload, &FLOW, &crate::store::DownStore, NOW)
+            .await;
         assert_eq!(result, Err(ProofError::StoreUnavailable));
         assert_eq!(ProofError::StoreUnavailable.as_str(), "store_unavailable");
     }

@@ -69,3 +69,30 @@ pub trait Store: Send + Sync + 'static {
     /// call while the mark lives: single-use nonces.
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
 }
+
+/// A store that is down: every operation fails. For tests of what callers do then.
+#[cfg(test)]
+pub(crate) struct DownStore;
+
+#[cfg(test)]
+#[async_trait]
+impl Store for DownStore {
+    async fn reserve(&self, _: &str, _: &str, _: Duration, _: u64) -> Result<Window, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn put(&self, _: &str, _: &[u8], _: Duration) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn take_once(&self, _: &str, _: Duration) -> Result<bool, StoreError> {
+        Err(StoreError::Timeout)
+    }
+}

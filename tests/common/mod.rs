@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use otpgate::server::Server;
 
 pub mod entra;
+pub mod process;
 
 /// How the test upstream behaves.
 #[derive(Clone, Copy)]
