@@ -250,3 +250,24 @@ async fn prove_pass_sends_and_fail_9132_denies() {
     assert_eq!(a.body["suberror"], "provider_blocked_by_rep");
     assert_eq!(env.outbox().len(), 1, "no second SMS");
 }
+
+/// A mock rule matching an app header (not one of the base headers every provider gets)
+/// sees it through the gateway: it decides, and no SMS is sent.
+#[tokio::test]
+async fn mock_header_rule_sees_the_apps_header_through_the_gateway() {
+    let env = start(
+        "[routes.sms]\nprovider = \"mock\"\nfail_mode = \"open\"\n\
+         [providers.mock]\ndefault_action = \"allow\"\n\
+         [[providers.mock.rules]]\nname = \"flagged\"\n\
+         header = { name = \"X-App-Risk\", value = \"high\" }\naction = \"deny\"\n",
+    )
+    .await;
+    let flagged = register(&env, &[("x-app-risk", "high")]).await;
+    assert_eq!(flagged.status, 400, "{}", flagged.body);
+    assert_eq!(flagged.body["suberror"], "provider_blocked_by_rep");
+    assert!(env.outbox().is_empty(), "the flagged request sent nothing");
+
+    let clean = register(&env, &[("x-app-risk", "low")]).await;
+    assert_eq!(clean.status, 200, "{}", clean.body);
+    assert_eq!(env.outbox().len(), 1);
+}
