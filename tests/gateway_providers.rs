@@ -259,15 +259,15 @@ async fn mock_header_rule_sees_the_apps_header_through_the_gateway() {
         "[routes.sms]\nprovider = \"mock\"\nfail_mode = \"open\"\n\
          [providers.mock]\ndefault_action = \"allow\"\n\
          [[providers.mock.rules]]\nname = \"flagged\"\n\
-         header = { name = \"X-App-Risk\", value = \"high\" }\naction = \"deny\"\n",
+         header = { name = \"X-Risk-Signal\", value = \"high\" }\naction = \"deny\"\n",
     )
     .await;
-    let flagged = register(&env, &[("x-app-risk", "high")]).await;
+    let flagged = register(&env, &[("x-risk-signal", "high")]).await;
     assert_eq!(flagged.status, 400, "{}", flagged.body);
     assert_eq!(flagged.body["suberror"], "provider_blocked_by_rep");
     assert!(env.outbox().is_empty(), "the flagged request sent nothing");
 
-    let clean = register(&env, &[("x-app-risk", "low")]).await;
+    let clean = register(&env, &[("x-risk-signal", "low")]).await;
     assert_eq!(clean.status, 200, "{}", clean.body);
     assert_eq!(env.outbox().len(), 1);
 }
