@@ -6,7 +6,8 @@
 // Environment (set by tests/e2e.rs): E2E_PAGE_URL, E2E_GATEWAY_URL, E2E_EMULATOR_URL,
 // E2E_ADMIN_URL. Optional: CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default
 // tests/e2e/artifacts; a screenshot and a trace of each failed scenario go there),
-// E2E_ONLY (run only scenarios whose name contains this).
+// E2E_ONLY (run only scenarios whose name contains this), E2E_VERBOSE (print the page's
+// console for passing scenarios too).
 //
 // Exit status 0 only if every scenario passed.
 
@@ -23,7 +24,7 @@ const env = (name) => {
   if (!v) throw new Error(`${name} is not set (run through tests/e2e.rs: scripts/e2e)`);
   return v.replace(/\/$/, "");
 };
-const PAGE = process.env.E2E_PAGE_URL ?? env("E2E_PAGE_URL");
+const PAGE = env("E2E_PAGE_URL");
 const GATEWAY = env("E2E_GATEWAY_URL");
 const EMULATOR = env("E2E_EMULATOR_URL");
 const ADMIN = env("E2E_ADMIN_URL");
