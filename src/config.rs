@@ -1055,9 +1055,15 @@ impl Settings {
                 Some((prefix.to_owned(), tenant.to_owned()))
             }
         };
+        // The step-up proof header is ours: a browser must be allowed to send it, or our own
+        // step-up answers could never be satisfied from an SPA.
+        let mut cors_headers = co.allow_headers.clone();
+        if let Some(h) = &stepup_header {
+            cors_headers.push(h.as_str().to_owned());
+        }
         let cors = crate::cors::Cors::new(
             &co.allowed_origins,
-            &co.allow_headers,
+            &cors_headers,
             cors_max_age.map(|d| d.as_secs()).unwrap_or(600),
             co.allow_credentials,
             mapping,

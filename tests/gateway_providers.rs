@@ -303,3 +303,24 @@ async fn prove_possession_is_started_bound_to_the_flow_and_checked_on_retry() {
     let m = env.metrics().await;
     assert!(m.contains("reason=\"stepup:proof_refused\"} 2"), "{m}");
 }
+
+/// A mock rule matching an app header (not one of the base headers every provider gets)
+/// sees it through the gateway: it decides, and no SMS is sent.
+#[tokio::test]
+async fn mock_header_rule_sees_the_apps_header_through_the_gateway() {
+    let env = start(
+        "[routes.sms]\nprovider = \"mock\"\nfail_mode = \"open\"\n\
+         [providers.mock]\ndefault_action = \"allow\"\n\
+         [[providers.mock.rules]]\nname = \"flagged\"\n\
+         header = { name = \"X-Risk-Signal\", value = \"high\" }\naction = \"deny\"\n",
+    )
+    .await;
+    let flagged = register(&env, &[("x-risk-signal", "high")]).await;
+    assert_eq!(flagged.status, 400, "{}", flagged.body);
+    assert_eq!(flagged.body["suberror"], "provider_blocked_by_rep");
+    assert!(env.outbox().is_empty(), "the flagged request sent nothing");
+
+    let clean = register(&env, &[("x-risk-signal", "low")]).await;
+    assert_eq!(clean.status, 200, "{}", clean.body);
+    assert_eq!(env.outbox().len(), 1);
+}

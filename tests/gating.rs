@@ -403,3 +403,40 @@ async fn spa_proxy_mode_answers_preflights_and_maps_the_prefix() {
         .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
 }
+
+/// otpgate's own step-up asks the client for the proof header; a browser may always send
+/// it, whether or not `cors.allow_headers` names it.
+#[tokio::test]
+async fn spa_preflight_always_allows_the_step_up_proof_header() {
+    for (stepup, header) in [
+        ("", "x-otpgate-proof"),
+        ("[stepup]\nheader = \"x-my-proof\"\n", "x-my-proof"),
+    ] {
+        let env = start(&format!(
+            "{stepup}[cors]\nallowed_origins = [\"https://app.example\"]\nallow_headers = [\"x-fraud-token\"]\n"
+        ))
+        .await;
+        let pre = env
+            .client
+            .request(
+                reqwest::Method::OPTIONS,
+                env.gw.url("/contoso.onmicrosoft.com/oauth2/v2.0/challenge"),
+            )
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                format!("x-fraud-token,{header}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pre.status(), 204);
+        let allowed = pre.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(allowed.contains("x-fraud-token"), "{allowed}");
+        assert!(allowed.contains(header), "{header} not in {allowed}");
+    }
+}

@@ -217,6 +217,18 @@ impl RiskProvider for MockProvider {
         "mock"
     }
 
+    /// The headers the rules match on: without them a `header` rule never sees its header
+    /// through the gateway, which hands providers only the base set.
+    fn wanted_headers(&self) -> Vec<HeaderName> {
+        let mut names: Vec<HeaderName> = Vec::new();
+        for (name, _) in self.rules.iter().filter_map(|r| r.header.as_ref()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
     async fn evaluate(&self, req: &RiskRequest) -> Result<RiskVerdict, RiskError> {
         let rule = self.rules.iter().find(|r| r.matches(req));
         let latency = self.latency + rule.and_then(|r| r.spec.latency).unwrap_or_default();
@@ -292,6 +304,7 @@ mod tests {
         let v = p.evaluate(&r).await.unwrap();
         assert_eq!(v.action, RiskAction::Deny);
         assert_eq!(v.reasons, vec!["mock:hdr"]);
+        assert_eq!(p.wanted_headers(), vec![HeaderName::from_static("x-risk")]);
     }
 
     #[test]

@@ -967,10 +967,13 @@ async fn password_reset_polls_in_progress_then_succeeded() {
         )
         .await;
     assert_eq!(first.body["status"], "in_progress");
+    // msal-browser polls again with the token `submit` gave it (ResetPasswordClient's
+    // polling loop), so that token must still be good while the reset is in progress.
+    assert_eq!(first.token(), submitted.token());
     let done = h
         .post(
             "/resetpassword/v1.0/poll_completion",
-            &[("continuation_token", &first.token())],
+            &[("continuation_token", &submitted.token())],
         )
         .await;
     assert_eq!(done.body["status"], "succeeded");

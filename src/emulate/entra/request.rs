@@ -115,6 +115,12 @@ impl Cx<'_> {
         self.state.flows.advance(old, flow, step, self.now)
     }
 
+    /// Moves the flow to `step` without retiring `token`: for answers after which a client
+    /// may send the same token again.
+    pub(crate) fn stay(&mut self, token: &str, step: Step) {
+        self.state.flows.update(token, step);
+    }
+
     /// Ends the flow with a redirect to the browser: the native flow cannot continue.
     pub(crate) fn redirect(&mut self, token: &str, reason: Option<&'static str>) -> Reply {
         self.state.flows.finish(token);

@@ -1,6 +1,7 @@
 //! Self-service password reset (reference §5.3): `start`, an email `challenge`, `continue`
 //! with the code, `submit` of the new password, and `poll_completion`, which answers
-//! `in_progress` once and then `succeeded` with a token for `/oauth2/v2.0/token`.
+//! `in_progress` once (keeping the token) and then `succeeded` with a token for
+//! `/oauth2/v2.0/token`.
 
 use serde_json::json;
 
@@ -112,20 +113,24 @@ pub(crate) fn poll_completion(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let Step::ResetSubmitted { user, polls } = entry.step else {
         return Err(Fault::token_for_other_endpoint());
     };
-    // One `in_progress` first, so clients exercise their polling loop.
-    let (status, step) = if polls == 0 {
-        ("in_progress", Step::ResetSubmitted { user, polls: 1 })
-    } else {
-        (
-            "succeeded",
-            Step::ReadyForTokens {
-                user,
-                mfa_done: false,
-            },
-        )
-    };
-    let next = cx.advance(&token, entry.flow, step);
+    // One `in_progress` first, so clients exercise their polling loop. While in progress
+    // the token stays valid and is answered back: msal-browser polls again with the token
+    // `submit` gave it, not with the one a poll answered.
+    if polls == 0 {
+        cx.stay(&token, Step::ResetSubmitted { user, polls: 1 });
+        return Ok(Reply::Json(
+            json!({ "status": "in_progress", "continuation_token": token }),
+        ));
+    }
+    let next = cx.advance(
+        &token,
+        entry.flow,
+        Step::ReadyForTokens {
+            user,
+            mfa_done: false,
+        },
+    );
     Ok(Reply::Json(
-        json!({ "status": status, "continuation_token": next }),
+        json!({ "status": "succeeded", "continuation_token": next }),
     ))
 }

@@ -369,6 +369,13 @@ impl Flows {
         self.start(flow, step, now)
     }
 
+    /// Moves `token`'s flow to `step`, keeping the token (and its expiry) valid.
+    pub(crate) fn update(&mut self, token: &str, step: Step) {
+        if let Some(entry) = self.entries.get_mut(token) {
+            entry.step = step;
+        }
+    }
+
     /// Retires `token` at the end of its flow.
     pub(crate) fn finish(&mut self, token: &str) {
         self.entries.remove(token);
