@@ -75,7 +75,7 @@ pub struct Audit {
 struct Inner {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     key: Vec<u8>,
-    dropped: AtomicU64,
+    dropped: prometheus_client::metrics::counter::Counter,
     written: Arc<AtomicU64>,
 }
 
@@ -85,7 +85,13 @@ const QUEUE: usize = 16_384;
 impl Audit {
     /// Start the writer. `hmac_key` keys the phone hash; an empty key still hashes (with a
     /// random per-process key, so hashes do not correlate across restarts).
-    pub fn start(sink: AuditSink, hmac_key: &[u8], reopen: Option<mpsc::Receiver<()>>) -> Self {
+    /// Lines that cannot be queued are dropped and counted in `dropped` (a metric).
+    pub fn start(
+        sink: AuditSink,
+        hmac_key: &[u8],
+        reopen: Option<mpsc::Receiver<()>>,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         let key = if hmac_key.is_empty() {
             rand::random::<[u8; 32]>().to_vec()
         } else {
@@ -104,7 +110,7 @@ impl Audit {
             inner: Arc::new(Inner {
                 tx,
                 key,
-                dropped: AtomicU64::new(0),
+                dropped,
                 written,
             }),
         }
@@ -120,7 +126,7 @@ impl Audit {
         };
         line.push(b'\n');
         if tx.try_send(line).is_err() {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            self.inner.dropped.inc();
         }
     }
 
@@ -135,7 +141,7 @@ impl Audit {
 
     /// Lines dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.dropped.get()
     }
 
     /// Lines written so far.
@@ -260,6 +266,7 @@ mod tests {
             },
             b"k",
             None,
+            Default::default(),
         );
         for i in 0..40 {
             audit.record(&AuditEvent {
@@ -283,8 +290,8 @@ mod tests {
     fn phone_hmac_is_keyed() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let a = Audit::start(AuditSink::Off, b"key-a", None);
-            let b = Audit::start(AuditSink::Off, b"key-b", None);
+            let a = Audit::start(AuditSink::Off, b"key-a", None, Default::default());
+            let b = Audit::start(AuditSink::Off, b"key-b", None, Default::default());
             let h = a.phone_hmac("+447400123456");
             assert_eq!(h.len(), 64);
             assert!(!h.contains("7400123456"));

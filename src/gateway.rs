@@ -126,6 +126,7 @@ impl Gateway {
             settings.audit_sink.clone(),
             settings.audit_key.expose().as_bytes(),
             reopen,
+            metrics.audit_dropped.clone(),
         );
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
         let flows = FlowBook::new(store.clone()).with_ttl(settings.entra.flow_ttl);

@@ -174,6 +174,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub in_flight: Gauge,
     pub overload_rejections: Counter,
+    pub audit_dropped: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub otp_sends_forwarded: Family<ForwardedLabels, Counter>,
@@ -224,6 +225,12 @@ impl Metrics {
             "overload_rejections",
             "Requests refused with 503 because max_in_flight was reached",
             overload_rejections.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit lines dropped because the writer fell behind",
+            audit_dropped.clone(),
         );
         let otp_sends_seen = Family::<SendLabels, Counter>::default();
         registry.register(
@@ -286,6 +293,7 @@ impl Metrics {
             open_connections,
             in_flight,
             overload_rejections,
+            audit_dropped,
             otp_sends_seen,
             decisions,
             otp_sends_forwarded,
