@@ -218,9 +218,9 @@ impl Gateway {
         if let Some(o) = req.headers().get(header::ORIGIN) {
             origin.insert(header::ORIGIN, o.clone());
         }
-        self.inner.metrics.in_flight_inc();
+        let in_flight = self.inner.metrics.in_flight_guard();
         let result = self.route(req, conn, &mut ctx).await;
-        self.inner.metrics.in_flight_dec();
+        drop(in_flight);
         drop(permit);
 
         let (mut resp, fault) = match result {
