@@ -219,9 +219,9 @@ impl Gateway {
         if let Some(o) = req.headers().get(header::ORIGIN) {
             origin.insert(header::ORIGIN, o.clone());
         }
-        self.inner.metrics.in_flight_inc();
+        let in_flight = self.inner.metrics.in_flight_guard();
         let result = self.route(req, conn, &mut ctx).await;
-        self.inner.metrics.in_flight_dec();
+        drop(in_flight);
         drop(permit);
 
         let (mut resp, fault) = match result {
@@ -810,18 +810,31 @@ pub fn check_target<B>(req: &Request<B>, hosts: &[String]) -> Result<Option<Stri
     if req.method() == Method::CONNECT {
         return Err(GatewayError::MethodNotAllowed("CONNECT is not supported."));
     }
-    let header_host = req
-        .headers()
-        .get(header::HOST)
+    // A request that names two hosts is ambiguous: servers disagree on which one counts
+    // (RFC 9112 §3.2 requires a 400 for a repeated Host).
+    let mut hosts_named = req.headers().get_all(header::HOST).iter();
+    let header_host = hosts_named
+        .next()
         .map(|v| {
             v.to_str()
                 .map_err(|_| GatewayError::BadRequest("Invalid Host header."))
         })
         .transpose()?;
+    if hosts_named.next().is_some() {
+        return Err(GatewayError::BadRequest("More than one Host header."));
+    }
     let uri_host = req.uri().authority().map(|a| a.as_str());
     let addressed = match req.version() {
         // HTTP/2 and HTTP/3 always carry :authority; it is the target, not a proxy request.
-        Version::HTTP_2 | Version::HTTP_3 => uri_host.or(header_host),
+        // A Host header beside it must name the same host (RFC 9113 §8.3.1).
+        Version::HTTP_2 | Version::HTTP_3 => match (uri_host, header_host) {
+            (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => {
+                return Err(GatewayError::BadRequest(
+                    "The Host header and :authority name different hosts.",
+                ))
+            }
+            _ => uri_host.or(header_host),
+        },
         _ => {
             if let Some(abs) = uri_host {
                 // Absolute-form: only for the host the request is addressed to anyway.
@@ -919,6 +932,34 @@ mod tests {
         ));
         assert!(!ok(
             req(Method::GET, "https://evil.example/x", Version::HTTP_2, None),
+            &only
+        ));
+        // Two hosts named at once: refused whichever comes first.
+        let mut two = req(
+            Method::GET,
+            "/x",
+            Version::HTTP_11,
+            Some("login.example.com"),
+        );
+        two.headers_mut()
+            .append(header::HOST, "evil.example".parse().unwrap());
+        assert!(!ok(two, &any));
+        assert!(!ok(
+            req(
+                Method::GET,
+                "https://login.example.com/x",
+                Version::HTTP_2,
+                Some("evil.example")
+            ),
+            &only
+        ));
+        assert!(ok(
+            req(
+                Method::GET,
+                "https://login.example.com/x",
+                Version::HTTP_2,
+                Some("LOGIN.example.com")
+            ),
             &only
         ));
     }

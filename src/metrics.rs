@@ -165,6 +165,15 @@ impl prometheus_client::collector::Collector for StoreCollector {
     }
 }
 
+/// A request in flight; see [`Metrics::in_flight_guard`].
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight_dec();
+    }
+}
+
 /// Every metric otpgate exposes.
 pub struct Metrics {
     registry: Registry,
@@ -391,6 +400,13 @@ impl Metrics {
     pub fn in_flight_dec(&self) {
         self.in_flight.dec();
         self.in_flight_now.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Count a request in flight until the guard is dropped, however the request ends:
+    /// the server drops a request's future when its client resets the stream or goes away.
+    pub fn in_flight_guard(&self) -> InFlight<'_> {
+        self.in_flight_inc();
+        InFlight(self)
     }
 
     pub fn in_flight_now(&self) -> i64 {

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    epoch_ms, http_client, retry_after, transport_error, BuildError, RiskAction, RiskError,
-    RiskProvider, RiskRequest, RiskVerdict,
+    epoch_ms, http_client, read_answer, retry_after, transport_error, BuildError, RiskAction,
+    RiskError, RiskProvider, RiskRequest, RiskVerdict,
 };
 
 mod activities;
@@ -894,7 +894,7 @@ impl HumanProvider {
             .map_err(|e| transport_error(&e))?;
         let status = rsp.status();
         let headers = rsp.headers().clone();
-        let bytes = rsp.bytes().await.map_err(|e| transport_error(&e))?;
+        let bytes = read_answer(rsp).await?;
         interpret(status, &headers, &bytes)
     }
 

@@ -608,6 +608,30 @@ pub(crate) fn transport_error(err: &reqwest::Error) -> RiskError {
     }
 }
 
+/// Most bytes of a provider's answer that are read. Risk answers are a few hundred bytes,
+/// HUMAN's challenge page a few KiB.
+pub(crate) const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// A provider's answer body, at most [`MAX_ANSWER_BYTES`]. Read whole, a provider that
+/// floods its answer would grow memory for as long as the budget lets it.
+pub(crate) async fn read_answer(mut rsp: reqwest::Response) -> Result<Bytes, RiskError> {
+    let too_large = || RiskError::BadResponse("answer too large".to_owned());
+    if rsp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = rsp.chunk().await.map_err(|e| transport_error(&e))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// Parses a `Retry-After` header given in seconds (the form Prove and HUMAN use).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers

@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{
-    http_client, retry_after, transport_error, BuildError, Channel, ProviderChallenge, RiskAction,
-    RiskError, RiskProvider, RiskRequest, RiskVerdict,
+    http_client, read_answer, retry_after, transport_error, BuildError, Channel, ProviderChallenge,
+    RiskAction, RiskError, RiskProvider, RiskRequest, RiskVerdict,
 };
 
 pub const TOKEN_PATH: &str = "/token";
@@ -592,7 +592,7 @@ impl ProveProvider {
             .map_err(|e| transport_error(&e))?;
         let status = rsp.status();
         let headers = rsp.headers().clone();
-        let bytes = rsp.bytes().await.map_err(|e| transport_error(&e))?;
+        let bytes = read_answer(rsp).await?;
         let t: TokenResponse = interpret(status, &headers, &bytes, "token")?;
         if !t.token_type.eq_ignore_ascii_case("bearer") || t.access_token.is_empty() {
             return Err(RiskError::BadResponse("token: not a bearer token".into()));
@@ -633,7 +633,7 @@ impl ProveProvider {
                 continue;
             }
             let headers = rsp.headers().clone();
-            let bytes = rsp.bytes().await.map_err(|e| transport_error(&e))?;
+            let bytes = read_answer(rsp).await?;
             return interpret(status, &headers, &bytes, path);
         }
     }
