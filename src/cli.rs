@@ -220,6 +220,54 @@ pub fn emulate_entra(listen: std::net::SocketAddr, users: Option<&Path>) -> Exit
     })
 }
 
+/// `otpgate emulate human --listen ADDR [--script FILE]`: HUMAN's Risk API and collector.
+/// The script is the JSON of [`crate::emulate::human::HumanEmulatorConfig`] (also accepted
+/// later by `POST /_emulator/script`); without it every call scores 0, action `c`.
+pub fn emulate_human(listen: std::net::SocketAddr, script: Option<&Path>) -> ExitCode {
+    use crate::emulate::human::{HumanEmulator, HumanEmulatorConfig};
+    init_logging(&LogConfig::default());
+    let config = match script {
+        Some(path) => {
+            let parsed = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<HumanEmulatorConfig>(&b).map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("otpgate: {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => HumanEmulatorConfig::default(),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("otpgate: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("emulated HUMAN Risk API and collector on http://{listen}");
+        match crate::emulate::human::serve(listener, HumanEmulator::new(config), shutdown_signal())
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpgate: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// `otpgate demo`: the gateway in front of the Entra emulator, in one process, with the
 /// in-memory store. Prints a walkthrough that works when pasted.
 pub fn demo(opts: DemoOptions) -> ExitCode {

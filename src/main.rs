@@ -72,6 +72,14 @@ enum Emulator {
         #[arg(long)]
         users: Option<PathBuf>,
     },
+    /// HUMAN's Risk API and collector (and `POST /_emulator/mint` for risk tokens).
+    Human {
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        listen: SocketAddr,
+        /// Script (JSON, as for `POST /_emulator/script`); default: score 0, action `c`.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +116,9 @@ fn main() -> ExitCode {
         Command::Emulate { what } => match what {
             Emulator::Entra { listen, users } => {
                 otpgate::cli::emulate_entra(listen, users.as_deref())
+            }
+            Emulator::Human { listen, script } => {
+                otpgate::cli::emulate_human(listen, script.as_deref())
             }
         },
     }

@@ -134,17 +134,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips). Parsed names:
+/// removing by `&str` parses the name again on every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    HeaderName::from_static("connection"),
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+    HeaderName::from_static("transfer-encoding"),
+    HeaderName::from_static("upgrade"),
 ];
 
 /// Remove hop-by-hop headers and every header the `Connection` header names.
@@ -159,21 +160,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
 /// Headers through which a client could claim an address or scheme; set only by us.
-const FORWARDING: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "forwarded",
-    "true-client-ip",
-    "x-client-ip",
+static FORWARDING: [HeaderName; 8] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
 ];
 
 /// The client's address: the socket peer, unless the peer is a trusted proxy; then the
@@ -239,8 +240,8 @@ pub fn prepare_request(
     original_host: Option<&str>,
 ) {
     strip_hop_by_hop(headers);
-    for name in FORWARDING {
-        headers.remove(*name);
+    for name in &FORWARDING {
+        headers.remove(name);
     }
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         headers.insert("x-forwarded-for", v);

@@ -27,6 +27,8 @@
 //!    must equal an endpoint suffix ASCII-case-insensitively. An endpoint suffix anywhere else
 //!    (no tenant, extra leading or trailing segments, `challenge.json`) is ambiguous.
 
+use std::sync::OnceLock;
+
 use http::Method;
 
 /// A native-auth endpoint (reference §3 and §8).
@@ -148,8 +150,18 @@ impl EndpointKind {
         !matches!(self, Self::V2Api)
     }
 
-    /// The path segments after the tenant, for the fixed-path kinds.
+    /// The path segments after the tenant, for the fixed-path kinds. Split once per
+    /// process: a path that is not native auth is compared with every suffix at every depth,
+    /// and splitting on each comparison was most of a pass-through request's CPU time.
     fn suffix(&self) -> Option<[&'static str; 3]> {
+        static SUFFIXES: OnceLock<[Option<[&'static str; 3]>; EndpointKind::ALL.len()]> =
+            OnceLock::new();
+        let table = SUFFIXES.get_or_init(|| Self::ALL.map(|kind| kind.split_path()));
+        let at = Self::ALL.iter().position(|kind| kind == self)?;
+        table[at]
+    }
+
+    fn split_path(&self) -> Option<[&'static str; 3]> {
         let mut parts = self.path().trim_start_matches('/').split('/');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(a), Some(b), Some(c), None) => Some([a, b, c]),

@@ -1,0 +1,184 @@
+//! One whole request through `Gateway::handle`, in-process: the request is handed to the
+//! gateway as a value (no client socket), every phase runs (classify, bounded body read,
+//! parameters, flow lookup, destination policy, the default velocity rule set on the memory
+//! store, the mock provider, `decide`, learning from the answer, metrics).
+//!
+//! * `gated/deny`: the mock provider denies (after the local checks), so the gateway answers
+//!   itself and releases the velocity slots: no socket at all.
+//! * `gated/allow`: forwarded to a fixed upstream in the same process over loopback (the
+//!   upstream client has no in-process transport), so it includes one loopback round trip.
+//! * `pass_through`: an ungated GET to the same upstream; `gated/allow − pass_through` is
+//!   what gating adds.
+//!
+//! `cargo bench --bench gated_request`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod fixtures;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use fixtures::{client_ip, continuation_token, phone, register_body, CHALLENGE_ANSWER, TENANT};
+use otpgate::gateway::Gateway;
+use otpgate::metrics::Metrics;
+use otpgate::proxy::ConnInfo;
+
+/// Distinct phones, client IPs and continuation tokens cycled through.
+const POOL: usize = 4096;
+
+/// The fixed upstream: every request gets the Entra-shaped challenge answer.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .header("content-type", "application/json; charset=utf-8")
+                            .body(Full::new(Bytes::from_static(CHALLENGE_ANSWER.as_bytes())))
+                            .unwrap(),
+                    )
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn gateway(upstream: SocketAddr) -> Gateway {
+    otpgate::tls::install_crypto_provider();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.1"]
+[admin]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://{upstream}"
+[log]
+level = "warn"
+[audit]
+output = "off"
+[routes.sms]
+provider = "mock"
+[providers.mock]
+default_action = "allow"
+[[providers.mock.rules]]
+name = "bench-deny"
+phone_prefix = "+4474009"
+action = "deny"
+{velocity}
+"#,
+        velocity = include_str!("load/velocity.toml")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let (_, settings) = otpgate::config::load_with_env(Some(&path), Vec::new())
+        .unwrap_or_else(|p| panic!("bench config invalid:\n{p}"));
+    Gateway::new(Arc::new(settings), Metrics::new()).unwrap()
+}
+
+struct Gated {
+    body: Bytes,
+    xff: String,
+}
+
+/// Requests over `POOL` phones from `+447400{first:06}` on.
+fn pool(first: usize) -> Vec<Gated> {
+    (0..POOL)
+        .map(|n| Gated {
+            body: register_body(&continuation_token(n), &phone(first + n)).into(),
+            xff: client_ip(n),
+        })
+        .collect()
+}
+
+fn gated_request(g: &Gated) -> Request<Full<Bytes>> {
+    Request::post(format!("/{TENANT}/register/v1.0/challenge"))
+        .header("host", "login.contoso.com")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("user-agent", "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8)")
+        .header("x-forwarded-for", &g.xff)
+        .body(Full::new(g.body.clone()))
+        .unwrap()
+}
+
+const CONN: ConnInfo = ConnInfo {
+    peer: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000),
+    tls: false,
+};
+
+async fn send(gw: &Gateway, req: Request<Full<Bytes>>) -> StatusCode {
+    let resp = gw.handle(req, CONN).await;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await.unwrap();
+    status
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let gw = rt.block_on(async { gateway(upstream().await) });
+    let allow = pool(0);
+    // The mock provider denies +4474009…: destination and velocity checks still run.
+    let deny = pool(900_000);
+    let pass = || {
+        Request::get(format!("/{TENANT}/v2.0/.well-known/openid-configuration"))
+            .header("host", "login.contoso.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // The decisions the benches claim: forwarded, answered locally, passed through.
+    rt.block_on(async {
+        assert_eq!(send(&gw, gated_request(&allow[0])).await, StatusCode::OK);
+        assert_eq!(
+            send(&gw, gated_request(&deny[0])).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(send(&gw, pass()).await, StatusCode::OK);
+    });
+
+    let mut g = c.benchmark_group("gateway");
+    let next = AtomicUsize::new(0);
+    g.bench_function("pass_through", |b| {
+        b.to_async(&rt).iter(|| async { send(&gw, pass()).await })
+    });
+    g.bench_function("gated/allow", |b| {
+        b.to_async(&rt).iter(|| async {
+            let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
+            send(&gw, gated_request(&allow[n])).await
+        })
+    });
+    g.bench_function("gated/deny", |b| {
+        b.to_async(&rt).iter(|| async {
+            let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
+            send(&gw, gated_request(&deny[n])).await
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

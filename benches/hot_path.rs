@@ -1,0 +1,209 @@
+//! Micro-benches of the pieces every gated request runs: classify and canonicalize the
+//! path, parse the form body, HUMAN token v3 decrypt + verify, phone parse + destination
+//! rules, `decide`, and one memory-store window reservation.
+//!
+//! `cargo bench --bench hot_path`. Figures belong in BENCHMARKS.md only from a quiet machine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures_util::FutureExt;
+use http::Method;
+
+use otpgate::defense::DestinationPolicy;
+use otpgate::emulate::human::{mint_cookie, mint_mobile_token, payload};
+use otpgate::entra::classify::{canonical_path, classify};
+use otpgate::entra::params;
+use otpgate::policy::{decide, Inputs, LocalAction, LocalVerdict, ProofInput, ProviderInput};
+use otpgate::risk::human::token::{self, Limits};
+use otpgate::risk::{FailMode, RiskAction};
+use otpgate::store::{MemoryStore, Store};
+
+mod fixtures;
+
+use fixtures::{continuation_token, register_body, TENANT};
+
+fn bench_classify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    let cases = [
+        ("gated", format!("/{TENANT}/register/v1.0/challenge")),
+        (
+            "pass_through",
+            format!("/{TENANT}/v2.0/.well-known/openid-configuration"),
+        ),
+        // Escapes of unreserved characters: decoded, then matched.
+        ("escaped", format!("/{TENANT}/oauth2/v2.0/%63hallenge")),
+        // A dot segment in front of a native-auth word: refused as ambiguous.
+        ("ambiguous", format!("/{TENANT}/x/../oauth2/v2.0/initiate")),
+    ];
+    for (name, path) in &cases {
+        g.bench_function(format!("classify/{name}"), |b| {
+            b.iter(|| classify(black_box(&Method::POST), black_box(path)))
+        });
+    }
+    g.bench_function("canonical_path/escaped", |b| {
+        b.iter(|| canonical_path(black_box(&cases[2].1)))
+    });
+    g.finish();
+}
+
+fn bench_params(c: &mut Criterion) {
+    let mut g = c.benchmark_group("params");
+    let body = register_body(&continuation_token(0), "+447400123456");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("parse/register_challenge", |b| {
+        b.iter(|| params::parse(None, black_box(body.as_bytes())).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_human_token(c: &mut Criterion) {
+    let mut g = c.benchmark_group("human_token_v3");
+    let secrets = vec!["bench-cookie-secret".to_owned()];
+    let limits = Limits::default();
+    let p = payload(0, "c", Duration::from_secs(3600));
+    let mobile = mint_mobile_token(&secrets[0], &p);
+    let mobile = mobile.strip_prefix("3:").unwrap().to_owned();
+    let ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15";
+    let cookie = mint_cookie(&secrets[0], &p, ua, "");
+    // 1000 PBKDF2-HMAC-SHA256 iterations per token dominate: the producers' default.
+    g.bench_function("verify/mobile_header", |b| {
+        b.iter(|| {
+            let (_, ok) =
+                token::verify(black_box(&mobile), &secrets, &limits, true, "", "").unwrap();
+            assert!(ok);
+        })
+    });
+    g.bench_function("verify/cookie", |b| {
+        b.iter(|| {
+            let (_, ok) =
+                token::verify(black_box(&cookie), &secrets, &limits, false, ua, "").unwrap();
+            assert!(ok);
+        })
+    });
+    // A token that fails the cheap checks must cost nothing like a real one.
+    let hostile = format!("00:{}:1000:{}", "A".repeat(24), "%%%");
+    g.bench_function("verify/malformed", |b| {
+        b.iter(|| token::verify(black_box(&hostile), &secrets, &limits, true, "", "").is_err())
+    });
+    g.finish();
+}
+
+fn bench_destination(c: &mut Criterion) {
+    let mut g = c.benchmark_group("destination");
+    let policy = DestinationPolicy::default();
+    for (name, target) in [
+        ("gb_mobile", "+447400123456"),
+        ("gb_mobile_formatted", "+44 (0)7400 123 456"),
+        ("gb_premium", "+449098790000"),
+        ("satellite_prefix", "+881612345678"),
+    ] {
+        g.bench_function(format!("check/{name}"), |b| {
+            b.iter(|| policy.check(black_box(target)))
+        });
+    }
+    g.finish();
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decide");
+    let allow = Inputs {
+        local: vec![],
+        provider: ProviderInput::Verdict {
+            action: RiskAction::Allow,
+            reasons: vec![],
+        },
+        proof: ProofInput::None,
+        monitor: false,
+    };
+    let mixed = Inputs {
+        local: vec![
+            LocalVerdict {
+                action: LocalAction::StepUp,
+                reason: "velocity:sms-per-ip".into(),
+                monitor: false,
+            },
+            LocalVerdict {
+                action: LocalAction::Throttle {
+                    retry_after: Duration::from_secs(30),
+                },
+                reason: "velocity:sms-per-ip-burst".into(),
+                monitor: true,
+            },
+        ],
+        provider: ProviderInput::Failed {
+            error: "timeout",
+            fail_mode: FailMode::StepUp,
+        },
+        proof: ProofInput::Valid,
+        monitor: false,
+    };
+    g.bench_function("allow", |b| b.iter(|| decide(black_box(&allow))));
+    g.bench_function("mixed", |b| b.iter(|| decide(black_box(&mixed))));
+    g.finish();
+}
+
+fn bench_store(c: &mut Criterion) {
+    let mut g = c.benchmark_group("memory_store");
+    let store = MemoryStore::new(1_000_000);
+    let keys: Vec<String> = (0..1024)
+        .map(|i| format!("vel:sms-per-phone:{:064x}", i * 7919))
+        .collect();
+    let hour = Duration::from_secs(3600);
+    // Three earlier sends in every window, as for a phone that asked a few times.
+    for k in &keys {
+        for n in 0..3 {
+            let r = store
+                .reserve(k, &format!("seed-{n}"), hour, 5)
+                .now_or_never();
+            assert!(r.unwrap().unwrap().reserved);
+        }
+    }
+    let mut i = 0usize;
+    // reserve + release leaves the store as it was, so every iteration sees the same state.
+    g.bench_function("reserve_release", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let w = store
+                .reserve(&keys[i], "bench-id", hour, 5)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            assert!(w.reserved);
+            store.release(&keys[i], "bench-id").now_or_never();
+        })
+    });
+    let full: Vec<String> = keys.iter().map(|k| format!("{k}:full")).collect();
+    for k in &full {
+        for n in 0..5 {
+            store
+                .reserve(k, &format!("seed-{n}"), hour, 5)
+                .now_or_never();
+        }
+    }
+    g.bench_function("reserve_at_limit", |b| {
+        b.iter(|| {
+            i = (i + 1) % full.len();
+            let w = store
+                .reserve(&full[i], "bench-id", hour, 5)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            assert!(!w.reserved);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_classify,
+    bench_params,
+    bench_human_token,
+    bench_destination,
+    bench_decide,
+    bench_store
+);
+criterion_main!(benches);
