@@ -446,9 +446,11 @@ impl Connection {
         });
         let conn = self.builder.serve_connection(io, svc);
         tokio::pin!(conn);
-        let mut closing = false;
+        // When the connection was asked to close (drain, or idle), if it was.
+        let mut closing: Option<Instant> = None;
         loop {
-            let idle_deadline = activity.last() + self.limits.idle_timeout;
+            let quiet_since = closing.map_or(activity.last(), |at| at.max(activity.last()));
+            let idle_deadline = quiet_since + self.limits.idle_timeout;
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -456,16 +458,26 @@ impl Connection {
                     }
                     break;
                 }
-                _ = self.stop.cancelled(), if !closing => {
+                _ = self.stop.cancelled(), if closing.is_none() => {
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(Instant::now());
                 }
-                _ = tokio::time::sleep_until(idle_deadline), if !closing => {
-                    if activity.last() + self.limits.idle_timeout <= Instant::now() {
-                        // Graceful: a request still in progress finishes first.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    let quiet_since =
+                        closing.map_or(activity.last(), |at| at.max(activity.last()));
+                    if quiet_since + self.limits.idle_timeout > Instant::now() {
+                        continue;
                     }
+                    if closing.is_some() {
+                        // Asked to close, and still no byte moved for a whole idle period:
+                        // a response stuck on a client that does not read, or on an
+                        // upstream that stopped sending, would hold it forever.
+                        tracing::debug!(peer = %self.peer, "stalled connection dropped");
+                        break;
+                    }
+                    // Graceful: a request still in progress finishes first.
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
                 }
             }
         }
