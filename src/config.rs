@@ -435,7 +435,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// Time a client has to send its request headers.
     pub header_read_timeout: String,
-    /// Idle keep-alive time before a connection is closed.
+    /// Idle keep-alive time before a connection is closed; a response that then moves no
+    /// byte for as long again is cut off.
     pub idle_timeout: String,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
