@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -439,13 +439,21 @@ impl Connection {
             tls,
         };
         let live = self.gateway.clone();
-        let svc = service_fn(move |req| {
-            // Each request runs on the configuration current when it arrived.
-            let gateway = live.load_full();
-            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+        let requested = Arc::new(AtomicBool::new(false));
+        let svc = service_fn({
+            let requested = requested.clone();
+            move |req| {
+                requested.store(true, Ordering::Relaxed);
+                // Each request runs on the configuration current when it arrived.
+                let gateway = live.load_full();
+                async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+            }
         });
         let conn = self.builder.serve_connection(io, svc);
         tokio::pin!(conn);
+        // hyper's header read timeout starts only once the protocol is known; until then
+        // (a client that says nothing, or a few bytes of a preface) nothing bounds the wait.
+        let first_request_by = Instant::now() + self.limits.header_read_timeout;
         // When the connection was asked to close (drain, or idle), if it was.
         let mut closing: Option<Instant> = None;
         loop {
@@ -456,6 +464,14 @@ impl Connection {
                     if let Err(e) = result {
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     }
+                    break;
+                }
+                _ = tokio::time::sleep_until(first_request_by), if !requested.load(Ordering::Relaxed) => {
+                    // The condition above was read when this wait began.
+                    if requested.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    tracing::debug!(peer = %self.peer, "no request within the header read timeout");
                     break;
                 }
                 _ = self.stop.cancelled(), if closing.is_none() => {
