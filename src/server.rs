@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -439,14 +439,17 @@ impl Connection {
             tls,
         };
         let live = self.gateway.clone();
-        let requested = Arc::new(AtomicBool::new(false));
         let svc = service_fn({
-            let requested = requested.clone();
+            let activity = activity.clone();
             move |req| {
-                requested.store(true, Ordering::Relaxed);
+                // Open until the answer's body is done (or dropped).
+                let open = activity.request_opened();
                 // Each request runs on the configuration current when it arrived.
                 let gateway = live.load_full();
-                async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+                async move {
+                    let resp = gateway.handle(req, info).await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked { body, _open: open }))
+                }
             }
         });
         let conn = self.builder.serve_connection(io, svc);
@@ -457,7 +460,8 @@ impl Connection {
         // When the connection was asked to close (drain, or idle), if it was.
         let mut closing: Option<Instant> = None;
         loop {
-            let quiet_since = closing.map_or(activity.last(), |at| at.max(activity.last()));
+            let quiet_since =
+                closing.map_or(activity.quiet_since(), |at| at.max(activity.quiet_since()));
             let idle_deadline = quiet_since + self.limits.idle_timeout;
             tokio::select! {
                 result = conn.as_mut() => {
@@ -466,9 +470,9 @@ impl Connection {
                     }
                     break;
                 }
-                _ = tokio::time::sleep_until(first_request_by), if !requested.load(Ordering::Relaxed) => {
+                _ = tokio::time::sleep_until(first_request_by), if !activity.requested() => {
                     // The condition above was read when this wait began.
-                    if requested.load(Ordering::Relaxed) {
+                    if activity.requested() {
                         continue;
                     }
                     tracing::debug!(peer = %self.peer, "no request within the header read timeout");
@@ -479,8 +483,9 @@ impl Connection {
                     closing = Some(Instant::now());
                 }
                 _ = tokio::time::sleep_until(idle_deadline) => {
-                    let quiet_since =
-                        closing.map_or(activity.last(), |at| at.max(activity.last()));
+                    let quiet_since = closing.map_or(activity.quiet_since(), |at| {
+                        at.max(activity.quiet_since())
+                    });
                     if quiet_since + self.limits.idle_timeout > Instant::now() {
                         continue;
                     }
@@ -500,28 +505,107 @@ impl Connection {
     }
 }
 
-/// The time of the last byte read or written on a connection.
+/// What a connection is doing, for the idle timeout: requests open on it (until their
+/// answers are fully sent) and when bytes and requests last moved.
+///
+/// With a request open, the connection is busy while bytes move: a stalled answer counts as
+/// idle. With none open, only requests count: HTTP/2 PINGs move bytes on a connection nobody
+/// uses, and would keep it open for ever.
 #[derive(Clone)]
 struct Activity {
     origin: Instant,
-    millis: Arc<AtomicU64>,
+    /// Milliseconds since `origin` of the last byte read or written.
+    last_byte: Arc<AtomicU64>,
+    /// Milliseconds since `origin` of the last request opened or closed.
+    last_request: Arc<AtomicU64>,
+    open_requests: Arc<AtomicUsize>,
+    requested: Arc<AtomicBool>,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             origin: Instant::now(),
-            millis: Arc::new(AtomicU64::new(0)),
+            last_byte: Arc::default(),
+            last_request: Arc::default(),
+            open_requests: Arc::default(),
+            requested: Arc::default(),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.millis.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    fn at(&self, ms: &AtomicU64) -> Instant {
+        self.origin + Duration::from_millis(ms.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        self.last_byte.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_opened(&self) -> OpenRequest {
+        self.requested.store(true, Ordering::Relaxed);
+        self.open_requests.fetch_add(1, Ordering::Relaxed);
+        self.last_request.store(self.now_ms(), Ordering::Relaxed);
+        OpenRequest(self.clone())
+    }
+
+    /// Whether any request arrived on this connection.
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Since when the connection has done nothing that keeps it open.
+    fn quiet_since(&self) -> Instant {
+        if self.open_requests.load(Ordering::Relaxed) > 0 {
+            self.at(&self.last_byte)
+        } else {
+            self.at(&self.last_request)
+        }
+    }
+}
+
+/// A request open on a connection; closed when dropped.
+struct OpenRequest(Activity);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity
+            .last_request
+            .store(activity.now_ms(), Ordering::Relaxed);
+        activity.open_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, keeping its request open on the connection until it is done.
+    struct Tracked {
+        #[pin]
+        body: crate::proxy::Body,
+        _open: OpenRequest,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
