@@ -433,9 +433,11 @@ pub struct ServerConfig {
     pub hosts: Vec<String>,
     /// Peers (CIDRs) whose `X-Forwarded-For` is trusted, e.g. a load balancer.
     pub trusted_proxies: Vec<String>,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers (also bounds the TLS handshake, a new
+    /// connection's first request and a gated request's body).
     pub header_read_timeout: String,
-    /// Idle keep-alive time before a connection is closed.
+    /// Time without an open request before a connection is closed; an open request that
+    /// moves no byte for this long is asked to finish, and cut off after as long again.
     pub idle_timeout: String,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,

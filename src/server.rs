@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -439,16 +439,30 @@ impl Connection {
             tls,
         };
         let live = self.gateway.clone();
-        let svc = service_fn(move |req| {
-            // Each request runs on the configuration current when it arrived.
-            let gateway = live.load_full();
-            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+        let svc = service_fn({
+            let activity = activity.clone();
+            move |req| {
+                // Open until the answer's body is done (or dropped).
+                let open = activity.request_opened();
+                // Each request runs on the configuration current when it arrived.
+                let gateway = live.load_full();
+                async move {
+                    let resp = gateway.handle(req, info).await;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked { body, _open: open }))
+                }
+            }
         });
         let conn = self.builder.serve_connection(io, svc);
         tokio::pin!(conn);
-        let mut closing = false;
+        // hyper's header read timeout starts only once the protocol is known; until then
+        // (a client that says nothing, or a few bytes of a preface) nothing bounds the wait.
+        let first_request_by = Instant::now() + self.limits.header_read_timeout;
+        // When the connection was asked to close (drain, or idle), if it was.
+        let mut closing: Option<Instant> = None;
         loop {
-            let idle_deadline = activity.last() + self.limits.idle_timeout;
+            let quiet_since =
+                closing.map_or(activity.quiet_since(), |at| at.max(activity.quiet_since()));
+            let idle_deadline = quiet_since + self.limits.idle_timeout;
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -456,44 +470,142 @@ impl Connection {
                     }
                     break;
                 }
-                _ = self.stop.cancelled(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = tokio::time::sleep_until(idle_deadline), if !closing => {
-                    if activity.last() + self.limits.idle_timeout <= Instant::now() {
-                        // Graceful: a request still in progress finishes first.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                _ = tokio::time::sleep_until(first_request_by), if !activity.requested() => {
+                    // The condition above was read when this wait began.
+                    if activity.requested() {
+                        continue;
                     }
+                    tracing::debug!(peer = %self.peer, "no request within the header read timeout");
+                    break;
+                }
+                _ = self.stop.cancelled(), if closing.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                }
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    let quiet_since = closing.map_or(activity.quiet_since(), |at| {
+                        at.max(activity.quiet_since())
+                    });
+                    if quiet_since + self.limits.idle_timeout > Instant::now() {
+                        continue;
+                    }
+                    if closing.is_some() {
+                        // Asked to close, and still no byte moved for a whole idle period:
+                        // a response stuck on a client that does not read, or on an
+                        // upstream that stopped sending, would hold it forever.
+                        tracing::debug!(peer = %self.peer, "stalled connection dropped");
+                        break;
+                    }
+                    // Graceful: a request still in progress finishes first.
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
                 }
             }
         }
     }
 }
 
-/// The time of the last byte read or written on a connection.
+/// What a connection is doing, for the idle timeout: requests open on it (until their
+/// answers are fully sent) and when bytes and requests last moved.
+///
+/// With a request open, the connection is busy while bytes move: a stalled answer counts as
+/// idle. With none open, only requests count: HTTP/2 PINGs move bytes on a connection nobody
+/// uses, and would keep it open for ever.
 #[derive(Clone)]
 struct Activity {
     origin: Instant,
-    millis: Arc<AtomicU64>,
+    /// Milliseconds since `origin` of the last byte read or written.
+    last_byte: Arc<AtomicU64>,
+    /// Milliseconds since `origin` of the last request opened or closed.
+    last_request: Arc<AtomicU64>,
+    open_requests: Arc<AtomicUsize>,
+    requested: Arc<AtomicBool>,
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             origin: Instant::now(),
-            millis: Arc::new(AtomicU64::new(0)),
+            last_byte: Arc::default(),
+            last_request: Arc::default(),
+            open_requests: Arc::default(),
+            requested: Arc::default(),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.millis.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn last(&self) -> Instant {
-        self.origin + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    fn at(&self, ms: &AtomicU64) -> Instant {
+        self.origin + Duration::from_millis(ms.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        self.last_byte.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_opened(&self) -> OpenRequest {
+        self.requested.store(true, Ordering::Relaxed);
+        self.open_requests.fetch_add(1, Ordering::Relaxed);
+        self.last_request.store(self.now_ms(), Ordering::Relaxed);
+        OpenRequest(self.clone())
+    }
+
+    /// Whether any request arrived on this connection.
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Since when the connection has done nothing that keeps it open.
+    fn quiet_since(&self) -> Instant {
+        if self.open_requests.load(Ordering::Relaxed) > 0 {
+            self.at(&self.last_byte)
+        } else {
+            self.at(&self.last_request)
+        }
+    }
+}
+
+/// A request open on a connection; closed when dropped.
+struct OpenRequest(Activity);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity
+            .last_request
+            .store(activity.now_ms(), Ordering::Relaxed);
+        activity.open_requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, keeping its request open on the connection until it is done.
+    struct Tracked {
+        #[pin]
+        body: crate::proxy::Body,
+        _open: OpenRequest,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -19,7 +19,11 @@ use tokio::sync::oneshot;
 use otpgate::server::Server;
 
 pub mod entra;
+pub mod faulty;
+pub mod h2raw;
+pub mod probe;
 pub mod process;
+pub mod wire;
 
 /// How the test upstream behaves.
 #[derive(Clone, Copy)]
