@@ -88,6 +88,17 @@ fn bench_human_token(c: &mut Criterion) {
     g.bench_function("verify/malformed", |b| {
         b.iter(|| token::verify(black_box(&hostile), &secrets, &limits, true, "", "").is_err())
     });
+    // A forged token that passes them, at the highest iteration count accepted (5000):
+    // the key derivation runs before anything can tell it is forged.
+    let forged = format!(
+        "{}:{}:5000:{}",
+        "0".repeat(64),
+        "A".repeat(24),
+        "A".repeat(64)
+    );
+    g.bench_function("verify/forged_max_iterations", |b| {
+        b.iter(|| token::verify(black_box(&forged), &secrets, &limits, true, "", "").is_err())
+    });
     g.finish();
 }
 
@@ -104,6 +115,22 @@ fn bench_destination(c: &mut Criterion) {
             b.iter(|| policy.check(black_box(target)))
         });
     }
+    // Mobile example numbers of every region in turn: phonenumber 0.3 keeps its compiled
+    // regexes in one 100-entry LRU, so traffic to many countries also measures its misses.
+    let mixed: Vec<String> = phonenumber::metadata::DATABASE
+        .iter()
+        .filter_map(|meta| {
+            let example = meta.descriptors().mobile()?.example()?;
+            Some(format!("+{}{example}", meta.country_code()))
+        })
+        .collect();
+    let mut i = 0usize;
+    g.bench_function(format!("check/mixed_{}_regions", mixed.len()), |b| {
+        b.iter(|| {
+            i = (i + 1) % mixed.len();
+            policy.check(black_box(&mixed[i]))
+        })
+    });
     g.finish();
 }
 

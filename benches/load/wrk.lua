@@ -1,13 +1,15 @@
 -- wrk script of the load bench.
 --
---   wrk ... URL                              GET URL (pass-through)
---   wrk ... URL -- gated POOL [HUMAN_TOKEN]  POST /register/v1.0/challenge
+--   wrk ... URL                                        GET URL (pass-through)
+--   wrk ... URL -- gated POOL [HUMAN_TOKEN] [PHONES]   POST /register/v1.0/challenge
 --
 -- Gated requests cycle through POOL pre-built requests (built once per thread, so the
 -- per-request cost in wrk is an index and a return): each has its own phone number,
 -- continuation token and client address (X-Forwarded-For, from a trusted proxy), as
 -- benches/fixtures/mod.rs builds them, so every velocity key stays below its limit and the
--- decision is allow. HUMAN_TOKEN, when given, is sent as X-PX-AUTHORIZATION.
+-- decision is allow. HUMAN_TOKEN, when not empty, is sent as X-PX-AUTHORIZATION. PHONES, a
+-- file of numbers (one "+digits" per line), replaces the GB numbers: request i goes to
+-- the (i mod n)-th.
 --
 -- done() prints one line "WRKJSON {...}" with latencies in microseconds.
 
@@ -30,20 +32,39 @@ local function client_ip(i)
     1 + i % 16)
 end
 
+local function read_phones(path)
+  local phones = {}
+  for line in io.lines(path) do
+    local number = line:match("^(%+%d+)")
+    if number then
+      phones[#phones + 1] = number
+    end
+  end
+  return phones
+end
+
 function init(args)
   if args[1] ~= "gated" then
     return
   end
   local size = tonumber(args[2]) or 4096
   local token = args[3]
+  local phones = nil
+  if args[4] and args[4] ~= "" then
+    phones = read_phones(args[4])
+  end
   local path = "/contoso.onmicrosoft.com/register/v1.0/challenge"
   local ct = continuation_token(0)
   ct = ct:sub(1, #ct - 9)
   for i = 0, size - 1 do
+    local phone = string.format("%%2B447400%06d", i % 1000000)
+    if phones then
+      phone = "%2B" .. phones[i % #phones + 1]:sub(2)
+    end
     local body = "client_id=00000000-0000-4000-8000-000000000001"
       .. "&continuation_token=" .. ct .. string.format("-%08d", i)
       .. "&challenge_type=oob&challenge_channel=sms"
-      .. string.format("&challenge_target=%%2B447400%06d", i % 1000000)
+      .. "&challenge_target=" .. phone
     local headers = {
       ["Content-Type"] = "application/x-www-form-urlencoded",
       ["User-Agent"] = "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8)",
