@@ -178,10 +178,56 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// Run one emulator on `listen` until SIGTERM/SIGINT: `serve` is the emulator's own
+/// `serve(listener, emulator, shutdown)`.
+fn run_emulator<F, Fut>(listen: std::net::SocketAddr, banner: &str, serve: F) -> ExitCode
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    init_logging(&LogConfig::default());
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("otpgate: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("{banner} on http://{listen}");
+        match serve(listener).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpgate: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// A JSON script file for an emulator, or its default.
+fn read_script<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+) -> Result<T, ExitCode> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<T>(&b).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            eprintln!("otpgate: {}: {e}", path.display());
+            ExitCode::FAILURE
+        })
+}
+
 /// `otpgate emulate entra --listen ADDR [--users FILE]`.
 pub fn emulate_entra(listen: std::net::SocketAddr, users: Option<&Path>) -> ExitCode {
-    use crate::emulate::entra::{EntraConfig, EntraEmulator};
-    init_logging(&LogConfig::default());
+    use crate::emulate::entra::{serve, EntraConfig, EntraEmulator};
     let config = match users {
         Some(path) => match EntraConfig::from_users_file(path) {
             Ok(c) => c,
@@ -192,31 +238,12 @@ pub fn emulate_entra(listen: std::net::SocketAddr, users: Option<&Path>) -> Exit
         },
         None => EntraConfig::demo(),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("otpgate: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!(
-            "emulated Entra (tenant {}.onmicrosoft.com) on http://{listen}",
-            config.tenant_name
-        );
-        match crate::emulate::entra::serve(listener, EntraEmulator::new(config), shutdown_signal())
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("otpgate: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    let banner = format!(
+        "emulated Entra (tenant {}.onmicrosoft.com)",
+        config.tenant_name
+    );
+    run_emulator(listen, &banner, |l| {
+        serve(l, EntraEmulator::new(config), shutdown_signal())
     })
 }
 
@@ -224,47 +251,27 @@ pub fn emulate_entra(listen: std::net::SocketAddr, users: Option<&Path>) -> Exit
 /// The script is the JSON of [`crate::emulate::human::HumanEmulatorConfig`] (also accepted
 /// later by `POST /_emulator/script`); without it every call scores 0, action `c`.
 pub fn emulate_human(listen: std::net::SocketAddr, script: Option<&Path>) -> ExitCode {
-    use crate::emulate::human::{HumanEmulator, HumanEmulatorConfig};
-    init_logging(&LogConfig::default());
-    let config = match script {
-        Some(path) => {
-            let parsed = std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    serde_json::from_slice::<HumanEmulatorConfig>(&b).map_err(|e| e.to_string())
-                });
-            match parsed {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("otpgate: {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        None => HumanEmulatorConfig::default(),
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
+    use crate::emulate::human::{serve, HumanEmulator, HumanEmulatorConfig};
+    let config: HumanEmulatorConfig = match read_script(script) {
+        Ok(c) => c,
         Err(code) => return code,
     };
-    rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("otpgate: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        println!("emulated HUMAN Risk API and collector on http://{listen}");
-        match crate::emulate::human::serve(listener, HumanEmulator::new(config), shutdown_signal())
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("otpgate: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    run_emulator(listen, "emulated HUMAN Risk API and collector", |l| {
+        serve(l, HumanEmulator::new(config), shutdown_signal())
+    })
+}
+
+/// `otpgate emulate prove --listen ADDR [--script FILE]`: Prove's `/token`, `/v3/unify`,
+/// `/v3/unify-status` and `/v3/unify-bind`. The script is the JSON of
+/// [`crate::emulate::prove::ProveEmulatorConfig`] (also `POST /_emulator/script`).
+pub fn emulate_prove(listen: std::net::SocketAddr, script: Option<&Path>) -> ExitCode {
+    use crate::emulate::prove::{serve, ProveEmulator, ProveEmulatorConfig};
+    let config: ProveEmulatorConfig = match read_script(script) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    run_emulator(listen, "emulated Prove platform", |l| {
+        serve(l, ProveEmulator::new(config), shutdown_signal())
     })
 }
 

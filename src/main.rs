@@ -80,6 +80,14 @@ enum Emulator {
         #[arg(long)]
         script: Option<PathBuf>,
     },
+    /// Prove's token, unify, unify-status and unify-bind endpoints.
+    Prove {
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        listen: SocketAddr,
+        /// Script (JSON, as for `POST /_emulator/script`); default: every number passes.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +127,9 @@ fn main() -> ExitCode {
             }
             Emulator::Human { listen, script } => {
                 otpgate::cli::emulate_human(listen, script.as_deref())
+            }
+            Emulator::Prove { listen, script } => {
+                otpgate::cli::emulate_prove(listen, script.as_deref())
             }
         },
     }
