@@ -96,8 +96,9 @@ impl Env {
         }
     }
 
-    /// initiate → challenge → token(password) → introspect, for a password + MFA user.
-    pub async fn introspect(&self, username: &str) -> Answer {
+    /// initiate → challenge → token with the password, advertising both MFA capabilities:
+    /// the token answer (an `mfa_required` or `registration_required` interrupt).
+    pub async fn password_steps(&self, username: &str) -> Answer {
         let a = self
             .post(
                 "/oauth2/v2.0/initiate",
@@ -118,17 +119,21 @@ impl Env {
                 ],
             )
             .await;
-        let a = self
-            .post(
-                "/oauth2/v2.0/token",
-                &[
-                    ("continuation_token", &a.token()),
-                    ("grant_type", "password"),
-                    ("password", DEMO_PASSWORD),
-                    ("scope", "openid"),
-                ],
-            )
-            .await;
+        self.post(
+            "/oauth2/v2.0/token",
+            &[
+                ("continuation_token", &a.token()),
+                ("grant_type", "password"),
+                ("password", DEMO_PASSWORD),
+                ("scope", "openid"),
+            ],
+        )
+        .await
+    }
+
+    /// The password steps, then introspect, for a password + MFA user.
+    pub async fn introspect(&self, username: &str) -> Answer {
+        let a = self.password_steps(username).await;
         assert_eq!(a.body["suberror"], "mfa_required", "{}", a.body);
         let a = self
             .post(
@@ -153,39 +158,10 @@ impl Env {
         .await
     }
 
-    /// initiate → … → token answering `registration_required`, for `newphone@`; returns the
+    /// The password steps answering `registration_required` (for `newphone@`), then the
     /// register/introspect answer.
     pub async fn register_introspect(&self, username: &str) -> Answer {
-        let a = self
-            .post(
-                "/oauth2/v2.0/initiate",
-                &[
-                    ("username", username),
-                    ("challenge_type", "password redirect"),
-                    ("capabilities", MFA_CAPS),
-                ],
-            )
-            .await;
-        let a = self
-            .post(
-                "/oauth2/v2.0/challenge",
-                &[
-                    ("continuation_token", &a.token()),
-                    ("challenge_type", "password redirect"),
-                ],
-            )
-            .await;
-        let a = self
-            .post(
-                "/oauth2/v2.0/token",
-                &[
-                    ("continuation_token", &a.token()),
-                    ("grant_type", "password"),
-                    ("password", DEMO_PASSWORD),
-                    ("scope", "openid"),
-                ],
-            )
-            .await;
+        let a = self.password_steps(username).await;
         assert_eq!(a.body["suberror"], "registration_required", "{}", a.body);
         let a = self
             .post(
