@@ -7,7 +7,6 @@
 //! recorded ([`HumanEmulator::requests`], `GET /_emulator/requests`). It also mints valid
 //! risk tokens ([`mint_token_v3`], `POST /_emulator/mint`) for tests and the demo.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +14,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,7 +27,6 @@ pub use crate::risk::human::token::Payload as TokenPayload;
 const MAX_BODY: usize = 1 << 20;
 /// Recordings kept; older ones are dropped first.
 const MAX_RECORDED: usize = 10_000;
-const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How the emulated Risk API answers. Every field of a rule that is set overrides the
 /// top-level answer for requests the rule matches.
@@ -484,7 +479,7 @@ pub async fn serve(
     emu: HumanEmulator,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(
+    super::serve_with(
         listener,
         move |req| {
             let emu = emu.clone();
@@ -494,58 +489,6 @@ pub async fn serve(
         "human",
     )
     .await
-}
-
-/// The accept loop shared by the provider emulators (HTTP/1.1 and HTTP/2, graceful drain).
-pub(crate) async fn serve_with<H, Fut>(
-    listener: tokio::net::TcpListener,
-    handler: H,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    name: &'static str,
-) -> std::io::Result<()>
-where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    // Running out of file descriptors is transient; back off, don't die.
-                    tracing::warn!(%error, emulator = name, "could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, emulator = name, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!(emulator = name, "stopped before all connections drained");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::human::json_response;
 pub use super::human::Recorded;
-use super::human::{json_response, serve_with};
+use super::serve_with;
 use crate::risk::prove::{TOKEN_PATH, UNIFY_BIND_PATH, UNIFY_PATH, UNIFY_STATUS_PATH};
 
 /// Prove refuses request bodies of 4 KB or more (B7, code 8001).

@@ -67,17 +67,13 @@ mod state;
 mod tokens;
 mod wire;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -95,8 +91,6 @@ use wire::{Endpoint, Fault, Params};
 
 /// Request bodies beyond this are refused with 413; real ones are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long `serve` waits for open connections after `shutdown` resolves.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -369,49 +363,20 @@ where
 }
 
 /// Serve HTTP/1.1 and HTTP/2 (cleartext, by prior knowledge) until `shutdown`
-/// resolves, then stop accepting and give open connections [`DRAIN_DEADLINE`] to finish.
+/// resolves, then stop accepting and let open connections finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     emulator: EntraEmulator,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    // Running out of file descriptors is transient; back off, don't die.
-                    tracing::warn!(%error, "emulated entra could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let emulator = emulator.clone();
-        let service = hyper::service::service_fn(move |req| {
+    super::serve_with(
+        listener,
+        move |req| {
             let emulator = emulator.clone();
-            async move { Ok::<_, Infallible>(emulator.handle(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "emulated entra connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("emulated entra stopped before all connections drained");
-    }
-    Ok(())
+            async move { emulator.handle(req).await }
+        },
+        shutdown,
+        "entra",
+    )
+    .await
 }
