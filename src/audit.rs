@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -77,6 +78,10 @@ struct Inner {
     key: Vec<u8>,
     dropped: prometheus_client::metrics::counter::Counter,
     written: Arc<AtomicU64>,
+    /// Lines queued, and lines the writer has dealt with (written or failed): equal when
+    /// nothing is waiting.
+    queued: AtomicU64,
+    handled: Arc<AtomicU64>,
 }
 
 /// Lines waiting for the writer; beyond this they are dropped and counted.
@@ -98,11 +103,16 @@ impl Audit {
             hmac_key.to_vec()
         };
         let written = Arc::new(AtomicU64::new(0));
+        let handled = Arc::new(AtomicU64::new(0));
         let tx = match sink {
             AuditSink::Off => None,
             sink => {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(writer(sink, rx, reopen, written.clone()));
+                let counts = Counts {
+                    written: written.clone(),
+                    handled: handled.clone(),
+                };
+                tokio::spawn(writer(sink, rx, reopen, counts));
                 Some(tx)
             }
         };
@@ -112,6 +122,8 @@ impl Audit {
                 key,
                 dropped,
                 written,
+                queued: AtomicU64::new(0),
+                handled,
             }),
         }
     }
@@ -127,6 +139,25 @@ impl Audit {
         line.push(b'\n');
         if tx.try_send(line).is_err() {
             self.inner.dropped.inc();
+        } else {
+            self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait until every queued line is written (or failed), for at most `within`: at
+    /// shutdown, so the last requests' lines are not lost. Returns whether the queue
+    /// emptied in time.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let handled = self.inner.handled.load(Ordering::Relaxed);
+            if handled >= self.inner.queued.load(Ordering::Relaxed) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -191,11 +222,17 @@ fn rotate(path: &PathBuf, keep: usize) {
     }
 }
 
+/// What the writer reports back.
+struct Counts {
+    written: Arc<AtomicU64>,
+    handled: Arc<AtomicU64>,
+}
+
 async fn writer(
     sink: AuditSink,
     mut rx: mpsc::Receiver<Vec<u8>>,
     mut reopen: Option<mpsc::Receiver<()>>,
-    written: Arc<AtomicU64>,
+    counts: Counts,
 ) {
     let mut out = match &sink {
         AuditSink::File { path, .. } => open(path),
@@ -231,8 +268,9 @@ async fn writer(
             Out::Broken => false,
         };
         if ok {
-            written.fetch_add(1, Ordering::Relaxed);
+            counts.written.fetch_add(1, Ordering::Relaxed);
         }
+        counts.handled.fetch_add(1, Ordering::Relaxed);
         if let (
             Out::File(_, len),
             AuditSink::File {

@@ -7,12 +7,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, Audit, AuditEvent};
 use crate::config::{Settings, UnknownChannel, V2Mode};
@@ -52,6 +53,9 @@ struct Inner {
     judge: Judge,
     audit: Audit,
     store: Arc<dyn Store>,
+    /// Requests running detached from their client (see [`Gateway::handle`]); shared
+    /// across reloads so shutdown waits for all of them.
+    detached: TaskTracker,
 }
 
 /// What one request carries through the phases.
@@ -139,6 +143,7 @@ impl Gateway {
                 judge,
                 audit,
                 store,
+                detached: TaskTracker::new(),
             }),
         })
     }
@@ -161,8 +166,22 @@ impl Gateway {
                 judge,
                 audit: old.audit.clone(),
                 store: old.store.clone(),
+                detached: old.detached.clone(),
             }),
         })
+    }
+
+    /// At shutdown, once no connection is left: wait for requests still running detached
+    /// from their clients, then for the audit writer to write every line they queued, in
+    /// `within` overall. Returns whether everything finished in time.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        self.inner.detached.close();
+        let finished = tokio::time::timeout_at(deadline, self.inner.detached.wait())
+            .await
+            .is_ok();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.inner.audit.flush(left).await && finished
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -225,19 +244,41 @@ impl Gateway {
         if let Some(o) = req.headers().get(header::ORIGIN) {
             origin.insert(header::ORIGIN, o.clone());
         }
-        let in_flight = self.inner.metrics.in_flight_guard();
+        // Every code-sending request is a POST. Once one is past the door it runs to the
+        // end on its own task: a client that leaves mid-way must not cancel a send Entra
+        // may already be making, nor the audit line that records it, nor the release of
+        // its velocity slots. The permit and in-flight guard go with it, so detached work
+        // stays bounded by `max_in_flight`.
+        let detach = req.method() == Method::POST;
         let req = req.map(|body| body.map_err(Into::into).boxed());
-        let result = self.route(req, conn, &mut ctx).await;
-        drop(in_flight);
-        drop(permit);
-
-        let (mut resp, fault) = match result {
-            Ok(resp) => (resp, None),
-            Err(err) => (err.to_response(correlation.as_deref()), Some(err.label())),
+        let gateway = self.clone();
+        let complete = async move {
+            let in_flight = gateway.inner.metrics.in_flight_guard();
+            let result = gateway.route(req, conn, &mut ctx).await;
+            drop(in_flight);
+            drop(permit);
+            let (mut resp, fault) = match result {
+                Ok(resp) => (resp, None),
+                Err(err) => (err.to_response(correlation.as_deref()), Some(err.label())),
+            };
+            gateway
+                .inner
+                .settings
+                .cors
+                .decorate(&origin, resp.headers_mut());
+            gateway.finish(&ctx, &resp, fault);
+            resp
         };
-        cors.decorate(&origin, resp.headers_mut());
-        self.finish(&ctx, &resp, fault);
-        resp
+        if !detach {
+            return complete.await;
+        }
+        match self.inner.detached.spawn(complete).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(error = %e, "request task failed");
+                GatewayError::Internal("request task failed".into()).to_response(None)
+            }
+        }
     }
 
     async fn route(

@@ -212,10 +212,19 @@ impl Server {
         stop.cancel();
         conns.close();
         let grace = settings.server.shutdown_grace;
-        if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, conns.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?grace, "drain deadline passed with connections open");
         } else {
             tracing::info!("drained");
+        }
+        // Sends whose clients left still run; their audit lines must reach the log.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !gateway.load_full().settle(left).await {
+            tracing::warn!("drain deadline passed with sends or audit lines pending");
         }
         admin_stop.cancel();
         let _ = admin_task.await;

@@ -272,6 +272,76 @@ async fn gated_bodies_are_forwarded_byte_for_byte() {
     assert_eq!(resp.text().await.unwrap(), body);
 }
 
+/// A client that gives up while its send is being judged does not cancel it: the send
+/// runs to the end, Entra sends the code, and the audit log has its line.
+#[tokio::test]
+async fn a_client_leaving_mid_send_leaves_the_send_and_its_audit_line_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let env = start(&format!(
+        "[routes.sms]\nprovider = \"mock\"\nbudget = \"5s\"\n\
+         [providers.mock]\ndefault_action = \"allow\"\nlatency = \"400ms\"\n\
+         [audit]\noutput = \"file\"\npath = \"{}\"\nhmac_key = \"audit-key\"\n",
+        path.display()
+    ))
+    .await;
+    let token = env
+        .register_introspect("newphone@contoso.com")
+        .await
+        .token();
+    let gave_up = env
+        .client
+        .post(env.gw.url(&format!("/{TENANT}/register/v1.0/challenge")))
+        .form(&[
+            ("client_id", DEMO_CLIENT_ID),
+            ("continuation_token", token.as_str()),
+            ("challenge_type", "oob"),
+            ("challenge_channel", "sms"),
+            ("challenge_target", "+447400123456"),
+        ])
+        .timeout(std::time::Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "the client should give up before the provider answers: {gave_up:?}"
+    );
+    assert!(
+        env.outbox().is_empty(),
+        "nothing sent while the provider thinks"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let done = lines.iter().any(|l| l["endpoint"] == "register_challenge");
+        if done || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let send = lines
+        .iter()
+        .find(|l| l["endpoint"] == "register_challenge")
+        .unwrap_or_else(|| panic!("no audit line for the abandoned send: {lines:?}"));
+    assert_eq!(send["decision"], "allow");
+    assert_eq!(send["upstream_status"], 200);
+    assert_eq!(
+        env.outbox().len(),
+        1,
+        "Entra sent the code the audit line records"
+    );
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("otpgate_in_flight_requests 0"),
+        "in-flight back to zero:\n{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn audit_has_one_line_per_gated_request_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,35 @@ fn config(entra: std::net::SocketAddr, extra: &str) -> String {
 /// One JIT registration up to its SMS challenge; returns the challenge's status, or an
 /// error text for anything that failed along the way (transport error or 5xx).
 async fn register_once(client: &reqwest::Client, base: &str) -> Result<u16, String> {
+    let ct = register_until_challenge(client, base).await?;
+    let r = sms_challenge(client, base, ct)
+        .send()
+        .await
+        .map_err(|e| format!("challenge: {e}"))?;
+    if r.status().is_server_error() {
+        return Err(format!("challenge: {}", r.status()));
+    }
+    Ok(r.status().as_u16())
+}
+
+/// The registration's SMS challenge request, ready to send.
+fn sms_challenge(client: &reqwest::Client, base: &str, ct: String) -> reqwest::RequestBuilder {
+    client
+        .post(format!(
+            "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
+        ))
+        .form(&[
+            ("client_id", DEMO_CLIENT_ID.to_owned()),
+            ("continuation_token", ct),
+            ("challenge_type", "oob".into()),
+            ("challenge_channel", "sms".into()),
+            ("challenge_target", PHONE.into()),
+        ])
+}
+
+/// A JIT registration up to its introspect answer: the continuation token for the SMS
+/// challenge.
+async fn register_until_challenge(client: &reqwest::Client, base: &str) -> Result<String, String> {
     let post = |path: &str, form: Vec<(&str, String)>| {
         let mut fields = vec![("client_id", DEMO_CLIENT_ID.to_owned())];
         fields.extend(form);
@@ -79,21 +108,57 @@ async fn register_once(client: &reqwest::Client, base: &str) -> Result<u16, Stri
         }
         ct = token(&r.json().await.map_err(|e| e.to_string())?);
     }
-    let r = post(
-        "/register/v1.0/challenge",
-        vec![
-            ("continuation_token", ct),
-            ("challenge_type", "oob".into()),
-            ("challenge_channel", "sms".into()),
-            ("challenge_target", PHONE.into()),
-        ],
+    Ok(ct)
+}
+
+/// SIGTERM while a send whose client already left is still being judged: the process
+/// waits for it, Entra sends the code, and its audit line is in the log before exit.
+#[tokio::test]
+async fn sigterm_finishes_sends_whose_clients_left_and_writes_their_audit_lines() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let entra = l.local_addr().unwrap();
+    let emulator = EntraEmulator::new(EntraConfig::demo());
+    tokio::spawn(serve(l, emulator.clone(), std::future::pending()));
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let path = dir.path().join("otpgate.toml");
+    let toml = config(
+        entra,
+        "[routes.sms]\nprovider = \"mock\"\nbudget = \"5s\"\n\
+         [providers.mock]\ndefault_action = \"allow\"\nlatency = \"800ms\"\n",
     )
-    .await
-    .map_err(|e| format!("challenge: {e}"))?;
-    if r.status().is_server_error() {
-        return Err(format!("challenge: {}", r.status()));
-    }
-    Ok(r.status().as_u16())
+    .replace(
+        "[audit]\noutput = \"off\"\n",
+        &format!(
+            "[audit]\noutput = \"file\"\npath = \"{}\"\nhmac_key = \"k\"\n",
+            audit.display()
+        ),
+    );
+    std::fs::write(&path, toml).unwrap();
+    let gateway = common::process::Otpgate::run(&path).await;
+    let base = format!("http://{}", gateway.addr);
+    let client = common::client();
+    let ct = register_until_challenge(&client, &base).await.unwrap();
+    let gave_up = sms_challenge(&client, &base, ct)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "the client gives up while the provider thinks: {gave_up:?}"
+    );
+    assert!(emulator.outbox().is_empty());
+    let (status, output) = gateway.terminate().await;
+    assert!(status.success(), "{}", output.join("\n"));
+    assert_eq!(emulator.outbox().len(), 1, "the send went through");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let sends: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["endpoint"] == "register_challenge")
+        .collect();
+    assert_eq!(sends.len(), 1, "{text}");
+    assert_eq!(sends[0]["upstream_status"], 200);
 }
 
 #[tokio::test]
