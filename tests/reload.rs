@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::flows::{register_until_challenge, sms_challenge};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +38,8 @@ fn config(entra: std::net::SocketAddr, extra: &str) -> String {
 /// One JIT registration up to its SMS challenge; returns the challenge's status, or an
 /// error text for anything that failed along the way (transport error or 5xx).
 async fn register_once(client: &reqwest::Client, base: &str) -> Result<u16, String> {
-    let ct = register_until_challenge(client, base).await?;
-    let r = sms_challenge(client, base, ct)
+    let ct = register_until_challenge(client, || base.to_owned()).await?;
+    let r = sms_challenge(client, base, &ct, PHONE)
         .send()
         .await
         .map_err(|e| format!("challenge: {e}"))?;
@@ -45,70 +47,6 @@ async fn register_once(client: &reqwest::Client, base: &str) -> Result<u16, Stri
         return Err(format!("challenge: {}", r.status()));
     }
     Ok(r.status().as_u16())
-}
-
-/// The registration's SMS challenge request, ready to send.
-fn sms_challenge(client: &reqwest::Client, base: &str, ct: String) -> reqwest::RequestBuilder {
-    client
-        .post(format!(
-            "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
-        ))
-        .form(&[
-            ("client_id", DEMO_CLIENT_ID.to_owned()),
-            ("continuation_token", ct),
-            ("challenge_type", "oob".into()),
-            ("challenge_channel", "sms".into()),
-            ("challenge_target", PHONE.into()),
-        ])
-}
-
-/// A JIT registration up to its introspect answer: the continuation token for the SMS
-/// challenge.
-async fn register_until_challenge(client: &reqwest::Client, base: &str) -> Result<String, String> {
-    let post = |path: &str, form: Vec<(&str, String)>| {
-        let mut fields = vec![("client_id", DEMO_CLIENT_ID.to_owned())];
-        fields.extend(form);
-        client
-            .post(format!("{base}/contoso.onmicrosoft.com{path}"))
-            .form(&fields)
-            .send()
-    };
-    let token = |v: &serde_json::Value| v["continuation_token"].as_str().unwrap_or("").to_owned();
-    let mut ct = String::new();
-    for (path, form) in [
-        (
-            "/oauth2/v2.0/initiate",
-            vec![
-                ("username", "newphone@contoso.com".to_owned()),
-                ("challenge_type", "password redirect".into()),
-                ("capabilities", "mfa_required registration_required".into()),
-            ],
-        ),
-        (
-            "/oauth2/v2.0/challenge",
-            vec![("challenge_type", "password redirect".into())],
-        ),
-        (
-            "/oauth2/v2.0/token",
-            vec![
-                ("grant_type", "password".into()),
-                ("password", DEMO_PASSWORD.into()),
-                ("scope", "openid".into()),
-            ],
-        ),
-        ("/register/v1.0/introspect", vec![]),
-    ] {
-        let mut form = form;
-        if !ct.is_empty() {
-            form.push(("continuation_token", ct.clone()));
-        }
-        let r = post(path, form).await.map_err(|e| format!("{path}: {e}"))?;
-        if r.status().is_server_error() {
-            return Err(format!("{path}: {}", r.status()));
-        }
-        ct = token(&r.json().await.map_err(|e| e.to_string())?);
-    }
-    Ok(ct)
 }
 
 /// SIGTERM while a send whose client already left is still being judged: the process
@@ -138,8 +76,10 @@ async fn sigterm_finishes_sends_whose_clients_left_and_writes_their_audit_lines(
     let gateway = common::process::Otpgate::run(&path).await;
     let base = format!("http://{}", gateway.addr);
     let client = common::client();
-    let ct = register_until_challenge(&client, &base).await.unwrap();
-    let gave_up = sms_challenge(&client, &base, ct)
+    let ct = register_until_challenge(&client, || base.clone())
+        .await
+        .unwrap();
+    let gave_up = sms_challenge(&client, &base, &ct, PHONE)
         .timeout(Duration::from_millis(100))
         .send()
         .await;

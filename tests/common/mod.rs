@@ -20,6 +20,7 @@ use otpgate::server::Server;
 
 pub mod entra;
 pub mod faulty;
+pub mod flows;
 pub mod h2raw;
 pub mod probe;
 pub mod process;

@@ -45,6 +45,8 @@ impl Otpgate {
                 }
             });
         }
+        // Only the readers hold senders now: the channel ends when the process's output does.
+        drop(tx);
         let mut me = Self {
             child,
             addr: String::new(),
