@@ -85,15 +85,19 @@ fn open_files_limit() -> usize {
 /// Open `n` connections to the gateway, in batches it has accepted before the next one
 /// starts (a burst beyond the kernel's accept backlog would only measure SYN retries).
 async fn connect_many(gw: &common::TestGateway, n: usize) -> Vec<TcpStream> {
-    let (already, _) = probe::load(gw.admin).await;
+    connect_many_to(gw.addr, gw.admin, n).await
+}
+
+async fn connect_many_to(addr: SocketAddr, admin: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let (already, _) = probe::load(admin).await;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let batch = (n - out.len()).min(100);
         let conns =
-            futures_util::future::join_all((0..batch).map(|_| TcpStream::connect(gw.addr))).await;
+            futures_util::future::join_all((0..batch).map(|_| TcpStream::connect(addr))).await;
         out.extend(conns.into_iter().map(Result::unwrap));
         let want = already + out.len() as f64;
-        probe::until(gw.admin, SETTLE, "connections accepted", |open, _| {
+        probe::until(admin, SETTLE, "connections accepted", |open, _| {
             open >= want
         })
         .await;
@@ -294,6 +298,68 @@ async fn thousands_of_idle_connections_do_not_starve_normal_clients() {
         last < first + 32 * 1024,
         "memory grew from flood to flood: {rss:?}"
     );
+}
+
+/// 10,000 idle connections against an otpgate process (so the client ends do not share
+/// its descriptor limit): normal clients are still served, and the process's memory while
+/// holding them stays bounded (measured before, during and after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_to_an_otpgate_process() {
+    let _alone = ALONE.write().await;
+    let limit = open_files_limit();
+    let n = 10_000usize.min(limit.saturating_sub(1000));
+    if n < 10_000 {
+        println!("open files limited to {limit}: {n} idle connections instead of 10000");
+    }
+    let up = upstream(Upstream::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout = \"30s\"\n\
+             idle_timeout = \"60s\"\nmax_connections = 12000\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n\
+             [log]\nformat = \"json\"\nlevel = \"warn,otpgate::server=info\"\n\
+             [audit]\noutput = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let process = common::process::Otpgate::run(&path).await;
+    let addr: SocketAddr = process.addr.parse().unwrap();
+    let admin: SocketAddr = process.admin.parse().unwrap();
+    let pid = process.child.id();
+    let (base_median, base_worst) = normal_latency(addr, 10).await;
+    let before = probe::rss_kib_of(pid);
+    let started = Instant::now();
+    let mut idle = connect_many_to(addr, admin, n).await;
+    for s in idle.iter_mut().step_by(10) {
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: gw\r\n")
+            .await
+            .unwrap();
+    }
+    let opened = started.elapsed();
+    let (median, worst) = normal_latency(addr, 20).await;
+    let holding = probe::rss_kib_of(pid);
+    drop(idle);
+    probe::settles(admin, SETTLE, "idle flood").await;
+    let after = probe::rss_kib_of(pid);
+    println!(
+        "{n} idle connections to an otpgate process (opened in {opened:?}): normal client median \
+         {median:?}, worst {worst:?} (before: median {base_median:?}, worst {base_worst:?}); \
+         RSS {before} KiB before, {holding} KiB holding them, {after} KiB after"
+    );
+    assert!(
+        worst < SERVED_WITHIN,
+        "normal client waited {worst:?} under {n} idle connections"
+    );
+    assert!(
+        holding - before < 160 * 1024,
+        "holding {n} idle connections grew the process by {} KiB",
+        holding - before
+    );
+    let (status, output) = process.terminate().await;
+    assert!(status.success(), "{}", output.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,16 @@ use std::time::{Duration, Instant};
 
 /// Resident set size of this process in KiB (`VmRSS`).
 pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_kib_at("/proc/self/status")
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib_of(pid: u32) -> u64 {
+    rss_kib_at(&format!("/proc/{pid}/status"))
+}
+
+fn rss_kib_at(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
