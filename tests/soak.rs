@@ -257,14 +257,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The sum of a metric's series whose line contains every one of `labels`.
 async fn metric(admin: &str, name: &str, labels: &[&str]) -> f64 {
-    let text = common::client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::probe::metrics(admin.parse().unwrap()).await;
     text.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
