@@ -166,6 +166,12 @@ impl EntraEmulator {
         self.inner.state.lock().outbox.list()
     }
 
+    /// How many codes were sent since start: the outbox keeps only the newest 10,000.
+    /// [`EntraEmulator::clear_outbox`] does not reset it.
+    pub fn sent_total(&self) -> u64 {
+        self.inner.state.lock().outbox.total()
+    }
+
     pub fn clear_outbox(&self) {
         self.inner.state.lock().outbox.clear();
     }

@@ -451,10 +451,11 @@ impl RefreshTokens {
     }
 }
 
-/// Codes "sent", newest last, capped.
+/// Codes "sent", newest last, capped; and how many were sent in all.
 #[derive(Default)]
 pub(crate) struct Outbox {
     entries: VecDeque<OutboxEntry>,
+    total: u64,
 }
 
 impl Outbox {
@@ -463,6 +464,12 @@ impl Outbox {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);
+        self.total += 1;
+    }
+
+    /// Every code sent since start, also those the capped list no longer holds.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
     }
 
     pub(crate) fn list(&self) -> Vec<OutboxEntry> {
@@ -531,6 +538,7 @@ mod tests {
         }
         let list = outbox.list();
         assert_eq!(list.len(), MAX_OUTBOX);
+        assert_eq!(outbox.total(), MAX_OUTBOX as u64 + 5);
         assert_eq!(list[0].code, "5");
     }
 }
