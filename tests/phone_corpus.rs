@@ -8,6 +8,28 @@
 //! A change to the parser or to the metadata shows up here as a list of the rows that
 //! moved. To record a deliberate change, run with `OTPGATE_BLESS=1` and review the diff
 //! of the fixture.
+//!
+//! The table was first recorded from the `phonenumber` 0.3 crate's own parser. When
+//! otpgate moved to its own parser over the same metadata, 394 of its 9,356 rows changed,
+//! each to what libphonenumber itself answers (checked against its Python port,
+//! `phonenumbers` 9.0.33, which carries the same metadata release), in four ways shown in
+//! [`where_phonenumber_0_3_departed_from_libphonenumber`]:
+//!
+//! * Number ranges are matched against the whole number (libphonenumber's `matches()`);
+//!   phonenumber 0.3 accepted a range that matched only a prefix of the number, so
+//!   numbers of a possible length got a type none of the ranges gives them (a 12-digit
+//!   Hungarian `+36 80…` was toll free) or a region of a shared code.
+//! * A national prefix after the calling code is dropped only when libphonenumber drops
+//!   it: once, not when the number fitted the country's ranges and would no longer, and
+//!   not when what is left is too short or of an impossible length. phonenumber 0.3 made
+//!   none of these checks, and turned Russia's toll-free `+7 800 123 4567` into
+//!   `+7001234567`.
+//! * The national prefix is read with the rules of the calling code's main country.
+//!   phonenumber 0.3 first guessed the region from the unstripped number, found none for
+//!   a NANP number written with its trunk 1 (`+1 1 650 253 0000`), and kept the 1; it also
+//!   rewrote `+1 868 1234` into `+18688681234` with Trinidad's rule.
+//! * A national number of zeros only (`+44 00`) is a number, invalid; phonenumber 0.3
+//!   could not store it and gave up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -367,4 +389,71 @@ fn parse_phone_reproduces_the_recorded_table() {
         inputs.len(),
         moved[..moved.len().min(40)].join("\n")
     );
+}
+
+/// One input of each way the table moved from phonenumber 0.3's parser to libphonenumber's
+/// answers, with what phonenumber 0.3 had made of it.
+#[test]
+fn where_phonenumber_0_3_departed_from_libphonenumber() {
+    // (input, phonenumber 0.3, now)
+    let table = [
+        // Whole-number range matches.
+        (
+            "+36801234561",
+            "+36801234561 HU 36 toll_free",
+            "+36801234561 HU 36 unknown",
+        ),
+        (
+            "+4990012345671",
+            "+4990012345671 DE 49 premium_rate",
+            "+4990012345671 DE 49 unknown",
+        ),
+        (
+            "+398991234561",
+            "+398991234561 IT 39 premium_rate",
+            "+398991234561 - 39 unknown",
+        ),
+        // National prefix checks.
+        (
+            "+7 800 123 4567",
+            "+7001234567 - 7 invalid",
+            "+78001234567 RU 7 toll_free",
+        ),
+        (
+            "+44 00 20 7946 0000",
+            "+442079460000 GB 44 fixed_line",
+            "+4402079460000 - 44 invalid",
+        ),
+        (
+            "+57 (0)3211234567",
+            "+57211234567 CO 57 invalid",
+            "+5703211234567 CO 57 unknown",
+        ),
+        // The main country's rules.
+        (
+            "+1 1 650 253 0000",
+            "+116502530000 - 1 invalid",
+            "+16502530000 US 1 fixed_line_or_mobile",
+        ),
+        (
+            "+1 868 1234",
+            "+18688681234 TT 1 unknown",
+            "+18681234 TT 1 invalid",
+        ),
+        // Zeros only.
+        ("+44 00", "-", "+4400 - 44 invalid"),
+    ];
+    for (input, _was, now) in table {
+        let phone = parse_phone(input);
+        let got = phone.map_or("-".to_owned(), |p| {
+            format!(
+                "{} {} {} {}",
+                p.e164,
+                p.region.as_deref().unwrap_or("-"),
+                p.calling_code,
+                p.kind.as_str()
+            )
+        });
+        assert_eq!(got, now, "{input}");
+    }
 }
