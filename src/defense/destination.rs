@@ -339,7 +339,11 @@ impl Default for DestinationPolicy {
 impl DestinationPolicy {
     /// Check `config` and build the policy. Every problem is returned at once; keys are
     /// relative to the section (`countries.XX`, `deny_prefixes[2]`).
+    ///
+    /// Also loads the numbering metadata and plan table, so that the first request does
+    /// not wait for them; each region's patterns are still compiled on its first number.
     pub fn from_config(config: &DestinationConfig) -> Result<Self, Vec<Problem>> {
+        numbering::load();
         let mut problems = Vec::new();
         let mut problem = |key: String, message: &str| {
             problems.push(Problem {

@@ -33,6 +33,12 @@ const MAX_CODE_DIGITS: usize = 3;
 /// instead of about 15.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
+/// Load the metadata and build the plan table now rather than on the first number. No
+/// pattern is compiled yet.
+pub(crate) fn load() {
+    Plans::get();
+}
+
 /// A number split off its `+`: calling code and national significant number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Parsed {
