@@ -115,8 +115,8 @@ fn bench_destination(c: &mut Criterion) {
             b.iter(|| policy.check(black_box(target)))
         });
     }
-    // Mobile example numbers of every region in turn: phonenumber 0.3 keeps its compiled
-    // regexes in one 100-entry LRU, so traffic to many countries also measures its misses.
+    // Example numbers of every region in turn: traffic to many countries, as SMS pumping
+    // sends it. Each check lands on another region's compiled patterns.
     let mixed: Vec<String> = phonenumber::metadata::DATABASE
         .iter()
         .filter_map(|meta| {
@@ -129,6 +129,20 @@ fn bench_destination(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % mixed.len();
             policy.check(black_box(&mixed[i]))
+        })
+    });
+    // The load bench's spray list (`benches/load/mobiles.txt`): the numbers the default
+    // policy allows, so every check runs to the end.
+    let spray: Vec<&str> = include_str!("load/mobiles.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut j = 0usize;
+    g.bench_function(format!("check/spray_list_{}", spray.len()), |b| {
+        b.iter(|| {
+            j = (j + 1) % spray.len();
+            policy.check(black_box(spray[j]))
         })
     });
     g.finish();

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use phonenumber::metadata::{Metadata, DATABASE};
-use phonenumber::{Mode, Type};
+use phonenumber::metadata::DATABASE;
+use phonenumber::Type;
 use serde::{Deserialize, Serialize};
 
+use super::numbering;
 use crate::config::Problem;
 
 /// Longest E.164 number: 15 digits after the `+` (ITU-T E.164 §6.1).
@@ -338,7 +339,11 @@ impl Default for DestinationPolicy {
 impl DestinationPolicy {
     /// Check `config` and build the policy. Every problem is returned at once; keys are
     /// relative to the section (`countries.XX`, `deny_prefixes[2]`).
+    ///
+    /// Also loads the numbering metadata and plan table, so that the first request does
+    /// not wait for them; each region's patterns are still compiled on its first number.
     pub fn from_config(config: &DestinationConfig) -> Result<Self, Vec<Problem>> {
+        numbering::load();
         let mut problems = Vec::new();
         let mut problem = |key: String, message: &str| {
             problems.push(Problem {
@@ -552,139 +557,24 @@ fn normalize(target: &str) -> Option<String> {
 /// Parse `target` into a [`Phone`]; `None` when it is not a phone number at all. A number
 /// that parses but fits no range of its country has kind `unknown` (possible length) or
 /// `invalid` (impossible length).
+///
+/// Parsing and matching follow libphonenumber, on the metadata the `phonenumber` crate
+/// compiles in (the `numbering` module): each region's patterns are compiled once, on
+/// its first number, and no lock is taken.
 pub fn parse_phone(target: &str) -> Option<Phone> {
     let normalized = normalize(target)?;
-    let number = phonenumber::parse(None, &normalized).ok()?;
-    let e164 = number.format().mode(Mode::E164).to_string();
-    let digits = e164.strip_prefix('+')?;
-    if digits.is_empty() || digits.len() > MAX_E164_DIGITS {
+    let number = numbering::parse(normalized.strip_prefix('+')?)?;
+    let e164 = format!("+{}{}", number.code, number.national);
+    if e164.len() - 1 > MAX_E164_DIGITS {
         return None;
     }
-    let calling_code = number.code().value();
-    let (region, kind) = classify(calling_code, &number.national().to_string());
+    let (region, kind) = numbering::classify(number.code, &number.national);
     Some(Phone {
         e164,
         region,
-        calling_code,
+        calling_code: number.code,
         kind,
     })
-}
-
-/// The region and kind of the national significant number `national` (leading zeros
-/// kept) under `code`.
-///
-/// This redoes what `PhoneNumber::number_type` and `country().id()` do, because
-/// phonenumber 0.3 drops a national number's leading zeros before matching it: Italian
-/// fixed lines (`+39 02 …`) and Ivorian mobiles (`+225 07 …`) would come out `unknown`
-/// and be denied. The matching order is libphonenumber's.
-fn classify(code: u16, national: &str) -> (Option<String>, NumberKind) {
-    let Some(regions) = DATABASE.region(&code) else {
-        return (None, NumberKind::Invalid);
-    };
-    let candidates: Vec<&Metadata> = if regions.as_slice() == ["001"] {
-        // Non-geographic codes (+800, +881, …) share the pseudo-region 001.
-        DATABASE.by_code(&code).unwrap_or_default()
-    } else {
-        regions.iter().filter_map(|r| DATABASE.by_id(*r)).collect()
-    };
-    let source = if candidates.len() == 1 {
-        candidates.first().copied()
-    } else {
-        candidates
-            .iter()
-            .copied()
-            .find(|meta| match meta.leading_digits() {
-                Some(pattern) => pattern.find(national).is_some_and(|m| m.start() == 0),
-                None => number_type(meta, national) != Type::Unknown,
-            })
-    };
-    let region = source
-        .map(|meta| meta.id())
-        .filter(|id| id.len() == 2)
-        .map(str::to_owned);
-    let kind = match source.map(|meta| number_type(meta, national)) {
-        Some(Type::Unknown) | None => {
-            let main = candidates
-                .iter()
-                .copied()
-                .find(|meta| meta.is_main_country_for_code())
-                .or(candidates.first().copied());
-            let possible = source
-                .or(main)
-                .is_some_and(|meta| possible_length(meta, national.len()));
-            if possible {
-                NumberKind::Unknown
-            } else {
-                NumberKind::Invalid
-            }
-        }
-        Some(kind) => NumberKind::from(kind),
-    };
-    (region, kind)
-}
-
-/// Whether some number of `meta`'s country can have `len` digits. The general
-/// descriptor's lengths are empty in phonenumber's compiled metadata, so the lengths of
-/// every type are pooled.
-fn possible_length(meta: &Metadata, len: usize) -> bool {
-    let d = meta.descriptors();
-    let Ok(len) = u16::try_from(len) else {
-        return false;
-    };
-    [
-        Some(d.general()),
-        d.fixed_line(),
-        d.mobile(),
-        d.toll_free(),
-        d.premium_rate(),
-        d.shared_cost(),
-        d.personal_number(),
-        d.voip(),
-        d.pager(),
-        d.uan(),
-        d.voicemail(),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|desc| desc.possible_length().contains(&len))
-}
-
-/// libphonenumber's `getNumberType`: the first descriptor that matches, in its order.
-fn number_type(meta: &Metadata, national: &str) -> Type {
-    let d = meta.descriptors();
-    if !d.general().is_match(national) {
-        return Type::Unknown;
-    }
-    let matches = |desc: Option<&phonenumber::metadata::Descriptor>| {
-        desc.is_some_and(|desc| desc.is_match(national))
-    };
-    let ordered = [
-        (d.premium_rate(), Type::PremiumRate),
-        (d.toll_free(), Type::TollFree),
-        (d.shared_cost(), Type::SharedCost),
-        (d.voip(), Type::Voip),
-        (d.personal_number(), Type::PersonalNumber),
-        (d.pager(), Type::Pager),
-        (d.uan(), Type::Uan),
-        (d.voicemail(), Type::Voicemail),
-    ];
-    if let Some((_, kind)) = ordered.into_iter().find(|(desc, _)| matches(*desc)) {
-        return kind;
-    }
-    if matches(d.fixed_line()) {
-        let same_pattern = d.fixed_line().map(|f| f.national_number().as_str())
-            == d.mobile().map(|m| m.national_number().as_str());
-        return if same_pattern || matches(d.mobile()) {
-            Type::FixedLineOrMobile
-        } else {
-            Type::FixedLine
-        };
-    }
-    if matches(d.mobile()) {
-        Type::Mobile
-    } else {
-        Type::Unknown
-    }
 }
 
 #[cfg(test)]
@@ -770,6 +660,9 @@ mod tests {
                 "+870 773 111 111",
                 "deny +870773111111 - mobile | destination:prefix:+870",
             ),
+            // Russia's national prefix 8 is also the first digit of its toll-free range.
+            ("+7 800 123 4567", "allow +78001234567 RU toll_free"),
+            ("+7 8 912 345 6789", "allow +79123456789 RU mobile"),
             // A national number's leading zeros are kept when typing it.
             ("+39 02 1234 5678", "allow +390212345678 IT fixed_line"),
             ("+225 07 0123 4567", "allow +2250701234567 CI mobile"),
@@ -1013,10 +906,19 @@ mod tests {
 
     #[test]
     fn parsing_arbitrary_digit_strings_never_panics() {
-        // phonenumber has had panics on odd input (whisperfish/rust-phonenumber#32, #43);
-        // only `+digits` reaches it, so sweep every calling code at several lengths.
+        // The parser slices digit strings and rewrites national prefixes: sweep every
+        // calling code at several lengths, with and without a national prefix.
         for code in 1..=999u32 {
-            for tail in ["0", "00000", "1234567", "0123456789", "99999999999"] {
+            for tail in [
+                "0",
+                "00",
+                "00000",
+                "1234567",
+                "0123456789",
+                "8800123456",
+                "99999999999",
+                "1234567890123",
+            ] {
                 let _ = parse_phone(&format!("+{code}{tail}"));
             }
         }

@@ -2,11 +2,14 @@
 //!
 //! * [`destination`]: may an SMS go to this number (country, number type, prefixes)?
 //! * [`velocity`]: has this IP, network, phone, range, country, flow … asked too often?
+//! * [`numbering`]: libphonenumber's numbering plans, compiled once: parse a number, tell
+//!   its region and type.
 //!
 //! They report verdicts and reasons; `policy::decide` combines them with the risk
 //! provider's answer.
 
 pub mod destination;
+mod numbering;
 pub mod velocity;
 
 pub use destination::{

@@ -12,6 +12,8 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::defense::destination::parse_phone;
+
 use super::{
     BuildError, ProviderChallenge, RiskAction, RiskError, RiskProvider, RiskRequest, RiskVerdict,
 };
@@ -174,8 +176,7 @@ impl Rule {
 }
 
 fn calling_code(phone: Option<&str>) -> Option<u16> {
-    let n = phonenumber::parse(None, phone?).ok()?;
-    Some(n.code().value())
+    parse_phone(phone?).map(|p| p.calling_code)
 }
 
 /// The mock provider.
