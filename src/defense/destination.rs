@@ -418,23 +418,13 @@ impl DestinationPolicy {
                 "destination:unparseable".into(),
             ),
             Some(phone) => {
-                for prefix in &self.deny_prefixes {
-                    if phone.e164.starts_with(prefix.as_str()) {
-                        rules.add(
-                            DestinationAction::Deny,
-                            false,
-                            format!("destination:prefix:{prefix}"),
-                        );
-                    }
+                self.judge(phone, &mut rules, "destination");
+                // Parsing dropped a national prefix written after the calling code
+                // (`+44 (0)20…`). Entra may read the digits as typed instead, so that
+                // reading must pass too.
+                if let Some(literal) = as_typed(target, phone) {
+                    self.judge(&literal, &mut rules, "destination:as_typed");
                 }
-                let (country, label) = self.country_action(phone);
-                rules.configured(country, || format!("destination:country:{label}"));
-                let kind = self
-                    .number_types
-                    .get(&phone.kind)
-                    .copied()
-                    .unwrap_or(CountryAction::Allow);
-                rules.configured(kind, || format!("destination:type:{}", phone.kind.as_str()));
             }
         }
         let action = if self.monitor {
@@ -448,6 +438,28 @@ impl DestinationPolicy {
             reasons: rules.reasons,
             phone,
         }
+    }
+
+    /// Apply the prefix, country and number-type rules to `phone`; reasons start with
+    /// `label`.
+    fn judge(&self, phone: &Phone, rules: &mut Rules, label: &str) {
+        for prefix in &self.deny_prefixes {
+            if phone.e164.starts_with(prefix.as_str()) {
+                rules.add(
+                    DestinationAction::Deny,
+                    false,
+                    format!("{label}:prefix:{prefix}"),
+                );
+            }
+        }
+        let (country, country_label) = self.country_action(phone);
+        rules.configured(country, || format!("{label}:country:{country_label}"));
+        let kind = self
+            .number_types
+            .get(&phone.kind)
+            .copied()
+            .unwrap_or(CountryAction::Allow);
+        rules.configured(kind, || format!("{label}:type:{}", phone.kind.as_str()));
     }
 
     /// The action for `phone`'s country, and the label naming what matched: the region
@@ -577,6 +589,26 @@ pub fn parse_phone(target: &str) -> Option<Phone> {
     })
 }
 
+/// `target` read digit for digit after its calling code, when that differs from the parsed
+/// `phone` (a national prefix was dropped or rewritten) and could be a number: another
+/// destination a less forgiving reader might send to. A reading that is no possible
+/// number (too long, or an impossible length for its country) is no destination.
+fn as_typed(target: &str, phone: &Phone) -> Option<Phone> {
+    let typed = normalize(target)?;
+    if typed == phone.e164 || typed.len() - 1 > MAX_E164_DIGITS {
+        return None;
+    }
+    let code = phone.calling_code.to_string();
+    let national = typed.strip_prefix('+')?.strip_prefix(code.as_str())?;
+    let (region, kind) = numbering::classify(phone.calling_code, national);
+    (kind != NumberKind::Invalid).then_some(Phone {
+        e164: typed,
+        region,
+        calling_code: phone.calling_code,
+        kind,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +692,14 @@ mod tests {
                 "+870 773 111 111",
                 "deny +870773111111 - mobile | destination:prefix:+870",
             ),
+            // A national prefix after the calling code is dropped, and the digits as typed
+            // are judged too when they could be a number: Egypt's `0` then `3…` reads as
+            // a fixed line, but `+20 03…` as typed is a possible number of no known range.
+            (
+                "+20 0 3 222 2222",
+                "deny +2032222222 EG fixed_line | destination:as_typed:type:unknown:deny",
+            ),
+            ("+20 3 222 2222", "allow +2032222222 EG fixed_line"),
             // Russia's national prefix 8 is also the first digit of its toll-free range.
             ("+7 800 123 4567", "allow +78001234567 RU toll_free"),
             ("+7 8 912 345 6789", "allow +79123456789 RU mobile"),
