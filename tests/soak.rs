@@ -426,7 +426,7 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
          ({} after a step-up), {} denied, hot phone {} sent / {} denied; {reloads} reload rounds \
          (replica b counted {reloads_ok_b} ok reloads); {} failures; Entra sent {sent_by_entra}; \
          audit: {} sends, {} to the hot phone, in {} lines over {} files; RSS b {} KiB after \
-         warm-up, {} KiB max in the last quarter; RSS a {} KiB before restart, {} KiB at the end",
+         warm-up, {} KiB max in the last quarter; RSS a {} KiB at start, {} KiB at the end (after its restart)",
         tally.requests.load(Ordering::Relaxed),
         tally.requests.load(Ordering::Relaxed) as f64 / secs,
         tally.pass.load(Ordering::Relaxed),
