@@ -6,11 +6,12 @@
 //! both ways without buffering.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Response, Version};
+use http::header::{HeaderName, HeaderValue};
+use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -60,19 +61,39 @@ struct Inner {
 
 /// What one request carries through the phases.
 struct RequestCtx {
-    request_id: String,
+    /// The client's `client-request-id`, echoed in the answers otpgate makes itself.
+    client_request_id: Option<HeaderValue>,
+    /// See [`RequestCtx::request_id`].
+    request_id: OnceLock<String>,
     started: Instant,
     method: Method,
-    /// Path only: queries may carry continuation tokens, which are never logged.
-    path: String,
+    /// Logged by path only: queries may carry continuation tokens, which are never logged.
+    uri: Uri,
     kind: &'static str,
     flow: Option<FlowId>,
     send: Option<OtpSend>,
     upstream_status: Option<u16>,
     client_ip: Option<IpAddr>,
     judgement: Option<Judgement>,
-    /// RFC 3339 arrival time, for the audit line.
-    received: String,
+    /// Arrival time, for the audit line.
+    received: SystemTime,
+}
+
+impl RequestCtx {
+    /// The request id for logs and audit: the client's `client-request-id` when it is a
+    /// plain token, otherwise a fresh one. Made on first use: a pass-through request with
+    /// the access log off needs none, and a fresh one costs a `getrandom` system call.
+    fn request_id(&self) -> &str {
+        self.request_id
+            .get_or_init(|| request_id(self.client_request_id.as_ref()))
+    }
+
+    /// The client's `client-request-id` as text.
+    fn correlation(&self) -> Option<&str> {
+        self.client_request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+    }
 }
 
 /// An OTP send a gated request would cause, as far as we can tell.
@@ -202,32 +223,26 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let mut ctx = RequestCtx {
-            request_id: request_id(req.headers()),
+            client_request_id: req.headers().get(&CLIENT_REQUEST_ID).cloned(),
+            request_id: OnceLock::new(),
             started: Instant::now(),
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
             kind: "pass_through",
             flow: None,
             send: None,
             upstream_status: None,
             client_ip: None,
             judgement: None,
-            received: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            received: SystemTime::now(),
         };
-        let correlation = req
-            .headers()
-            .get("client-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
 
         // Excess load gets a fast 503 rather than a queue.
         let permit = match self.inner.in_flight.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 self.inner.metrics.overload_rejections.inc();
-                let resp = GatewayError::Overloaded.to_response(correlation.as_deref());
+                let resp = GatewayError::Overloaded.to_response(ctx.correlation());
                 self.finish(&ctx, &resp, Some("overloaded"));
                 return resp;
             }
@@ -259,7 +274,7 @@ impl Gateway {
             drop(permit);
             let (mut resp, fault) = match result {
                 Ok(resp) => (resp, None),
-                Err(err) => (err.to_response(correlation.as_deref()), Some(err.label())),
+                Err(err) => (err.to_response(ctx.correlation()), Some(err.label())),
             };
             gateway
                 .inner
@@ -300,7 +315,7 @@ impl Gateway {
                 parts.uri = mapped
                     .parse()
                     .map_err(|_| GatewayError::BadRequest("Invalid request target."))?;
-                ctx.path = parts.uri.path().to_owned();
+                ctx.uri = parts.uri.clone();
             }
         }
         let client_ip = proxy::client_ip(
@@ -322,7 +337,7 @@ impl Gateway {
             }
             Classification::Ambiguous(reason) => {
                 ctx.kind = "ambiguous";
-                tracing::info!(request_id = %ctx.request_id, reason = reason.as_str(), "ambiguous native-auth path refused");
+                tracing::info!(request_id = %ctx.request_id(), reason = reason.as_str(), "ambiguous native-auth path refused");
                 return Err(GatewayError::BadRequest(
                     "The request path is not a canonical native authentication endpoint.",
                 ));
@@ -369,7 +384,7 @@ impl Gateway {
                 method: &parts.method,
                 version: parts.version,
                 url: request_url(&parts, conn.tls, original_host.as_deref()),
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id(),
             };
             let judgement = self.inner.judge.judge(&subject).await;
             let answer = self.answer(&judgement, ctx);
@@ -519,7 +534,7 @@ impl Gateway {
 
     /// The answer to a decision that stops the send, or `None` to forward it.
     fn answer(&self, judgement: &Judgement, ctx: &RequestCtx) -> Option<Response<Body>> {
-        self.answer_for(judgement, &ctx.request_id)
+        self.answer_for(judgement, ctx.request_id())
     }
 
     fn answer_for(&self, judgement: &Judgement, request_id: &str) -> Option<Response<Body>> {
@@ -698,8 +713,10 @@ impl Gateway {
             ),
         };
         AuditEvent {
-            time: ctx.received.clone(),
-            request_id: ctx.request_id.clone(),
+            time: time::OffsetDateTime::from(ctx.received)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            request_id: ctx.request_id().to_owned(),
             route: judgement.map(|j| j.route).unwrap_or(""),
             endpoint: ctx.kind,
             channel: send.map(|s| s.channel.as_str()).unwrap_or(""),
@@ -743,9 +760,9 @@ impl Gateway {
         let send = ctx.send.as_ref();
         tracing::info!(
             target: "otpgate::access",
-            request_id = %ctx.request_id,
+            request_id = %ctx.request_id(),
             method = %ctx.method,
-            path = %ctx.path,
+            path = %ctx.uri.path(),
             kind = ctx.kind,
             client_ip = %ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             status = resp.status().as_u16(),
@@ -830,11 +847,12 @@ fn param_fault(e: ParamError) -> GatewayError {
     }
 }
 
+static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
+
 /// The request id for logs: the client's `client-request-id` when it is a plain token,
 /// otherwise a fresh one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("client-request-id")
+fn request_id(client_request_id: Option<&HeaderValue>) -> String {
+    client_request_id
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()

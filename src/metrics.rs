@@ -12,6 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// The `kind` of requests nothing gates.
+pub const PASS_THROUGH: &str = "pass_through";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// Endpoint kind label (`pass_through` for everything not native-auth).
@@ -21,12 +24,18 @@ pub struct RequestLabels {
 
 /// `1xx` … `5xx`.
 pub fn status_class(status: http::StatusCode) -> &'static str {
+    STATUS_CLASSES[class_index(status)]
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: http::StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -178,6 +187,9 @@ impl Drop for InFlight<'_> {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    /// `requests` of kind `pass_through`, by status class: resolved once, because a label
+    /// lookup (a lock and a SipHash of the labels) on every pass-through request showed.
+    pass_through: [Counter; 5],
     pub upstream_latency: Histogram,
     pub upstream_errors: Family<OutcomeLabels, Counter>,
     pub open_connections: Gauge,
@@ -293,10 +305,19 @@ impl Metrics {
         );
         let store = StoreCollector::default();
         registry.register_collector(Box::new(store.clone()));
+        let pass_through = STATUS_CLASSES.map(|class| {
+            requests
+                .get_or_create(&RequestLabels {
+                    kind: PASS_THROUGH,
+                    class,
+                })
+                .clone()
+        });
         Arc::new(Self {
             store,
             registry,
             requests,
+            pass_through,
             upstream_latency,
             upstream_errors,
             open_connections,
@@ -315,6 +336,10 @@ impl Metrics {
     }
 
     pub fn request_done(&self, kind: &'static str, status: http::StatusCode) {
+        if kind == PASS_THROUGH {
+            self.pass_through[class_index(status)].inc();
+            return;
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 kind,

@@ -27,6 +27,7 @@
 //!    must equal an endpoint suffix ASCII-case-insensitively. An endpoint suffix anywhere else
 //!    (no tenant, extra leading or trailing segments, `challenge.json`) is ambiguous.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use http::Method;
@@ -150,15 +151,12 @@ impl EndpointKind {
         !matches!(self, Self::V2Api)
     }
 
-    /// The path segments after the tenant, for the fixed-path kinds. Split once per
-    /// process: a path that is not native auth is compared with every suffix at every depth,
-    /// and splitting on each comparison was most of a pass-through request's CPU time.
+    /// The path segments after the tenant, for the fixed-path kinds.
     fn suffix(&self) -> Option<[&'static str; 3]> {
-        static SUFFIXES: OnceLock<[Option<[&'static str; 3]>; EndpointKind::ALL.len()]> =
-            OnceLock::new();
-        let table = SUFFIXES.get_or_init(|| Self::ALL.map(|kind| kind.split_path()));
-        let at = Self::ALL.iter().position(|kind| kind == self)?;
-        table[at]
+        fixed_suffixes()
+            .iter()
+            .find(|(kind, _)| kind == self)
+            .map(|&(_, suffix)| suffix)
     }
 
     fn split_path(&self) -> Option<[&'static str; 3]> {
@@ -168,6 +166,19 @@ impl EndpointKind {
             _ => None,
         }
     }
+}
+
+/// Every fixed-path kind with its path segments after the tenant, in declaration order, split
+/// once per process. A path that is not native auth is compared with every suffix at every
+/// depth, so the classifier walks this table instead of looking each kind's suffix up.
+fn fixed_suffixes() -> &'static [(EndpointKind, [&'static str; 3])] {
+    static SUFFIXES: OnceLock<Vec<(EndpointKind, [&'static str; 3])>> = OnceLock::new();
+    SUFFIXES.get_or_init(|| {
+        EndpointKind::ALL
+            .into_iter()
+            .filter_map(|kind| kind.split_path().map(|suffix| (kind, suffix)))
+            .collect()
+    })
 }
 
 /// Why a path on (or near) a native-auth prefix was refused.
@@ -282,9 +293,10 @@ pub fn canonical_path(path: &str) -> Option<String> {
     }
 }
 
-struct Scan {
-    /// Segments after the leading `/`, unreserved escapes decoded, other escapes kept.
-    segments: Vec<String>,
+struct Scan<'a> {
+    /// Segments after the leading `/`, unreserved escapes decoded, other escapes kept. A
+    /// segment without escapes borrows from the path.
+    segments: Vec<Cow<'a, str>>,
     /// The highest-priority irregularity found, if any.
     flaw: Option<AmbiguousReason>,
 }
@@ -304,69 +316,84 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Decode unreserved escapes of an absolute path and note every irregularity. `Err` for bytes
 /// whose meaning depends on the server (see the module doc).
-fn scan(path: &str) -> Result<Scan, AmbiguousReason> {
+fn scan(path: &str) -> Result<Scan<'_>, AmbiguousReason> {
     let raw = path.strip_prefix('/').unwrap_or(path);
     let mut flaw: Option<AmbiguousReason> = None;
     let mut note = |reason: AmbiguousReason| {
         flaw = Some(flaw.map_or(reason, |f| f.min(reason)));
     };
-    let raw_segments: Vec<&str> = raw.split('/').collect();
-    let last = raw_segments.len() - 1;
-    let mut segments = Vec::with_capacity(raw_segments.len());
-    for (i, raw_segment) in raw_segments.iter().enumerate() {
-        let bytes = raw_segment.as_bytes();
-        let mut out = String::with_capacity(bytes.len());
-        let mut j = 0;
-        while j < bytes.len() {
-            let b = bytes[j];
-            if b == b'%' {
-                let value = match (bytes.get(j + 1), bytes.get(j + 2)) {
-                    (Some(&h), Some(&l)) => match (hex_value(h), hex_value(l)) {
-                        (Some(h), Some(l)) => h * 16 + l,
-                        _ => return Err(AmbiguousReason::BadEncoding),
-                    },
-                    _ => return Err(AmbiguousReason::BadEncoding),
-                };
-                if is_unreserved(value) {
-                    out.push(char::from(value));
-                } else {
-                    match value {
-                        b'/' => note(AmbiguousReason::EncodedSlash),
-                        b'\\' => note(AmbiguousReason::Backslash),
-                        b';' => note(AmbiguousReason::PathParameter),
-                        0x00..=0x1f | 0x7f..=0xff => return Err(AmbiguousReason::BadEncoding),
-                        _ => note(AmbiguousReason::ReservedCharacter),
-                    }
-                    out.push('%');
-                    out.push_str(&format!("{value:02X}"));
-                }
-                j += 3;
-                continue;
-            }
-            match b {
-                _ if is_unreserved(b) => {}
-                b'\\' => note(AmbiguousReason::Backslash),
-                b';' => note(AmbiguousReason::PathParameter),
-                0x00..=0x20 | 0x7f..=0xff => return Err(AmbiguousReason::BadEncoding),
-                _ => note(AmbiguousReason::ReservedCharacter),
-            }
-            out.push(char::from(b));
-            j += 1;
-        }
-        if out.is_empty() {
+    let last = raw.bytes().filter(|&b| b == b'/').count();
+    let mut segments = Vec::with_capacity(last + 1);
+    for (i, raw_segment) in raw.split('/').enumerate() {
+        let segment = scan_segment(raw_segment, &mut note)?;
+        if segment.is_empty() {
             note(if i == last {
                 AmbiguousReason::TrailingSlash
             } else {
                 AmbiguousReason::EmptySegment
             });
-        } else if out == "." || out == ".." {
+        } else if segment == "." || segment == ".." {
             note(AmbiguousReason::DotSegment);
-        } else if out.ends_with('.') {
+        } else if segment.ends_with('.') {
             note(AmbiguousReason::TrailingDot);
         }
-        segments.push(out);
+        segments.push(segment);
     }
     Ok(Scan { segments, flaw })
+}
+
+/// One segment of [`scan`]: borrowed as it is until the first escape, owned from there on.
+fn scan_segment<'a>(
+    raw: &'a str,
+    note: &mut impl FnMut(AmbiguousReason),
+) -> Result<Cow<'a, str>, AmbiguousReason> {
+    let bytes = raw.as_bytes();
+    let mut decoded: Option<String> = None;
+    let mut j = 0;
+    while j < bytes.len() {
+        let b = bytes[j];
+        if b == b'%' {
+            let value = match (bytes.get(j + 1), bytes.get(j + 2)) {
+                (Some(&h), Some(&l)) => match (hex_value(h), hex_value(l)) {
+                    (Some(h), Some(l)) => h * 16 + l,
+                    _ => return Err(AmbiguousReason::BadEncoding),
+                },
+                _ => return Err(AmbiguousReason::BadEncoding),
+            };
+            let out = decoded.get_or_insert_with(|| {
+                let mut out = String::with_capacity(bytes.len());
+                out.push_str(&raw[..j]);
+                out
+            });
+            if is_unreserved(value) {
+                out.push(char::from(value));
+            } else {
+                match value {
+                    b'/' => note(AmbiguousReason::EncodedSlash),
+                    b'\\' => note(AmbiguousReason::Backslash),
+                    b';' => note(AmbiguousReason::PathParameter),
+                    0x00..=0x1f | 0x7f..=0xff => return Err(AmbiguousReason::BadEncoding),
+                    _ => note(AmbiguousReason::ReservedCharacter),
+                }
+                out.push('%');
+                out.push_str(&format!("{value:02X}"));
+            }
+            j += 3;
+            continue;
+        }
+        match b {
+            _ if is_unreserved(b) => {}
+            b'\\' => note(AmbiguousReason::Backslash),
+            b';' => note(AmbiguousReason::PathParameter),
+            0x00..=0x20 | 0x7f..=0xff => return Err(AmbiguousReason::BadEncoding),
+            _ => note(AmbiguousReason::ReservedCharacter),
+        }
+        if let Some(out) = decoded.as_mut() {
+            out.push(char::from(b));
+        }
+        j += 1;
+    }
+    Ok(decoded.map_or(Cow::Borrowed(raw), Cow::Owned))
 }
 
 /// Whether any segment of the most aggressive normalisation of `path` reads as a native-auth
@@ -417,19 +444,17 @@ fn matches_loosely(segment: &str, word: &str) -> bool {
             && segment.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes()))
 }
 
-fn classify_clean(method: &Method, mut segments: Vec<String>) -> Classification {
+fn classify_clean(method: &Method, mut segments: Vec<Cow<'_, str>>) -> Classification {
     if segments.len() >= 2 {
         let rest = &segments[1..];
-        let exact = EndpointKind::ALL.into_iter().find(|kind| {
-            kind.suffix().is_some_and(|suffix| {
-                rest.len() == suffix.len()
-                    && rest
-                        .iter()
-                        .zip(suffix)
-                        .all(|(s, w)| s.eq_ignore_ascii_case(w))
-            })
+        let exact = fixed_suffixes().iter().find(|(_, suffix)| {
+            rest.len() == suffix.len()
+                && rest
+                    .iter()
+                    .zip(suffix)
+                    .all(|(s, w)| s.eq_ignore_ascii_case(w))
         });
-        let kind = exact.or_else(|| {
+        let kind = exact.map(|&(kind, _)| kind).or_else(|| {
             rest[0]
                 .eq_ignore_ascii_case("api")
                 .then_some(EndpointKind::V2Api)
@@ -439,14 +464,14 @@ fn classify_clean(method: &Method, mut segments: Vec<String>) -> Classification 
                 return Classification::MethodNotAllowed(kind);
             }
             segments.truncate(1);
-            let tenant = segments.pop().unwrap_or_default();
+            let tenant = segments.pop().map(Cow::into_owned).unwrap_or_default();
             return Classification::Endpoint { kind, tenant };
         }
     }
     // An endpoint suffix anywhere else may still reach the endpoint on a server that ignores
     // leading or trailing segments or extensions.
     for start in 0..segments.len() {
-        for suffix in EndpointKind::ALL.iter().filter_map(EndpointKind::suffix) {
+        for (_, suffix) in fixed_suffixes() {
             let window = &segments[start..];
             if window.len() >= suffix.len()
                 && window
