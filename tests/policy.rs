@@ -328,3 +328,71 @@ async fn metrics_expose_every_family_after_a_scripted_run() {
         assert!(m.contains(family), "missing {family} in\n{m}");
     }
 }
+
+/// Calls per command since start, from `INFO commandstats`.
+async fn command_calls(url: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Redis commands per gated SMS send, by command, over `n` sends made by `send`.
+async fn commands_per_send(
+    redis: &RedisServer,
+    env: &Env,
+    n: usize,
+    expect: u16,
+) -> std::collections::BTreeMap<String, f64> {
+    let tokens = registration_tokens(env, n + 1).await;
+    // The first send loads the scripts.
+    assert_eq!(env.register_sms(&tokens[0], PHONE).await.status, expect);
+    let before = command_calls(&redis.url()).await;
+    for token in &tokens[1..] {
+        assert_eq!(env.register_sms(token, PHONE).await.status, expect);
+    }
+    let after = command_calls(&redis.url()).await;
+    after
+        .into_iter()
+        .filter(|(name, _)| name != "info")
+        .map(|(name, calls)| {
+            let delta = calls - before.get(&name).copied().unwrap_or(0);
+            (name, delta as f64 / n as f64)
+        })
+        .filter(|(_, per_send)| *per_send > 0.0)
+        .collect()
+}
+
+/// The default rule set with limits no test reaches (the load bench's rules).
+const UNREACHED_DEFAULT_RULES: &str = include_str!("../benches/load/velocity.toml");
+
+#[tokio::test]
+async fn a_gated_send_reserves_every_velocity_window_in_one_redis_call() {
+    let redis = RedisServer::start();
+    let store = redis_toml(&redis.url());
+    let env = start(&format!("{store}{UNREACHED_DEFAULT_RULES}")).await;
+    let forwarded = commands_per_send(&redis, &env, 20, 200).await;
+    eprintln!("Redis commands per forwarded SMS send: {forwarded:?}");
+    let env = start(&format!("{store}{UNREACHED_DEFAULT_RULES}{GB_STEP_UP}")).await;
+    let stepped_up = commands_per_send(&redis, &env, 20, 400).await;
+    eprintln!("Redis commands per stepped-up SMS send: {stepped_up:?}");
+    // Seven windows apply to a registration SMS (flow, phone, range, IP twice, network,
+    // country): one script call reserves them all (one server TIME), one gives them back.
+    // Commands a script runs are counted too, so ZREM shows up inside the release script.
+    assert_eq!(forwarded.get("evalsha"), Some(&1.0), "{forwarded:?}");
+    assert_eq!(forwarded.get("time"), Some(&1.0), "{forwarded:?}");
+    assert_eq!(stepped_up.get("evalsha"), Some(&2.0), "{stepped_up:?}");
+}

@@ -14,14 +14,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
 use crate::entra::learn::Channel;
-use crate::store::Store;
+use crate::store::{Store, WindowSpec};
 
 /// Longest rule name; names are part of store keys and reason labels.
 const MAX_NAME_CHARS: usize = 64;
@@ -341,11 +340,12 @@ impl VelocityRules {
     }
 
     /// Reserve a slot for `request_id` in the window of every rule that applies to
-    /// `subject` (its channel matches and its key has a value), all at once.
+    /// `subject` (its channel matches and its key has a value), all in one store call
+    /// ([`Store::reserve_many`]: one round trip to Redis).
     ///
-    /// A full window is a hit and takes no slot. A store failure on a rule is counted in
-    /// `errors` and gives no hit: whether that means allow, step-up or deny is the
-    /// caller's fail mode, not this module's.
+    /// A full window is a hit and takes no slot. When the store fails, every applicable
+    /// rule is counted in `errors` and none gives a hit: whether that means allow, step-up
+    /// or deny is the caller's fail mode, not this module's.
     pub async fn check(
         &self,
         store: &dyn Store,
@@ -361,52 +361,63 @@ impl VelocityRules {
                 Some((rule, store_key(&rule.name, &value)))
             })
             .collect();
-        let windows = join_all(
-            applicable
-                .iter()
-                .map(|(rule, key)| store.reserve(key, request_id, rule.window, rule.limit)),
-        )
-        .await;
-
         let mut outcome = VelocityOutcome::default();
+        if applicable.is_empty() {
+            return outcome;
+        }
+        let specs: Vec<WindowSpec<'_>> = applicable
+            .iter()
+            .map(|(rule, key)| WindowSpec {
+                key,
+                window: rule.window,
+                limit: rule.limit,
+            })
+            .collect();
+        let windows = match store.reserve_many(request_id, &specs).await {
+            Ok(windows) if windows.len() == specs.len() => windows,
+            answer => {
+                let error = answer.map_or_else(|e| e.to_string(), |_| "answers missing".into());
+                tracing::debug!(%error, rules = specs.len(), "velocity rules not counted");
+                outcome.errors = specs.len();
+                return outcome;
+            }
+        };
         for ((rule, key), window) in applicable.into_iter().zip(windows) {
-            match window {
-                Ok(window) if window.reserved => outcome.reservations.push(key),
-                Ok(window) => outcome.hits.push(RuleHit {
+            if window.reserved {
+                outcome.reservations.push(key);
+            } else {
+                outcome.hits.push(RuleHit {
                     rule: rule.name.clone(),
                     action: rule.action,
                     monitor: rule.monitor,
                     retry_after: window.retry_after,
                     count: window.count,
-                }),
-                Err(error) => {
-                    tracing::debug!(rule = %rule.name, %error, "velocity rule not counted");
-                    outcome.errors += 1;
-                }
+                });
             }
         }
         outcome
     }
 
     /// Give back the slots `outcome` reserved for `request_id`, when the request is not
-    /// forwarded after all. Returns how many could not be released (the store failed);
-    /// those expire with their window.
+    /// forwarded after all, in one store call. Returns how many may not have been released
+    /// (the store failed: all of them); those expire with their window.
     pub async fn release(
         &self,
         store: &dyn Store,
         outcome: &VelocityOutcome,
         request_id: &str,
     ) -> usize {
-        join_all(
-            outcome
-                .reservations
-                .iter()
-                .map(|key| store.release(key, request_id)),
-        )
-        .await
-        .into_iter()
-        .filter(Result::is_err)
-        .count()
+        if outcome.reservations.is_empty() {
+            return 0;
+        }
+        let keys: Vec<&str> = outcome.reservations.iter().map(String::as_str).collect();
+        match store.release_many(&keys, request_id).await {
+            Ok(()) => 0,
+            Err(error) => {
+                tracing::debug!(%error, slots = keys.len(), "velocity slots not released");
+                keys.len()
+            }
+        }
     }
 }
 
