@@ -24,6 +24,14 @@ fn redis_toml(url: &str) -> String {
     format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\ntimeout = \"250ms\"\n")
 }
 
+/// The Redis store with `store.key_secret` set.
+fn keyed_redis_toml(url: &str, secret: &str) -> String {
+    redis_toml(url).replace(
+        "[store.redis]",
+        &format!("key_secret = \"{secret}\"\n[store.redis]"),
+    )
+}
+
 /// `n` registration flows ready for their SMS challenge.
 async fn registration_tokens(env: &Env, n: usize) -> Vec<String> {
     let mut tokens = Vec::new();
@@ -99,6 +107,42 @@ async fn two_replicas_on_one_redis_send_exactly_three() {
     assert_eq!(five, 0);
     assert_eq!(ok, 3, "answers that let a code through");
     assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_key_secret_share_counts_under_keys_that_hide_the_phone() {
+    let redis = RedisServer::start();
+    let (env, b) = two_replicas(&keyed_redis_toml(&redis.url(), "one-secret-for-all")).await;
+    let tokens = registration_tokens(&env, 12).await;
+    let (ok, five) = burst(&env, &b, tokens).await;
+    assert_eq!(five, 0);
+    assert_eq!(ok, 3, "answers that let a code through");
+    assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sha = |value: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value));
+    assert!(
+        keys.iter().any(|k| k.contains("vel:sms-per-phone:")),
+        "{keys:?}"
+    );
+    for key in &keys {
+        for secret in [PHONE, "7400123456", "127.0.0.1"] {
+            assert!(!key.contains(secret), "{key}");
+            assert!(
+                !key.contains(&sha(secret)),
+                "{key} holds the SHA-256 of {secret}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

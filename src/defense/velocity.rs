@@ -7,8 +7,8 @@
 //! challenged (by a rule here or by anything else), the caller hands the slots back with
 //! [`VelocityRules::release`]. A client that is refused does not use up its own budget.
 //!
-//! Invariant: store keys are `vel:{rule}:{sha256-hex of the value}`; raw phone numbers,
-//! IPs, method ids and flows never appear in a key or a log line.
+//! Invariant: store keys are `vel:{rule}:{keyed hash of the value}` ([`KeyHasher`]); raw
+//! phone numbers, IPs, method ids and flows never appear in a key or a log line.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
 use crate::entra::learn::Channel;
-use crate::store::{Store, WindowSpec};
+use crate::store::{KeyHasher, Store, WindowSpec};
 
 /// Longest rule name; names are part of store keys and reason labels.
 const MAX_NAME_CHARS: usize = 64;
@@ -349,6 +348,7 @@ impl VelocityRules {
     pub async fn check(
         &self,
         store: &dyn Store,
+        keys: &KeyHasher,
         subject: &Subject<'_>,
         request_id: &str,
     ) -> VelocityOutcome {
@@ -358,7 +358,7 @@ impl VelocityRules {
             .filter(|rule| rule.channel.is_none_or(|c| c == subject.channel))
             .filter_map(|rule| {
                 let value = key_value(rule, subject)?;
-                Some((rule, store_key(&rule.name, &value)))
+                Some((rule, store_key(keys, &rule.name, &value)))
             })
             .collect();
         let mut outcome = VelocityOutcome::default();
@@ -421,12 +421,10 @@ impl VelocityRules {
     }
 }
 
-/// The store key of `rule` for `value`: the value hashed, so keys hold no phone or IP.
-fn store_key(rule: &str, value: &str) -> String {
-    format!(
-        "vel:{rule}:{}",
-        hex::encode(Sha256::digest(value.as_bytes()))
-    )
+/// The store key of `rule` for `value`: the value hashed under the store's key, so keys
+/// hold no phone or IP, and the hash cannot be matched against hashes of every number.
+fn store_key(keys: &KeyHasher, rule: &str, value: &str) -> String {
+    format!("vel:{rule}:{}", keys.hash(value))
 }
 
 /// What `rule` counts for `subject`; `None` when the subject lacks it (the rule is
@@ -499,8 +497,8 @@ mod tests {
         }
     }
 
-    fn sha(value: &str) -> String {
-        hex::encode(Sha256::digest(value.as_bytes()))
+    fn keys() -> KeyHasher {
+        KeyHasher::keyed(b"velocity test key")
     }
 
     #[tokio::test(start_paused = true)]
@@ -509,11 +507,13 @@ mod tests {
         let rules = rules(vec![rule("per-flow", VelocityKey::Flow, 15 * MINUTE, 3)]);
         let subject = sms("203.0.113.7", None);
         for i in 0..3 {
-            let outcome = rules.check(&store, &subject, &format!("r{i}")).await;
+            let outcome = rules
+                .check(&store, &keys(), &subject, &format!("r{i}"))
+                .await;
             assert!(outcome.hits.is_empty(), "send {i} is within the limit");
             assert_eq!(outcome.reservations.len(), 1);
         }
-        let full = rules.check(&store, &subject, "r3").await;
+        let full = rules.check(&store, &keys(), &subject, "r3").await;
         assert_eq!(
             full.hits,
             [RuleHit {
@@ -528,14 +528,18 @@ mod tests {
         assert_eq!(full.hits[0].reason(), "velocity:per-flow:deny");
 
         tokio::time::advance(15 * MINUTE - Duration::from_millis(1)).await;
-        let still = rules.check(&store, &subject, "r4").await;
+        let still = rules.check(&store, &keys(), &subject, "r4").await;
         assert_eq!(still.hits[0].retry_after, Duration::from_millis(1));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(rules.check(&store, &subject, "r5").await.hits.is_empty());
+        assert!(rules
+            .check(&store, &keys(), &subject, "r5")
+            .await
+            .hits
+            .is_empty());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn keys_hold_hashes_never_the_phone_or_the_ip() {
+    async fn keys_hold_keyed_hashes_never_the_phone_the_ip_or_their_sha256() {
         let store = MemoryStore::new(1000);
         let rules = rules(vec![
             rule("per-phone", VelocityKey::Phone, HOUR, 5),
@@ -543,17 +547,25 @@ mod tests {
         ]);
         let phone = "+447912345678";
         let outcome = rules
-            .check(&store, &sms("203.0.113.7", Some(phone)), "r1")
+            .check(&store, &keys(), &sms("203.0.113.7", Some(phone)), "r1")
             .await;
         let expected = [
-            format!("vel:per-phone:{}", sha(phone)),
-            format!("vel:per-ip:{}", sha("203.0.113.7")),
+            format!("vel:per-phone:{}", keys().hash(phone)),
+            format!("vel:per-ip:{}", keys().hash("203.0.113.7")),
         ];
         assert_eq!(outcome.reservations, expected);
+        let sha = |value: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value));
         for key in &outcome.reservations {
             assert!(!key.contains("7912345678") && !key.contains("203.0.113"));
+            assert!(!key.contains(&sha(phone)) && !key.contains(&sha("203.0.113.7")));
             assert_eq!(store.count(key, HOUR).await.unwrap(), 1);
         }
+        // Another key counts apart: replicas must share theirs.
+        let other = KeyHasher::keyed(b"another key");
+        let apart = rules
+            .check(&store, &other, &sms("203.0.113.7", Some(phone)), "r2")
+            .await;
+        assert!(apart.reservations.iter().all(|k| !expected.contains(k)));
         let debug = format!("{:?}", sms("203.0.113.7", Some(phone)));
         assert!(!debug.contains("7912345678"), "{debug}");
     }
@@ -563,12 +575,19 @@ mod tests {
         let store = MemoryStore::new(1000);
         let rules = rules(vec![rule("per-phone", VelocityKey::Phone, HOUR, 1)]);
         let subject = sms("203.0.113.7", Some("+447912345678"));
-        let first = rules.check(&store, &subject, "r1").await;
+        let first = rules.check(&store, &keys(), &subject, "r1").await;
         assert!(first.hits.is_empty());
-        assert_eq!(rules.check(&store, &subject, "r2").await.hits.len(), 1);
+        assert_eq!(
+            rules
+                .check(&store, &keys(), &subject, "r2")
+                .await
+                .hits
+                .len(),
+            1
+        );
         // r1 was denied by something else after all: its send never happened.
         assert_eq!(rules.release(&store, &first, "r1").await, 0);
-        let third = rules.check(&store, &subject, "r3").await;
+        let third = rules.check(&store, &keys(), &subject, "r3").await;
         assert!(third.hits.is_empty());
         assert_eq!(third.reservations.len(), 1);
     }
@@ -589,7 +608,9 @@ mod tests {
             ("2001:db8:1:3::1", false),
         ];
         for (i, (ip, hit)) in table.iter().enumerate() {
-            let outcome = rules.check(&store, &sms(ip, None), &i.to_string()).await;
+            let outcome = rules
+                .check(&store, &keys(), &sms(ip, None), &i.to_string())
+                .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{ip}");
         }
         let v4 = key_value(&rules.rules()[0], &sms("203.0.113.7", None));
@@ -620,7 +641,12 @@ mod tests {
         ];
         for (i, (phone, hit)) in table.iter().enumerate() {
             let outcome = rules
-                .check(&store, &sms("203.0.113.7", Some(phone)), &i.to_string())
+                .check(
+                    &store,
+                    &keys(),
+                    &sms("203.0.113.7", Some(phone)),
+                    &i.to_string(),
+                )
                 .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{phone}");
         }
@@ -657,19 +683,19 @@ mod tests {
             ..sms("203.0.113.7", None)
         };
         for i in 0..3 {
-            let outcome = rules.check(&store, &mfa, &format!("r{i}")).await;
+            let outcome = rules.check(&store, &keys(), &mfa, &format!("r{i}")).await;
             let expected_hits = if i == 0 { 0 } else { 1 };
             assert_eq!(outcome.hits.len(), expected_hits);
             assert!(outcome.hits.iter().all(|h| h.rule == "per-method"));
             assert_eq!(outcome.errors, 0);
         }
-        let global = store_key("any-global", "");
+        let global = store_key(&keys(), "any-global", "");
         assert_eq!(store.count(&global, HOUR).await.unwrap(), 3);
         let email = Subject {
             channel: Channel::Email,
             ..mfa
         };
-        let outcome = rules.check(&store, &email, "e1").await;
+        let outcome = rules.check(&store, &keys(), &email, "e1").await;
         assert_eq!(outcome.reservations.len(), 2, "email-flow and any-global");
     }
 
@@ -691,8 +717,8 @@ mod tests {
             },
         ]);
         let subject = sms("203.0.113.7", None);
-        rules.check(&store, &subject, "r1").await;
-        let outcome = rules.check(&store, &subject, "r2").await;
+        rules.check(&store, &keys(), &subject, "r1").await;
+        let outcome = rules.check(&store, &keys(), &subject, "r2").await;
         let flags: Vec<(&str, bool)> = outcome
             .hits
             .iter()
@@ -713,7 +739,9 @@ mod tests {
     async fn a_store_failure_gives_no_hit_and_is_counted() {
         let rules = VelocityRules::default();
         let subject = sms("203.0.113.7", Some("+447912345678"));
-        let outcome = rules.check(&crate::store::DownStore, &subject, "r1").await;
+        let outcome = rules
+            .check(&crate::store::DownStore, &keys(), &subject, "r1")
+            .await;
         assert!(outcome.hits.is_empty());
         assert!(outcome.reservations.is_empty());
         // Every SMS rule with a value: flow, phone, prefix, IP burst, IP, network, country.

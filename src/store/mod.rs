@@ -1,8 +1,8 @@
 //! The state replicas must share: sliding-window counters, key/value entries with a TTL
 //! (learned method channels, flow chains) and take-once nonces.
 //!
-//! Keys are built by the callers and never contain raw secrets: continuation tokens and
-//! phone numbers are hashed before they become part of a key.
+//! Keys are built by the callers and never contain raw secrets: continuation tokens,
+//! phone numbers and the like become part of a key only through a [`KeyHasher`].
 
 use std::time::Duration;
 
@@ -10,10 +10,12 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 
 pub mod fallback;
+pub mod keys;
 pub mod memory;
 pub mod redis;
 
 pub use fallback::{FallbackCounts, FallbackStats, FallbackStore};
+pub use keys::KeyHasher;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 
