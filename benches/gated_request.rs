@@ -9,6 +9,10 @@
 //!   upstream client has no in-process transport), so it includes one loopback round trip.
 //! * `pass_through`: an ungated GET to the same upstream; `gated/allow − pass_through` is
 //!   what gating adds.
+//! * `gated/allow/redis`, `gated/deny/redis`: the same on the Redis store (behind its
+//!   memory fallback, as `store.backend = "redis"` runs it), when `OTPGATE_BENCH_REDIS`
+//!   names a Redis to use, e.g. `redis://127.0.0.1:6379`; keys go under `otpgate-bench:`.
+//!   Every store call then crosses loopback to the server.
 //!
 //! `cargo bench --bench gated_request`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,6 +23,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -30,9 +35,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use fixtures::{client_ip, continuation_token, phone, register_body, CHALLENGE_ANSWER, TENANT};
+use otpgate::config::Settings;
 use otpgate::gateway::Gateway;
 use otpgate::metrics::Metrics;
 use otpgate::proxy::ConnInfo;
+use otpgate::store::{FallbackStore, MemoryStore, RedisSettings, RedisStore};
 
 /// Distinct phones, client IPs and continuation tokens cycled through.
 const POOL: usize = 4096;
@@ -63,7 +70,7 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-fn gateway(upstream: SocketAddr) -> Gateway {
+fn settings(upstream: SocketAddr) -> Arc<Settings> {
     otpgate::tls::install_crypto_provider();
     let toml = format!(
         r#"
@@ -95,7 +102,29 @@ action = "deny"
     std::fs::write(&path, toml).unwrap();
     let (_, settings) = otpgate::config::load_with_env(Some(&path), Vec::new())
         .unwrap_or_else(|p| panic!("bench config invalid:\n{p}"));
-    Gateway::new(Arc::new(settings), Metrics::new()).unwrap()
+    Arc::new(settings)
+}
+
+fn gateway(upstream: SocketAddr) -> Gateway {
+    Gateway::new(settings(upstream), Metrics::new()).unwrap()
+}
+
+/// A gateway on the Redis store at `url`, behind the memory fallback as in production.
+async fn redis_gateway(upstream: SocketAddr, url: &str) -> Gateway {
+    let redis = RedisStore::connect(&RedisSettings {
+        url: url.to_owned(),
+        key_prefix: "otpgate-bench:".to_owned(),
+        timeout: Duration::from_secs(1),
+        ..RedisSettings::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("OTPGATE_BENCH_REDIS={url}: {e}"));
+    let store = FallbackStore::new(
+        Arc::new(redis),
+        MemoryStore::new(100_000),
+        Duration::from_secs(1),
+    );
+    Gateway::with_store(settings(upstream), Metrics::new(), Arc::new(store)).unwrap()
 }
 
 struct Gated {
@@ -140,7 +169,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let gw = rt.block_on(async { gateway(upstream().await) });
+    let upstream = rt.block_on(upstream());
+    let gw = rt.block_on(async { gateway(upstream) });
     let allow = pool(0);
     // The mock provider denies +4474009…: destination and velocity checks still run.
     let deny = pool(900_000);
@@ -151,32 +181,44 @@ fn bench(c: &mut Criterion) {
             .unwrap()
     };
     // The decisions the benches claim: forwarded, answered locally, passed through.
-    rt.block_on(async {
-        assert_eq!(send(&gw, gated_request(&allow[0])).await, StatusCode::OK);
-        assert_eq!(
-            send(&gw, gated_request(&deny[0])).await,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(send(&gw, pass()).await, StatusCode::OK);
-    });
+    let claims = |gw: &Gateway| {
+        rt.block_on(async {
+            assert_eq!(send(gw, gated_request(&allow[0])).await, StatusCode::OK);
+            assert_eq!(
+                send(gw, gated_request(&deny[0])).await,
+                StatusCode::BAD_REQUEST
+            );
+        })
+    };
+    claims(&gw);
+    rt.block_on(async { assert_eq!(send(&gw, pass()).await, StatusCode::OK) });
+    let redis = std::env::var("OTPGATE_BENCH_REDIS")
+        .ok()
+        .map(|url| rt.block_on(redis_gateway(upstream, &url)));
+    if let Some(gw) = &redis {
+        claims(gw);
+    }
 
     let mut g = c.benchmark_group("gateway");
     let next = AtomicUsize::new(0);
     g.bench_function("pass_through", |b| {
         b.to_async(&rt).iter(|| async { send(&gw, pass()).await })
     });
-    g.bench_function("gated/allow", |b| {
-        b.to_async(&rt).iter(|| async {
-            let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
-            send(&gw, gated_request(&allow[n])).await
-        })
-    });
-    g.bench_function("gated/deny", |b| {
-        b.to_async(&rt).iter(|| async {
-            let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
-            send(&gw, gated_request(&deny[n])).await
-        })
-    });
+    let stores = std::iter::once(("", &gw)).chain(redis.as_ref().map(|gw| ("/redis", gw)));
+    for (store, gw) in stores {
+        g.bench_function(format!("gated/allow{store}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
+                send(gw, gated_request(&allow[n])).await
+            })
+        });
+        g.bench_function(format!("gated/deny{store}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let n = next.fetch_add(1, Ordering::Relaxed) % POOL;
+                send(gw, gated_request(&deny[n])).await
+            })
+        });
+    }
     g.finish();
 }
 

@@ -17,7 +17,7 @@ use otpgate::emulate::human::{mint_cookie, mint_mobile_token, payload};
 use otpgate::entra::classify::{canonical_path, classify};
 use otpgate::entra::params;
 use otpgate::policy::{decide, Inputs, LocalAction, LocalVerdict, ProofInput, ProviderInput};
-use otpgate::risk::human::token::{self, Limits};
+use otpgate::risk::human::token::{self, DecryptCache, Limits};
 use otpgate::risk::{FailMode, RiskAction};
 use otpgate::store::{MemoryStore, Store};
 
@@ -83,13 +83,29 @@ fn bench_human_token(c: &mut Criterion) {
             assert!(ok);
         })
     });
+    // The same tokens sent again: answered from the provider's cache of decrypted tokens,
+    // the HMAC still checked.
+    let cache = DecryptCache::default();
+    // Any time before the tokens' expiry (an hour from now).
+    let now = 0.0;
+    let cached = |raw: &str, mobile: bool, ua: &str| {
+        let (_, ok) =
+            token::verify_cached(raw, &secrets, &limits, mobile, ua, "", &cache, now).unwrap();
+        assert!(ok);
+    };
+    g.bench_function("verify/mobile_header/cached", |b| {
+        b.iter(|| cached(black_box(&mobile), true, ""))
+    });
+    g.bench_function("verify/cookie/cached", |b| {
+        b.iter(|| cached(black_box(&cookie), false, ua))
+    });
     // A token that fails the cheap checks must cost nothing like a real one.
     let hostile = format!("00:{}:1000:{}", "A".repeat(24), "%%%");
     g.bench_function("verify/malformed", |b| {
         b.iter(|| token::verify(black_box(&hostile), &secrets, &limits, true, "", "").is_err())
     });
-    // A forged token that passes them, at the highest iteration count accepted (5000):
-    // the key derivation runs before anything can tell it is forged.
+    // A forged token that passes them, at the highest iteration count accepted (5000): its
+    // HMAC matches no secret, so no key derivation runs.
     let forged = format!(
         "{}:{}:5000:{}",
         "0".repeat(64),
@@ -98,6 +114,14 @@ fn bench_human_token(c: &mut Criterion) {
     );
     g.bench_function("verify/forged_max_iterations", |b| {
         b.iter(|| token::verify(black_box(&forged), &secrets, &limits, true, "", "").is_err())
+    });
+    // The same as a cookie under two secrets (rotation): seven signed-field candidates
+    // per secret.
+    let rotating = vec![secrets[0].clone(), "previous-cookie-secret".to_owned()];
+    g.bench_function("verify/forged_cookie_two_secrets", |b| {
+        b.iter(|| {
+            token::verify(black_box(&forged), &rotating, &limits, false, ua, "1.2.3.4").is_err()
+        })
     });
     g.finish();
 }

@@ -17,15 +17,19 @@ pub fn init_logging(log: &LogConfig) {
     };
 }
 
-/// `otpgate check-config FILE`: every problem, one per line; non-zero exit if any.
+/// `otpgate check-config FILE`: every problem, one per line; non-zero exit if any. A
+/// valid file may still get warnings (on stderr, exit zero).
 pub fn check_config(path: Option<&Path>) -> ExitCode {
     let Some(path) = path else {
         eprintln!("usage: otpgate check-config FILE");
         return ExitCode::from(2);
     };
     match config::load(Some(path)) {
-        Ok(_) => {
+        Ok((_, settings)) => {
             println!("{}: ok", path.display());
+            for w in settings.warnings() {
+                eprintln!("  warning: {}: {}", w.key, w.message);
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

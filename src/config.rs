@@ -378,6 +378,12 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     /// Most keys the memory store holds before it evicts.
     pub max_entries: usize,
+    /// Key of the HMAC-SHA256 that turns phone numbers, IPs, continuation tokens and
+    /// method ids into store keys (secret; or `key_secret_file`), so reading Redis does not
+    /// reveal them. Every replica needs the same one. Empty: a random key per process with
+    /// the memory backend; with Redis, plain SHA-256 (a warning: phone numbers can be
+    /// recovered from it by trying them all).
+    pub key_secret: Secret,
     pub redis: RedisConfig,
 }
 
@@ -386,6 +392,7 @@ impl Default for StoreConfig {
         Self {
             backend: StoreBackend::Memory,
             max_entries: 1_000_000,
+            key_secret: Secret::default(),
             redis: RedisConfig::default(),
         }
     }
@@ -611,6 +618,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "providers.human.cookie_secrets",
     "providers.prove.client_secret",
     "stepup.key",
+    "store.key_secret",
     "store.redis.password",
     "audit.hmac_key",
 ];
@@ -808,10 +816,25 @@ pub struct StepUpSettings {
 pub struct StoreSettings {
     pub backend: StoreBackend,
     pub max_entries: usize,
+    pub key_secret: Secret,
     pub redis_url: String,
     pub redis_password: Secret,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
+}
+
+impl StoreSettings {
+    /// The hasher for sensitive parts of store keys (see [`StoreConfig::key_secret`]).
+    /// Without a key, replicas sharing Redis can only agree on plain SHA-256; a process
+    /// alone picks a random key.
+    pub fn key_hasher(&self) -> crate::store::KeyHasher {
+        use crate::store::KeyHasher;
+        match (self.key_secret.is_empty(), self.backend) {
+            (false, _) => KeyHasher::keyed(self.key_secret.expose().as_bytes()),
+            (true, StoreBackend::Redis) => KeyHasher::unkeyed(),
+            (true, StoreBackend::Memory) => KeyHasher::random(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -864,6 +887,22 @@ pub struct EntraSettings {
 }
 
 impl Settings {
+    /// What is valid but unsafe to run with: `check-config` prints these, and the server
+    /// logs them at start.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        if self.store.backend == StoreBackend::Redis && self.store.key_secret.is_empty() {
+            warnings.push(Problem {
+                key: "store.key_secret".into(),
+                message: "empty with the redis backend: store keys hold plain SHA-256 hashes of \
+                          phone numbers and IPs, which anyone who can read Redis can reverse by \
+                          hashing every number; set one secret on every replica"
+                    .into(),
+            });
+        }
+        warnings
+    }
+
     /// Type and cross-check `raw`; returns `None` (with problems recorded) when invalid.
     pub fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
         let s = &raw.server;
@@ -1117,6 +1156,7 @@ impl Settings {
             store: StoreSettings {
                 backend: so.backend,
                 max_entries: so.max_entries,
+                key_secret: so.key_secret.clone(),
                 redis_url: so.redis.url.clone(),
                 redis_password: so.redis.password.clone(),
                 redis_key_prefix: so.redis.key_prefix.clone(),
@@ -1300,6 +1340,40 @@ mod tests {
             err.to_string()
                 .contains("store.redis.password_file: cannot read"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_store_key_secret_keys_store_hashes_and_never_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("store-key");
+        std::fs::write(&f, "store-key-s3cret\n").unwrap();
+        let redis = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\nbackend = \"redis\"\n";
+        let keyed = load_str(
+            &format!("{redis}key_secret_file = \"{}\"\n", f.display()),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(keyed.store.key_secret.expose(), "store-key-s3cret");
+        assert!(keyed.warnings().is_empty());
+        let debug = format!("{keyed:?} {:?}", keyed.store.key_hasher());
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let phone = "+447912345678";
+        let hashed = keyed.store.key_hasher().hash(phone);
+        assert_eq!(
+            hashed,
+            crate::store::KeyHasher::keyed(b"store-key-s3cret").hash(phone)
+        );
+
+        let unkeyed = load_str(redis, &[]).unwrap();
+        let keys: Vec<String> = unkeyed.warnings().into_iter().map(|w| w.key).collect();
+        assert_eq!(keys, ["store.key_secret"]);
+        assert!(!unkeyed.store.key_hasher().is_keyed());
+        let memory = load_str("[upstream]\nurl = \"http://127.0.0.1:1\"\n", &[]).unwrap();
+        assert!(memory.warnings().is_empty());
+        assert!(
+            memory.store.key_hasher().is_keyed(),
+            "a random key per process"
         );
     }
 

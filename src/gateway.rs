@@ -28,7 +28,7 @@ use crate::judge::{Judge, Judgement, Subject};
 use crate::metrics::Metrics;
 use crate::policy::{Outcome, StepUpBy};
 use crate::proxy::{self, Body, BoxError, ConnInfo, ForwardError, Upstream};
-use crate::store::{MemoryStore, Store};
+use crate::store::{KeyHasher, MemoryStore, Store};
 
 /// Why the request path could not be built from settings.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,8 @@ struct Inner {
     /// Requests running detached from their client (see [`Gateway::handle`]); shared
     /// across reloads so shutdown waits for all of them.
     detached: TaskTracker,
+    /// Hashes what store keys must not show; kept with the store across reloads.
+    keys: KeyHasher,
 }
 
 /// What one request carries through the phases.
@@ -144,7 +146,8 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let upstream = Upstream::new(&settings.upstream)?;
-        let judge = Judge::build(&settings, store.clone(), metrics.clone())?;
+        let keys = settings.store.key_hasher();
+        let judge = Judge::build(&settings, store.clone(), keys.clone(), metrics.clone())?;
         let reopen = reopen_signal(&settings.audit_sink);
         let audit = Audit::start(
             settings.audit_sink.clone(),
@@ -153,7 +156,7 @@ impl Gateway {
             metrics.audit_dropped.clone(),
         );
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
-        let flows = FlowBook::new(store.clone()).with_ttl(settings.entra.flow_ttl);
+        let flows = FlowBook::new(store.clone(), keys.clone()).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -165,18 +168,26 @@ impl Gateway {
                 audit,
                 store,
                 detached: TaskTracker::new(),
+                keys,
             }),
         })
     }
 
-    /// A gateway for new settings that keeps what must survive a reload: the store (so
-    /// counters and learned flows carry over), metrics, the in-flight limit and the audit
-    /// writer. Requests already running keep the gateway they started with.
+    /// A gateway for new settings that keeps what must survive a reload: the store and its
+    /// key hasher (so counters and learned flows carry over; `[store]` changes take a
+    /// restart), metrics, the in-flight limit and the audit writer. Requests already
+    /// running keep the gateway they started with.
     pub fn rebuild(&self, settings: Arc<Settings>) -> Result<Self, BuildError> {
         let old = &self.inner;
         let upstream = Upstream::new(&settings.upstream)?;
-        let judge = Judge::build(&settings, old.store.clone(), old.metrics.clone())?;
-        let flows = FlowBook::new(old.store.clone()).with_ttl(settings.entra.flow_ttl);
+        let judge = Judge::build(
+            &settings,
+            old.store.clone(),
+            old.keys.clone(),
+            old.metrics.clone(),
+        )?;
+        let flows =
+            FlowBook::new(old.store.clone(), old.keys.clone()).with_ttl(settings.entra.flow_ttl);
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -188,6 +199,7 @@ impl Gateway {
                 audit: old.audit.clone(),
                 store: old.store.clone(),
                 detached: old.detached.clone(),
+                keys: old.keys.clone(),
             }),
         })
     }

@@ -26,7 +26,7 @@ use crate::risk::{
     RiskRequest,
 };
 use crate::stepup::{AltchaChallenge, Binding, Pow};
-use crate::store::Store;
+use crate::store::{KeyHasher, Store};
 
 /// What the request looked like, for the provider and the rules.
 pub struct Subject<'a> {
@@ -95,12 +95,8 @@ struct PossessionBinding {
     client_request_id: String,
 }
 
-fn possession_key(correlation_id: &str) -> String {
-    use sha2::Digest;
-    format!(
-        "prove:{}",
-        hex::encode(sha2::Sha256::digest(correlation_id.as_bytes()))
-    )
+fn possession_key(keys: &KeyHasher, correlation_id: &str) -> String {
+    format!("prove:{}", keys.hash(correlation_id))
 }
 
 /// Everything needed to judge sends, per route.
@@ -111,6 +107,7 @@ pub struct Judge {
     destination: DestinationPolicy,
     velocity: VelocityRules,
     store: Arc<dyn Store>,
+    keys: KeyHasher,
     pow: Pow,
     proof_header: http::HeaderName,
     metrics: Arc<Metrics>,
@@ -122,6 +119,7 @@ impl Judge {
     pub fn build(
         settings: &Settings,
         store: Arc<dyn Store>,
+        keys: KeyHasher,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
         let uses_prove = [&settings.routes.sms, &settings.routes.email]
@@ -197,6 +195,7 @@ impl Judge {
             destination: settings.destination.clone(),
             velocity: settings.velocity.clone(),
             store,
+            keys,
             pow: settings.stepup.pow.clone(),
             proof_header: settings.stepup.header.clone(),
             metrics,
@@ -257,7 +256,7 @@ impl Judge {
                 client_id: subject.client_id,
             };
             self.velocity
-                .check(self.store.as_ref(), &vs, &reservation_id)
+                .check(self.store.as_ref(), &self.keys, &vs, &reservation_id)
                 .await
         };
         for hit in &velocity.hits {
@@ -429,7 +428,7 @@ impl Judge {
             client_request_id: session.client_request_id.clone(),
         };
         if let Ok(value) = serde_json::to_vec(&binding) {
-            let key = possession_key(&session.correlation_id);
+            let key = possession_key(&self.keys, &session.correlation_id);
             if let Err(e) = self.store.put(&key, &value, POSSESSION_TTL).await {
                 tracing::warn!(error = %e, "possession check not recorded");
             }
@@ -444,7 +443,7 @@ impl Judge {
         correlation_id: &str,
         flow: &FlowId,
     ) -> Result<ProviderInput, &'static str> {
-        let key = possession_key(correlation_id);
+        let key = possession_key(&self.keys, correlation_id);
         let stored = self
             .store
             .get(&key)

@@ -18,7 +18,8 @@
 //! * [`tls`]: the crypto provider, certificates, upstream trust roots.
 //! * [`risk`]: risk providers (HUMAN, Prove, mock) behind a time budget and a circuit breaker.
 //! * [`policy`]: `decide`: deny beats throttle beats step-up beats allow, monitor modes.
-//! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis.
+//! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis; the
+//!   keyed hash that keeps phone numbers and tokens out of its keys.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 
 pub mod admin;

@@ -66,6 +66,9 @@ impl Server {
     /// Build the runtime objects from settings and bind both listeners.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
         tls::install_crypto_provider();
+        for w in settings.warnings() {
+            tracing::warn!(key = %w.key, "{}", w.message);
+        }
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
         let health = Health::new();
@@ -233,7 +236,7 @@ impl Server {
 
 /// Swaps in new settings at run time: routes, rules, providers, monitor flags, CORS and
 /// the TLS certificate. Listener addresses, TLS on/off, connection and in-flight limits,
-/// the store backend and the audit sink need a restart.
+/// the store backend and key secret, and the audit sink need a restart.
 #[derive(Clone)]
 pub struct Reloader {
     live: Arc<ArcSwap<Gateway>>,
@@ -291,6 +294,9 @@ impl Reloader {
         }
         if old.store.backend != settings.store.backend {
             restart.push("store.backend");
+        }
+        if old.store.key_secret != settings.store.key_secret {
+            restart.push("store.key_secret");
         }
         for key in restart {
             tracing::warn!(key, "changed, but takes effect only after a restart");

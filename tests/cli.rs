@@ -46,6 +46,31 @@ fn check_config_accepts_the_shipped_reference() {
     );
 }
 
+#[test]
+fn check_config_warns_when_redis_keys_would_hold_plain_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis.toml");
+    let redis =
+        "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n[store]\nbackend = \"redis\"\n";
+    let check = |toml: &str| {
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "a warning is not a problem");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = check(redis);
+    assert!(stderr.contains("warning: store.key_secret"), "{stderr}");
+    let stderr = check(&format!(
+        "{redis}key_secret = \"shared-by-every-replica\"\n"
+    ));
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("shared-by-every-replica"), "{stderr}");
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let up = common::upstream(common::Upstream::Slow(Duration::from_millis(1500))).await;
@@ -223,7 +248,7 @@ fn check_config_print_redacts_secrets() {
     std::fs::write(
         &config,
         "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n[stepup]\nkey = \"a-very-secret-step-up-key-0123456789\"\n\
-         [store.redis]\npassword = \"redis-secret-password\"\n",
+         [store]\nkey_secret = \"store-secret-key\"\n[store.redis]\npassword = \"redis-secret-password\"\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -237,8 +262,11 @@ fn check_config_print_redacts_secrets() {
     assert_eq!(json["upstream"]["url"], "https://contoso.ciamlogin.com");
     assert_eq!(json["stepup"]["key"], "***");
     assert_eq!(json["store"]["redis"]["password"], "***");
+    assert_eq!(json["store"]["key_secret"], "***");
     assert!(
-        !text.contains("very-secret") && !text.contains("redis-secret"),
+        !text.contains("very-secret")
+            && !text.contains("redis-secret")
+            && !text.contains("store-secret"),
         "{text}"
     );
 }

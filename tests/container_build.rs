@@ -239,5 +239,6 @@ fn kubernetes_configs_pass_check_config_with_the_example_secrets() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(!text(&out).contains("warning"), "{file}: {}", text(&out));
     }
 }

@@ -24,6 +24,14 @@ fn redis_toml(url: &str) -> String {
     format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\ntimeout = \"250ms\"\n")
 }
 
+/// The Redis store with `store.key_secret` set.
+fn keyed_redis_toml(url: &str, secret: &str) -> String {
+    redis_toml(url).replace(
+        "[store.redis]",
+        &format!("key_secret = \"{secret}\"\n[store.redis]"),
+    )
+}
+
 /// `n` registration flows ready for their SMS challenge.
 async fn registration_tokens(env: &Env, n: usize) -> Vec<String> {
     let mut tokens = Vec::new();
@@ -99,6 +107,42 @@ async fn two_replicas_on_one_redis_send_exactly_three() {
     assert_eq!(five, 0);
     assert_eq!(ok, 3, "answers that let a code through");
     assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_key_secret_share_counts_under_keys_that_hide_the_phone() {
+    let redis = RedisServer::start();
+    let (env, b) = two_replicas(&keyed_redis_toml(&redis.url(), "one-secret-for-all")).await;
+    let tokens = registration_tokens(&env, 12).await;
+    let (ok, five) = burst(&env, &b, tokens).await;
+    assert_eq!(five, 0);
+    assert_eq!(ok, 3, "answers that let a code through");
+    assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sha = |value: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value));
+    assert!(
+        keys.iter().any(|k| k.contains("vel:sms-per-phone:")),
+        "{keys:?}"
+    );
+    for key in &keys {
+        for secret in [PHONE, "7400123456", "127.0.0.1"] {
+            assert!(!key.contains(secret), "{key}");
+            assert!(
+                !key.contains(&sha(secret)),
+                "{key} holds the SHA-256 of {secret}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -327,4 +371,72 @@ async fn metrics_expose_every_family_after_a_scripted_run() {
     ] {
         assert!(m.contains(family), "missing {family} in\n{m}");
     }
+}
+
+/// Calls per command since start, from `INFO commandstats`.
+async fn command_calls(url: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Redis commands per gated SMS send, by command, over `n` sends made by `send`.
+async fn commands_per_send(
+    redis: &RedisServer,
+    env: &Env,
+    n: usize,
+    expect: u16,
+) -> std::collections::BTreeMap<String, f64> {
+    let tokens = registration_tokens(env, n + 1).await;
+    // The first send loads the scripts.
+    assert_eq!(env.register_sms(&tokens[0], PHONE).await.status, expect);
+    let before = command_calls(&redis.url()).await;
+    for token in &tokens[1..] {
+        assert_eq!(env.register_sms(token, PHONE).await.status, expect);
+    }
+    let after = command_calls(&redis.url()).await;
+    after
+        .into_iter()
+        .filter(|(name, _)| name != "info")
+        .map(|(name, calls)| {
+            let delta = calls - before.get(&name).copied().unwrap_or(0);
+            (name, delta as f64 / n as f64)
+        })
+        .filter(|(_, per_send)| *per_send > 0.0)
+        .collect()
+}
+
+/// The default rule set with limits no test reaches (the load bench's rules).
+const UNREACHED_DEFAULT_RULES: &str = include_str!("../benches/load/velocity.toml");
+
+#[tokio::test]
+async fn a_gated_send_reserves_every_velocity_window_in_one_redis_call() {
+    let redis = RedisServer::start();
+    let store = redis_toml(&redis.url());
+    let env = start(&format!("{store}{UNREACHED_DEFAULT_RULES}")).await;
+    let forwarded = commands_per_send(&redis, &env, 20, 200).await;
+    eprintln!("Redis commands per forwarded SMS send: {forwarded:?}");
+    let env = start(&format!("{store}{UNREACHED_DEFAULT_RULES}{GB_STEP_UP}")).await;
+    let stepped_up = commands_per_send(&redis, &env, 20, 400).await;
+    eprintln!("Redis commands per stepped-up SMS send: {stepped_up:?}");
+    // Seven windows apply to a registration SMS (flow, phone, range, IP twice, network,
+    // country): one script call reserves them all (one server TIME), one gives them back.
+    // Commands a script runs are counted too, so ZREM shows up inside the release script.
+    assert_eq!(forwarded.get("evalsha"), Some(&1.0), "{forwarded:?}");
+    assert_eq!(forwarded.get("time"), Some(&1.0), "{forwarded:?}");
+    assert_eq!(stepped_up.get("evalsha"), Some(&2.0), "{stepped_up:?}");
 }

@@ -321,6 +321,7 @@ async fn human_valid_high_score_cookie_blocks_without_a_call_and_a_forged_one_do
     );
 
     // The same cookie minted with another secret is not trusted: the Risk API decides.
+    // Its HMAC matches none of our secrets, so it is refused before decryption.
     let forged = human_emu::mint_cookie("attacker-secret", &p, UA, "");
     req.headers.insert(
         header::COOKIE,
@@ -328,10 +329,9 @@ async fn human_valid_high_score_cookie_blocks_without_a_call_and_a_forged_one_do
     );
     let v = provider.evaluate(&req).await.unwrap();
     assert_eq!(v.action, RiskAction::Allow);
-    assert_eq!(
-        emu.risk_requests()[0]["additional"]["s2s_call_reason"],
-        "cookie_decryption_failed"
-    );
+    let call = &emu.risk_requests()[0]["additional"];
+    assert_eq!(call["s2s_call_reason"], "cookie_validation_failed");
+    assert_eq!(call["px_orig_cookie"], forged.as_str());
     server.stop().await;
 }
 

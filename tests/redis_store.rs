@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
-use otpgate::store::{FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError};
+use otpgate::store::{
+    FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window, WindowSpec,
+};
 use redis_server::RedisServer;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -214,6 +216,130 @@ async fn a_key_holding_another_kind_reads_as_empty() {
     assert_eq!(store.get("k").await.unwrap(), None);
 }
 
+fn spec(key: &str, window: Duration, limit: u64) -> WindowSpec<'_> {
+    WindowSpec { key, window, limit }
+}
+
+/// Reserved and count: what a batch must answer exactly as single reservations do.
+fn held(windows: &[Window]) -> Vec<(bool, u64)> {
+    windows.iter().map(|w| (w.reserved, w.count)).collect()
+}
+
+/// The same windows, reserved in one script call under one prefix and one by one under
+/// another, answer the same at every step: filling up to each limit, past it, after a
+/// release, and once a window's entries have left it.
+#[tokio::test]
+async fn a_batch_answers_like_single_reservations() {
+    let server = RedisServer::start();
+    let prefixed = |prefix: &str| RedisSettings {
+        key_prefix: prefix.into(),
+        ..settings(&server)
+    };
+    let batch = RedisStore::connect(&prefixed("batch:")).await.unwrap();
+    let single = RedisStore::connect(&prefixed("single:")).await.unwrap();
+    let one_by_one = |id: String, windows: Vec<WindowSpec<'static>>| {
+        let single = &single;
+        async move {
+            let mut answers = Vec::new();
+            for w in &windows {
+                answers.push(single.reserve(w.key, &id, w.window, w.limit).await.unwrap());
+            }
+            answers
+        }
+    };
+    let windows = [
+        spec("phone", HOUR, 2),
+        spec("ip", HOUR, 3),
+        spec("flow", HOUR, 1),
+    ];
+
+    let mut steps = Vec::new();
+    for i in 0..4 {
+        let id = format!("r{i}");
+        let together = batch.reserve_many(&id, &windows).await.unwrap();
+        let apart = one_by_one(id, windows.to_vec()).await;
+        assert_eq!(held(&together), held(&apart), "reservation {i}");
+        for (w, spec) in together.iter().zip(&windows) {
+            assert!(
+                w.retry_after > Duration::ZERO && w.retry_after <= spec.window,
+                "{} retry after {:?}",
+                spec.key,
+                w.retry_after
+            );
+        }
+        steps.push(held(&together));
+    }
+    assert_eq!(
+        steps,
+        [
+            vec![(true, 1), (true, 1), (true, 1)],
+            vec![(true, 2), (true, 2), (false, 1)],
+            vec![(false, 2), (true, 3), (false, 1)],
+            vec![(false, 2), (false, 3), (false, 1)],
+        ]
+    );
+
+    // r0 is given back everywhere in one call; releasing what was never taken is harmless.
+    let keys: Vec<&str> = windows.iter().map(|w| w.key).collect();
+    batch.release_many(&keys, "r0").await.unwrap();
+    batch.release_many(&["no-such-window"], "r0").await.unwrap();
+    for key in &keys {
+        single.release(key, "r0").await.unwrap();
+    }
+    let together = batch.reserve_many("r4", &windows).await.unwrap();
+    let apart = one_by_one("r4".into(), windows.to_vec()).await;
+    assert_eq!(held(&together), held(&apart));
+    assert_eq!(held(&together), [(true, 2), (true, 3), (true, 1)]);
+
+    // A short window empties while the others keep their entries.
+    let with_short = [spec("phone", HOUR, 2), spec("burst", SHORT, 1)];
+    batch.reserve_many("r5", &with_short).await.unwrap();
+    one_by_one("r5".into(), with_short.to_vec()).await;
+    eventually("the short windows empty", 10 * SHORT, || async {
+        batch.count("burst", SHORT).await.unwrap() == 0
+            && single.count("burst", SHORT).await.unwrap() == 0
+    })
+    .await;
+    let together = batch.reserve_many("r6", &with_short).await.unwrap();
+    let apart = one_by_one("r6".into(), with_short.to_vec()).await;
+    assert_eq!(held(&together), held(&apart));
+    assert_eq!(held(&together), [(false, 2), (true, 1)]);
+
+    // Every window expires with its newest entry.
+    let mut conn = raw(&server).await;
+    for key in ["phone", "ip", "flow"] {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("batch:{key}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pttl > 0 && pttl <= HOUR.as_millis() as i64, "{key}: {pttl}");
+    }
+    assert_eq!(batch.reserve_many("r7", &[]).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn a_batch_replaces_a_key_holding_another_kind() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    store.put("taken", b"value", HOUR).await.unwrap();
+    store.put("kept", b"value", HOUR).await.unwrap();
+    let answers = store
+        .reserve_many("a", &[spec("fresh", HOUR, 1), spec("taken", HOUR, 1)])
+        .await
+        .unwrap();
+    assert_eq!(held(&answers), [(true, 1), (true, 1)]);
+    assert_eq!(store.get("taken").await.unwrap(), None);
+    assert_eq!(store.count("taken", HOUR).await.unwrap(), 1);
+    // Releasing leaves a value alone, as a single release does.
+    store.release_many(&["kept", "taken"], "a").await.unwrap();
+    assert_eq!(
+        store.get("kept").await.unwrap().as_deref(),
+        Some(&b"value"[..])
+    );
+    assert_eq!(store.count("taken", HOUR).await.unwrap(), 0);
+}
+
 /// Two replicas, 40 concurrent requests for a limit of 3: Redis grants exactly 3. Two
 /// replicas counting in their own memory grant 3 each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -235,6 +361,42 @@ async fn replicas_share_one_exact_limit_under_concurrency() {
     ];
     let granted_alone = race(&alone).await;
     eprintln!("limit 3, 40 concurrent requests over 2 replicas: Redis granted {granted}, two memory stores granted {granted_alone}");
+}
+
+/// The same through batches: each window keeps its own exact limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_exact_limits_when_reserving_in_batches() {
+    const REQUESTS: usize = 40;
+    let server = RedisServer::start();
+    let replicas: [Arc<dyn Store>; 2] = [
+        Arc::new(replica(&server).await),
+        Arc::new(replica(&server).await),
+    ];
+    let barrier = Arc::new(Barrier::new(REQUESTS));
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let store = replicas[i % 2].clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let windows = [spec("phone", HOUR, 3), spec("ip", HOUR, 25)];
+                let answers = store
+                    .reserve_many(&format!("req-{i}"), &windows)
+                    .await
+                    .unwrap();
+                (answers[0].reserved, answers[1].reserved)
+            })
+        })
+        .collect();
+    let (mut phone, mut ip) = (0, 0);
+    for task in tasks {
+        let (p, i) = task.await.unwrap();
+        phone += usize::from(p);
+        ip += usize::from(i);
+    }
+    assert_eq!((phone, ip), (3, 25));
+    assert_eq!(replicas[0].count("phone", HOUR).await.unwrap(), 3);
+    assert_eq!(replicas[1].count("ip", HOUR).await.unwrap(), 25);
 }
 
 async fn race(replicas: &[Arc<dyn Store>; 2]) -> usize {

@@ -7,21 +7,19 @@
 //! challenged (by a rule here or by anything else), the caller hands the slots back with
 //! [`VelocityRules::release`]. A client that is refused does not use up its own budget.
 //!
-//! Invariant: store keys are `vel:{rule}:{sha256-hex of the value}`; raw phone numbers,
-//! IPs, method ids and flows never appear in a key or a log line.
+//! Invariant: store keys are `vel:{rule}:{keyed hash of the value}` ([`KeyHasher`]); raw
+//! phone numbers, IPs, method ids and flows never appear in a key or a log line.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Problem;
 use crate::entra::learn::Channel;
-use crate::store::Store;
+use crate::store::{KeyHasher, Store, WindowSpec};
 
 /// Longest rule name; names are part of store keys and reason labels.
 const MAX_NAME_CHARS: usize = 64;
@@ -341,14 +339,16 @@ impl VelocityRules {
     }
 
     /// Reserve a slot for `request_id` in the window of every rule that applies to
-    /// `subject` (its channel matches and its key has a value), all at once.
+    /// `subject` (its channel matches and its key has a value), all in one store call
+    /// ([`Store::reserve_many`]: one round trip to Redis).
     ///
-    /// A full window is a hit and takes no slot. A store failure on a rule is counted in
-    /// `errors` and gives no hit: whether that means allow, step-up or deny is the
-    /// caller's fail mode, not this module's.
+    /// A full window is a hit and takes no slot. When the store fails, every applicable
+    /// rule is counted in `errors` and none gives a hit: whether that means allow, step-up
+    /// or deny is the caller's fail mode, not this module's.
     pub async fn check(
         &self,
         store: &dyn Store,
+        keys: &KeyHasher,
         subject: &Subject<'_>,
         request_id: &str,
     ) -> VelocityOutcome {
@@ -358,64 +358,73 @@ impl VelocityRules {
             .filter(|rule| rule.channel.is_none_or(|c| c == subject.channel))
             .filter_map(|rule| {
                 let value = key_value(rule, subject)?;
-                Some((rule, store_key(&rule.name, &value)))
+                Some((rule, store_key(keys, &rule.name, &value)))
             })
             .collect();
-        let windows = join_all(
-            applicable
-                .iter()
-                .map(|(rule, key)| store.reserve(key, request_id, rule.window, rule.limit)),
-        )
-        .await;
-
         let mut outcome = VelocityOutcome::default();
+        if applicable.is_empty() {
+            return outcome;
+        }
+        let specs: Vec<WindowSpec<'_>> = applicable
+            .iter()
+            .map(|(rule, key)| WindowSpec {
+                key,
+                window: rule.window,
+                limit: rule.limit,
+            })
+            .collect();
+        let windows = match store.reserve_many(request_id, &specs).await {
+            Ok(windows) if windows.len() == specs.len() => windows,
+            answer => {
+                let error = answer.map_or_else(|e| e.to_string(), |_| "answers missing".into());
+                tracing::debug!(%error, rules = specs.len(), "velocity rules not counted");
+                outcome.errors = specs.len();
+                return outcome;
+            }
+        };
         for ((rule, key), window) in applicable.into_iter().zip(windows) {
-            match window {
-                Ok(window) if window.reserved => outcome.reservations.push(key),
-                Ok(window) => outcome.hits.push(RuleHit {
+            if window.reserved {
+                outcome.reservations.push(key);
+            } else {
+                outcome.hits.push(RuleHit {
                     rule: rule.name.clone(),
                     action: rule.action,
                     monitor: rule.monitor,
                     retry_after: window.retry_after,
                     count: window.count,
-                }),
-                Err(error) => {
-                    tracing::debug!(rule = %rule.name, %error, "velocity rule not counted");
-                    outcome.errors += 1;
-                }
+                });
             }
         }
         outcome
     }
 
     /// Give back the slots `outcome` reserved for `request_id`, when the request is not
-    /// forwarded after all. Returns how many could not be released (the store failed);
-    /// those expire with their window.
+    /// forwarded after all, in one store call. Returns how many may not have been released
+    /// (the store failed: all of them); those expire with their window.
     pub async fn release(
         &self,
         store: &dyn Store,
         outcome: &VelocityOutcome,
         request_id: &str,
     ) -> usize {
-        join_all(
-            outcome
-                .reservations
-                .iter()
-                .map(|key| store.release(key, request_id)),
-        )
-        .await
-        .into_iter()
-        .filter(Result::is_err)
-        .count()
+        if outcome.reservations.is_empty() {
+            return 0;
+        }
+        let keys: Vec<&str> = outcome.reservations.iter().map(String::as_str).collect();
+        match store.release_many(&keys, request_id).await {
+            Ok(()) => 0,
+            Err(error) => {
+                tracing::debug!(%error, slots = keys.len(), "velocity slots not released");
+                keys.len()
+            }
+        }
     }
 }
 
-/// The store key of `rule` for `value`: the value hashed, so keys hold no phone or IP.
-fn store_key(rule: &str, value: &str) -> String {
-    format!(
-        "vel:{rule}:{}",
-        hex::encode(Sha256::digest(value.as_bytes()))
-    )
+/// The store key of `rule` for `value`: the value hashed under the store's key, so keys
+/// hold no phone or IP, and the hash cannot be matched against hashes of every number.
+fn store_key(keys: &KeyHasher, rule: &str, value: &str) -> String {
+    format!("vel:{rule}:{}", keys.hash(value))
 }
 
 /// What `rule` counts for `subject`; `None` when the subject lacks it (the rule is
@@ -488,8 +497,8 @@ mod tests {
         }
     }
 
-    fn sha(value: &str) -> String {
-        hex::encode(Sha256::digest(value.as_bytes()))
+    fn keys() -> KeyHasher {
+        KeyHasher::keyed(b"velocity test key")
     }
 
     #[tokio::test(start_paused = true)]
@@ -498,11 +507,13 @@ mod tests {
         let rules = rules(vec![rule("per-flow", VelocityKey::Flow, 15 * MINUTE, 3)]);
         let subject = sms("203.0.113.7", None);
         for i in 0..3 {
-            let outcome = rules.check(&store, &subject, &format!("r{i}")).await;
+            let outcome = rules
+                .check(&store, &keys(), &subject, &format!("r{i}"))
+                .await;
             assert!(outcome.hits.is_empty(), "send {i} is within the limit");
             assert_eq!(outcome.reservations.len(), 1);
         }
-        let full = rules.check(&store, &subject, "r3").await;
+        let full = rules.check(&store, &keys(), &subject, "r3").await;
         assert_eq!(
             full.hits,
             [RuleHit {
@@ -517,14 +528,18 @@ mod tests {
         assert_eq!(full.hits[0].reason(), "velocity:per-flow:deny");
 
         tokio::time::advance(15 * MINUTE - Duration::from_millis(1)).await;
-        let still = rules.check(&store, &subject, "r4").await;
+        let still = rules.check(&store, &keys(), &subject, "r4").await;
         assert_eq!(still.hits[0].retry_after, Duration::from_millis(1));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(rules.check(&store, &subject, "r5").await.hits.is_empty());
+        assert!(rules
+            .check(&store, &keys(), &subject, "r5")
+            .await
+            .hits
+            .is_empty());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn keys_hold_hashes_never_the_phone_or_the_ip() {
+    async fn keys_hold_keyed_hashes_never_the_phone_the_ip_or_their_sha256() {
         let store = MemoryStore::new(1000);
         let rules = rules(vec![
             rule("per-phone", VelocityKey::Phone, HOUR, 5),
@@ -532,17 +547,25 @@ mod tests {
         ]);
         let phone = "+447912345678";
         let outcome = rules
-            .check(&store, &sms("203.0.113.7", Some(phone)), "r1")
+            .check(&store, &keys(), &sms("203.0.113.7", Some(phone)), "r1")
             .await;
         let expected = [
-            format!("vel:per-phone:{}", sha(phone)),
-            format!("vel:per-ip:{}", sha("203.0.113.7")),
+            format!("vel:per-phone:{}", keys().hash(phone)),
+            format!("vel:per-ip:{}", keys().hash("203.0.113.7")),
         ];
         assert_eq!(outcome.reservations, expected);
+        let sha = |value: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value));
         for key in &outcome.reservations {
             assert!(!key.contains("7912345678") && !key.contains("203.0.113"));
+            assert!(!key.contains(&sha(phone)) && !key.contains(&sha("203.0.113.7")));
             assert_eq!(store.count(key, HOUR).await.unwrap(), 1);
         }
+        // Another key counts apart: replicas must share theirs.
+        let other = KeyHasher::keyed(b"another key");
+        let apart = rules
+            .check(&store, &other, &sms("203.0.113.7", Some(phone)), "r2")
+            .await;
+        assert!(apart.reservations.iter().all(|k| !expected.contains(k)));
         let debug = format!("{:?}", sms("203.0.113.7", Some(phone)));
         assert!(!debug.contains("7912345678"), "{debug}");
     }
@@ -552,12 +575,19 @@ mod tests {
         let store = MemoryStore::new(1000);
         let rules = rules(vec![rule("per-phone", VelocityKey::Phone, HOUR, 1)]);
         let subject = sms("203.0.113.7", Some("+447912345678"));
-        let first = rules.check(&store, &subject, "r1").await;
+        let first = rules.check(&store, &keys(), &subject, "r1").await;
         assert!(first.hits.is_empty());
-        assert_eq!(rules.check(&store, &subject, "r2").await.hits.len(), 1);
+        assert_eq!(
+            rules
+                .check(&store, &keys(), &subject, "r2")
+                .await
+                .hits
+                .len(),
+            1
+        );
         // r1 was denied by something else after all: its send never happened.
         assert_eq!(rules.release(&store, &first, "r1").await, 0);
-        let third = rules.check(&store, &subject, "r3").await;
+        let third = rules.check(&store, &keys(), &subject, "r3").await;
         assert!(third.hits.is_empty());
         assert_eq!(third.reservations.len(), 1);
     }
@@ -578,7 +608,9 @@ mod tests {
             ("2001:db8:1:3::1", false),
         ];
         for (i, (ip, hit)) in table.iter().enumerate() {
-            let outcome = rules.check(&store, &sms(ip, None), &i.to_string()).await;
+            let outcome = rules
+                .check(&store, &keys(), &sms(ip, None), &i.to_string())
+                .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{ip}");
         }
         let v4 = key_value(&rules.rules()[0], &sms("203.0.113.7", None));
@@ -609,7 +641,12 @@ mod tests {
         ];
         for (i, (phone, hit)) in table.iter().enumerate() {
             let outcome = rules
-                .check(&store, &sms("203.0.113.7", Some(phone)), &i.to_string())
+                .check(
+                    &store,
+                    &keys(),
+                    &sms("203.0.113.7", Some(phone)),
+                    &i.to_string(),
+                )
                 .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{phone}");
         }
@@ -646,19 +683,19 @@ mod tests {
             ..sms("203.0.113.7", None)
         };
         for i in 0..3 {
-            let outcome = rules.check(&store, &mfa, &format!("r{i}")).await;
+            let outcome = rules.check(&store, &keys(), &mfa, &format!("r{i}")).await;
             let expected_hits = if i == 0 { 0 } else { 1 };
             assert_eq!(outcome.hits.len(), expected_hits);
             assert!(outcome.hits.iter().all(|h| h.rule == "per-method"));
             assert_eq!(outcome.errors, 0);
         }
-        let global = store_key("any-global", "");
+        let global = store_key(&keys(), "any-global", "");
         assert_eq!(store.count(&global, HOUR).await.unwrap(), 3);
         let email = Subject {
             channel: Channel::Email,
             ..mfa
         };
-        let outcome = rules.check(&store, &email, "e1").await;
+        let outcome = rules.check(&store, &keys(), &email, "e1").await;
         assert_eq!(outcome.reservations.len(), 2, "email-flow and any-global");
     }
 
@@ -680,8 +717,8 @@ mod tests {
             },
         ]);
         let subject = sms("203.0.113.7", None);
-        rules.check(&store, &subject, "r1").await;
-        let outcome = rules.check(&store, &subject, "r2").await;
+        rules.check(&store, &keys(), &subject, "r1").await;
+        let outcome = rules.check(&store, &keys(), &subject, "r2").await;
         let flags: Vec<(&str, bool)> = outcome
             .hits
             .iter()
@@ -702,7 +739,9 @@ mod tests {
     async fn a_store_failure_gives_no_hit_and_is_counted() {
         let rules = VelocityRules::default();
         let subject = sms("203.0.113.7", Some("+447912345678"));
-        let outcome = rules.check(&crate::store::DownStore, &subject, "r1").await;
+        let outcome = rules
+            .check(&crate::store::DownStore, &keys(), &subject, "r1")
+            .await;
         assert!(outcome.hits.is_empty());
         assert!(outcome.reservations.is_empty());
         // Every SMS rule with a value: flow, phone, prefix, IP burst, IP, network, country.

@@ -6,8 +6,8 @@
 //! Each response returns a new continuation token, so the flow is followed forward by mapping
 //! every returned token to the flow of the request that produced it.
 //!
-//! Invariant: raw continuation tokens are never stored or logged. Keys hold SHA-256 hashes of
-//! tokens and method ids; [`Learned`]'s `Debug` redacts the token. Learning never fails a
+//! Invariant: raw continuation tokens are never stored or logged. Keys hold keyed hashes
+//! ([`KeyHasher`]) of tokens and method ids; [`Learned`]'s `Debug` redacts the token. Learning never fails a
 //! request: store errors are logged and the caller sees "unknown".
 
 use std::fmt;
@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::classify::EndpointKind;
-use crate::store::Store;
+use crate::store::{KeyHasher, Store};
 
 /// Largest response body we parse; the caller caps what it buffers, this refuses the rest.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -209,26 +208,11 @@ pub struct MethodInfo {
     pub label: Option<String>,
 }
 
-fn sha256_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-fn flow_key(token: &str) -> String {
-    format!("flow:{}", sha256_hex(token))
-}
-
-fn flow_method_key(flow: &FlowId, method_id: &str) -> String {
-    format!("flowmethod:{}:{}", flow.as_str(), sha256_hex(method_id))
-}
-
-fn method_key(method_id: &str) -> String {
-    format!("method:{}", sha256_hex(method_id))
-}
-
 /// Learned flows and method channels, in the shared [`Store`] so every replica sees them.
 #[derive(Clone)]
 pub struct FlowBook {
     store: Arc<dyn Store>,
+    keys: KeyHasher,
     /// How long a continuation token and its flow's methods are remembered.
     ttl: Duration,
     /// How long the flow-independent method id → channel fallback is remembered. Method ids
@@ -241,9 +225,10 @@ impl FlowBook {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
     pub const DEFAULT_METHOD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, keys: KeyHasher) -> Self {
         Self {
             store,
+            keys,
             ttl: Self::DEFAULT_TTL,
             method_ttl: Self::DEFAULT_METHOD_TTL,
         }
@@ -259,6 +244,18 @@ impl FlowBook {
         self
     }
 
+    fn flow_key(&self, token: &str) -> String {
+        format!("flow:{}", self.keys.hash(token))
+    }
+
+    fn flow_method_key(&self, flow: &FlowId, method_id: &str) -> String {
+        format!("flowmethod:{}:{}", flow.as_str(), self.keys.hash(method_id))
+    }
+
+    fn method_key(&self, method_id: &str) -> String {
+        format!("method:{}", self.keys.hash(method_id))
+    }
+
     /// The flow the request's continuation token belongs to, or a new flow when the token is
     /// absent or unknown. An unknown token is bound to the new flow, so requests replaying
     /// the same token (resends that skip reading the response) still share one flow.
@@ -266,7 +263,7 @@ impl FlowBook {
         let Some(token) = continuation_token.filter(|t| !t.is_empty()) else {
             return FlowId::random();
         };
-        let key = flow_key(token);
+        let key = self.flow_key(token);
         match self.store.get(&key).await {
             Ok(Some(bytes)) => {
                 if let Some(flow) = FlowId::parse(&bytes) {
@@ -292,7 +289,7 @@ impl FlowBook {
     /// unmasked address.
     pub async fn learn(&self, flow: &FlowId, kind: EndpointKind, learned: &Learned) {
         if let Some(token) = &learned.continuation_token {
-            self.put(&flow_key(token), flow.as_str().as_bytes(), self.ttl)
+            self.put(&self.flow_key(token), flow.as_str().as_bytes(), self.ttl)
                 .await;
         }
         if kind != EndpointKind::SignInIntrospect {
@@ -309,9 +306,9 @@ impl FlowBook {
             let Ok(value) = serde_json::to_vec(&info) else {
                 continue;
             };
-            self.put(&flow_method_key(flow, &method.id), &value, self.ttl)
+            self.put(&self.flow_method_key(flow, &method.id), &value, self.ttl)
                 .await;
-            self.put(&method_key(&method.id), &value, self.method_ttl)
+            self.put(&self.method_key(&method.id), &value, self.method_ttl)
                 .await;
         }
     }
@@ -331,9 +328,9 @@ impl FlowBook {
             label: learned.challenge_target_label.clone(),
         };
         if let Ok(value) = serde_json::to_vec(&info) {
-            self.put(&flow_method_key(flow, method_id), &value, self.ttl)
+            self.put(&self.flow_method_key(flow, method_id), &value, self.ttl)
                 .await;
-            self.put(&method_key(method_id), &value, self.method_ttl)
+            self.put(&self.method_key(method_id), &value, self.method_ttl)
                 .await;
         }
     }
@@ -341,10 +338,13 @@ impl FlowBook {
     /// What `method_id` sends to, as learned in `flow`, else as learned in any flow; `None`
     /// when never learned (the caller applies its unknown-method policy).
     pub async fn method_channel(&self, flow: &FlowId, method_id: &str) -> Option<MethodInfo> {
-        if let Some(info) = self.get_method(&flow_method_key(flow, method_id)).await {
+        if let Some(info) = self
+            .get_method(&self.flow_method_key(flow, method_id))
+            .await
+        {
             return Some(info);
         }
-        self.get_method(&method_key(method_id)).await
+        self.get_method(&self.method_key(method_id)).await
     }
 
     async fn get_method(&self, key: &str) -> Option<MethodInfo> {
@@ -519,7 +519,7 @@ mod tests {
     }
 
     fn book() -> FlowBook {
-        FlowBook::new(Arc::new(MemoryStore::default()))
+        FlowBook::new(Arc::new(MemoryStore::default()), KeyHasher::random())
     }
 
     /// One request/response step of a flow: the flow the request maps to, then learning.
@@ -754,7 +754,8 @@ mod tests {
     #[tokio::test]
     async fn raw_tokens_and_method_ids_never_reach_the_store() {
         let store = Arc::new(Recording::default());
-        let book = FlowBook::new(store.clone());
+        let hasher = KeyHasher::keyed(b"learn test key");
+        let book = FlowBook::new(store.clone(), hasher.clone());
         let token_in = "request-token-Zq9";
         let token_out = "response-token-Xw7";
         let flow = step(
@@ -787,12 +788,19 @@ mod tests {
         }
         assert!(writes
             .iter()
-            .any(|(k, _)| *k == format!("flow:{}", sha256_hex(token_out))));
+            .any(|(k, _)| *k == format!("flow:{}", hasher.hash(token_out))));
+        // Nor their plain SHA-256, which anyone could match against a guess.
+        let sha = |value: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value));
+        for (key, _) in &writes {
+            for secret in [token_in, token_out, SMS_ID, EMAIL_ID] {
+                assert!(!key.contains(&sha(secret)), "{key}");
+            }
+        }
     }
 
     #[tokio::test]
     async fn a_failing_store_degrades_to_unknown() {
-        let book = FlowBook::new(Arc::new(crate::store::DownStore));
+        let book = FlowBook::new(Arc::new(crate::store::DownStore), KeyHasher::random());
         let flow = step(
             &book,
             K::SignInIntrospect,
@@ -808,19 +816,23 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_stored_value_is_ignored() {
         let store = Arc::new(MemoryStore::default());
+        let book = FlowBook::new(store.clone(), KeyHasher::random());
         store
-            .put(&flow_key("T"), b"not a flow id!!!", Duration::from_secs(60))
+            .put(
+                &book.flow_key("T"),
+                b"not a flow id!!!",
+                Duration::from_secs(60),
+            )
             .await
             .expect("put");
         store
             .put(
-                &method_key(SMS_ID),
+                &book.method_key(SMS_ID),
                 b"{\"channel\":\"pigeon\"}",
                 Duration::from_secs(60),
             )
             .await
             .expect("put");
-        let book = FlowBook::new(store);
         let flow = book.flow_for_request(Some("T")).await;
         assert_ne!(flow.as_str(), "not a flow id!!!");
         assert_eq!(book.flow_for_request(Some("T")).await, flow);

@@ -28,6 +28,7 @@ pub use activities::ActivityStats;
 use activities::{ActivitySink, Collector};
 pub use block::action_word;
 use block::{Block, Format};
+use token::TokenError;
 
 /// Path of the synchronous Risk API on the sapi host.
 pub const RISK_API_PATH: &str = "/api/v3/risk";
@@ -353,7 +354,8 @@ pub struct TokenState {
     pub uuid: Option<String>,
     pub pxhd: Option<String>,
     pub cookie_names: Vec<String>,
-    /// The raw token, reported as `px_orig_cookie` when it cannot be decrypted.
+    /// The raw token, reported as `px_orig_cookie` when it was not decrypted: it cannot
+    /// be, or its HMAC matched no secret and signed fields (see [`token`]).
     pub raw_token: Option<String>,
     /// The decrypted payload JSON and the token's HMAC, reported as `px_cookie` /
     /// `px_cookie_hmac`.
@@ -367,6 +369,9 @@ struct Settings {
     app_id: String,
     secrets: Vec<String>,
     limits: token::Limits,
+    /// Tokens decrypted with `secrets` recently; a reload builds new settings and with
+    /// them a new cache.
+    tokens: Arc<token::DecryptCache>,
     blocking_score: f64,
     module_mode: ModuleMode,
     bypass_monitor_header: Option<HeaderName>,
@@ -402,6 +407,7 @@ impl Settings {
         Self {
             app_id: cfg.app_id.clone(),
             secrets: cfg.cookie_secrets.clone(),
+            tokens: Arc::new(token::DecryptCache::default()),
             limits: token::Limits {
                 min_iterations: cfg.min_iterations,
                 max_iterations: cfg.max_iterations,
@@ -472,7 +478,8 @@ fn is_vid(s: &str) -> bool {
 }
 
 /// Reads the request's HUMAN token and decides what it alone says (reference A6, with the
-/// HMAC checked right after decryption). `now_ms` is the wall clock in epoch ms.
+/// HMAC checked before decryption and again right after it: see [`token`]). `now_ms` is
+/// the wall clock in epoch ms.
 fn read_token(req: &RiskRequest, s: &Settings, now_ms: f64) -> TokenState {
     let jar = cookies(&req.headers, s.custom_cookie_header.as_ref());
     let find = |name: &str| jar.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
@@ -503,7 +510,7 @@ fn read_token(req: &RiskRequest, s: &Settings, now_ms: f64) -> TokenState {
                 .get(ORIGINAL_TOKEN_HEADER)
                 .and_then(|v| v.to_str().ok())
             {
-                let original = read_original(orig, s);
+                let original = read_original(orig, s, now_ms);
                 if original.error.is_none() {
                     if let Some((plain, _)) = &original.decoded {
                         if let Ok(p) = serde_json::from_str::<token::Payload>(plain) {
@@ -561,12 +568,17 @@ fn read_token(req: &RiskRequest, s: &Settings, now_ms: f64) -> TokenState {
         st.outcome = TokenOutcome::Call(CallReason::NoCookieKey);
         return st;
     }
-    let verified = token::verify(&raw, &s.secrets, &s.limits, mobile, ua, &socket_ip);
+    let verified = token::verify_cached(
+        &raw, &s.secrets, &s.limits, mobile, ua, &socket_ip, &s.tokens, now_ms,
+    );
     let hmac = raw.split(':').next().unwrap_or("").to_owned();
     let (decrypted, hmac_ok) = match verified {
-        Err(_) => {
+        Err(error) => {
             st.raw_token = Some(raw);
-            st.outcome = TokenOutcome::Call(CallReason::CookieDecryptionFailed);
+            st.outcome = TokenOutcome::Call(match error {
+                TokenError::Decryption => CallReason::CookieDecryptionFailed,
+                TokenError::Validation => CallReason::CookieValidationFailed,
+            });
             return st;
         }
         Ok(v) => v,
@@ -602,7 +614,7 @@ struct OriginalRead {
     error: Option<&'static str>,
 }
 
-fn read_original(value: &str, s: &Settings) -> OriginalRead {
+fn read_original(value: &str, s: &Settings, now_ms: f64) -> OriginalRead {
     let mut out = OriginalRead {
         raw: value.to_owned(),
         uuid: None,
@@ -612,13 +624,17 @@ fn read_original(value: &str, s: &Settings) -> OriginalRead {
     let Some(raw) = value.strip_prefix("3:") else {
         return out;
     };
-    if let Ok((d, ok)) = token::verify(raw, &s.secrets, &s.limits, true, "", "") {
-        let hmac = raw.split(':').next().unwrap_or("").to_owned();
-        out.error = if ok { None } else { Some("validation_failed") };
-        if ok {
-            out.uuid = Some(d.payload.u.clone());
+    match token::verify_cached(raw, &s.secrets, &s.limits, true, "", "", &s.tokens, now_ms) {
+        Ok((d, ok)) => {
+            let hmac = raw.split(':').next().unwrap_or("").to_owned();
+            out.error = if ok { None } else { Some("validation_failed") };
+            if ok {
+                out.uuid = Some(d.payload.u.clone());
+            }
+            out.decoded = Some((d.plaintext, hmac));
         }
-        out.decoded = Some((d.plaintext, hmac));
+        Err(TokenError::Validation) => out.error = Some("validation_failed"),
+        Err(TokenError::Decryption) => {}
     }
     out
 }
@@ -707,6 +723,9 @@ fn risk_body(c: &Call<'_>, s: &Settings, reason: CallReason, risk_start: u64) ->
             if let Some((plain, hmac)) = &st.decoded {
                 put("px_cookie", json!(plain));
                 put("px_cookie_hmac", json!(hmac));
+            } else if let Some(raw) = &st.raw_token {
+                // Refused before decryption (its HMAC matched nothing): sent as received.
+                put("px_orig_cookie", json!(raw));
             }
         }
         _ => {}

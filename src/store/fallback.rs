@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{MemoryStore, Store, StoreError, Window};
+use super::{MemoryStore, Store, StoreError, Window, WindowSpec};
 
 /// The key the probe reads to learn whether the primary answers again. Reading it is
 /// harmless: nothing writes it.
@@ -276,6 +276,65 @@ impl Store for FallbackStore {
         Ok(())
     }
 
+    /// [`FallbackStore::reserve`] for every window at once: one primary call, one
+    /// operation in the stats. A primary failure answers the whole batch locally.
+    async fn reserve_many(
+        &self,
+        id: &str,
+        windows: &[WindowSpec<'_>],
+    ) -> Result<Vec<Window>, StoreError> {
+        if !self.is_degraded() {
+            let held = if self.local_may_hold_entries() {
+                let peek: Vec<WindowSpec<'_>> = windows
+                    .iter()
+                    .map(|w| WindowSpec { limit: 0, ..*w })
+                    .collect();
+                Some(self.inner.local.reserve_many(id, &peek).await?)
+            } else {
+                None
+            };
+            let room: Vec<WindowSpec<'_>> = windows
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let used = held.as_ref().and_then(|h| h.get(i)).map_or(0, |h| h.count);
+                    WindowSpec {
+                        limit: w.limit.saturating_sub(used),
+                        ..*w
+                    }
+                })
+                .collect();
+            let shared = self.inner.primary.reserve_many(id, &room);
+            if let Some(shared) = self.primary(shared).await {
+                return Ok(match held {
+                    Some(held) => shared
+                        .into_iter()
+                        .zip(held)
+                        .map(|(s, h)| union(s, h))
+                        .collect(),
+                    None => shared,
+                });
+            }
+        }
+        let longest = windows.iter().map(|w| w.window).max();
+        self.local(longest).reserve_many(id, windows).await
+    }
+
+    async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        let degraded = self.is_degraded();
+        if degraded || self.local_may_hold_entries() {
+            self.inner.local.release_many(keys, id).await?;
+        }
+        if degraded {
+            bump(&self.inner.stats.local);
+        } else {
+            let _ = self
+                .primary(self.inner.primary.release_many(keys, id))
+                .await;
+        }
+        Ok(())
+    }
+
     async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         if !self.is_degraded() {
             if let Some(shared) = self.primary(self.inner.primary.count(key, window)).await {
@@ -475,5 +534,52 @@ mod tests {
         tokio::time::advance(HOUR).await;
         assert_eq!(store.count("k", HOUR).await.unwrap(), 0);
         assert!(store.take_once("nonce", HOUR).await.unwrap());
+    }
+
+    fn spec(key: &str, limit: u64) -> WindowSpec<'_> {
+        WindowSpec {
+            key,
+            window: HOUR,
+            limit,
+        }
+    }
+
+    fn held(windows: &[Window]) -> Vec<(bool, u64)> {
+        windows.iter().map(|w| (w.reserved, w.count)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_falls_back_as_one_operation_and_counts_like_single_reservations() {
+        let (store, shared, down) = flaky();
+        let windows = [spec("phone", 3), spec("flow", 1)];
+        let w = store.reserve_many("a", &windows).await.unwrap();
+        assert_eq!(held(&w), [(true, 1), (true, 1)]);
+        assert_eq!(shared.count("flow", HOUR).await.unwrap(), 1);
+
+        down.send_replace(true);
+        let w = store.reserve_many("b", &windows).await.unwrap();
+        assert_eq!(
+            held(&w),
+            [(true, 1), (true, 1)],
+            "local windows start empty"
+        );
+        assert!(store.is_degraded());
+        let w = store.reserve_many("c", &windows).await.unwrap();
+        assert_eq!(held(&w), [(true, 2), (false, 1)]);
+        store.release_many(&["phone", "flow"], "c").await.unwrap();
+        let c = store.stats().snapshot();
+        assert_eq!((c.primary_ok, c.primary_unavailable, c.local), (1, 1, 3));
+
+        down.send_replace(false);
+        recovered(&store).await;
+        // Shared and local entries add up, window by window, as for single reservations.
+        let w = store.reserve_many("d", &windows).await.unwrap();
+        assert_eq!(held(&w), [(true, 3), (false, 2)]);
+        assert_eq!(shared.count("phone", HOUR).await.unwrap(), 2);
+        assert_eq!(shared.count("flow", HOUR).await.unwrap(), 1);
+        store.release_many(&["phone", "flow"], "b").await.unwrap();
+        store.release_many(&["phone"], "a").await.unwrap();
+        let w = store.reserve_many("e", &windows).await.unwrap();
+        assert_eq!(held(&w), [(true, 2), (false, 1)]);
     }
 }

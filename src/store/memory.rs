@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Store, StoreError, Window};
+use super::{Store, StoreError, Window, WindowSpec};
 
 const SHARDS: usize = 32;
 
@@ -121,16 +121,16 @@ fn trim(hits: &mut VecDeque<(Instant, Box<str>)>, window: Duration, now: Instant
     }
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    async fn reserve(
+impl MemoryStore {
+    /// One reservation at `now`, under the key's shard lock.
+    fn reserve_at(
         &self,
         key: &str,
         id: &str,
         window: Duration,
         limit: u64,
+        now: Instant,
     ) -> Result<Window, StoreError> {
-        let now = Instant::now();
         let mut shard = self.shard(key).lock();
         if !shard.map.contains_key(key) {
             self.make_room(&mut shard, now);
@@ -168,12 +168,49 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+    fn release_now(&self, key: &str, id: &str) {
         let mut shard = self.shard(key).lock();
         if let Some(Slot::Window { hits, .. }) = shard.map.get_mut(key) {
             if let Some(pos) = hits.iter().position(|(_, h)| &**h == id) {
                 hits.remove(pos);
             }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        limit: u64,
+    ) -> Result<Window, StoreError> {
+        self.reserve_at(key, id, window, limit, Instant::now())
+    }
+
+    async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        self.release_now(key, id);
+        Ok(())
+    }
+
+    /// Every window at the same instant, as the Redis store does with one server `TIME`.
+    async fn reserve_many(
+        &self,
+        id: &str,
+        windows: &[WindowSpec<'_>],
+    ) -> Result<Vec<Window>, StoreError> {
+        let now = Instant::now();
+        windows
+            .iter()
+            .map(|w| self.reserve_at(w.key, id, w.window, w.limit, now))
+            .collect()
+    }
+
+    async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        for key in keys {
+            self.release_now(key, id);
         }
         Ok(())
     }
@@ -272,6 +309,45 @@ mod tests {
         store.release("k", "a").await.unwrap();
         assert!(store.reserve("k", "c", HOUR, 1).await.unwrap().reserved);
         assert_eq!(store.count("k", HOUR).await.unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_reserves_each_window_on_its_own_at_one_instant() {
+        let store = MemoryStore::new(1000);
+        let windows = [
+            WindowSpec {
+                key: "phone",
+                window: HOUR,
+                limit: 1,
+            },
+            WindowSpec {
+                key: "ip",
+                window: Duration::from_secs(60),
+                limit: 2,
+            },
+        ];
+        let first = store.reserve_many("a", &windows).await.unwrap();
+        assert!(first.iter().all(|w| w.reserved && w.count == 1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let second = store.reserve_many("b", &windows).await.unwrap();
+        assert_eq!(
+            second,
+            [
+                Window {
+                    reserved: false,
+                    count: 1,
+                    retry_after: HOUR - Duration::from_secs(1),
+                },
+                Window {
+                    reserved: true,
+                    count: 2,
+                    retry_after: Duration::from_secs(59),
+                },
+            ]
+        );
+        store.release_many(&["phone", "ip"], "a").await.unwrap();
+        assert_eq!(store.count("phone", HOUR).await.unwrap(), 0);
+        assert_eq!(store.count("ip", HOUR).await.unwrap(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,18 +1,21 @@
 //! The state replicas must share: sliding-window counters, key/value entries with a TTL
 //! (learned method channels, flow chains) and take-once nonces.
 //!
-//! Keys are built by the callers and never contain raw secrets: continuation tokens and
-//! phone numbers are hashed before they become part of a key.
+//! Keys are built by the callers and never contain raw secrets: continuation tokens,
+//! phone numbers and the like become part of a key only through a [`KeyHasher`].
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 
 pub mod fallback;
+pub mod keys;
 pub mod memory;
 pub mod redis;
 
 pub use fallback::{FallbackCounts, FallbackStats, FallbackStore};
+pub use keys::KeyHasher;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 
@@ -37,6 +40,14 @@ pub struct Window {
     pub retry_after: Duration,
 }
 
+/// One window of a [`Store::reserve_many`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec<'a> {
+    pub key: &'a str,
+    pub window: Duration,
+    pub limit: u64,
+}
+
 /// Shared state. Implementations are cheap to clone handles and safe to call concurrently;
 /// every method is atomic with respect to the others on the same key.
 #[async_trait]
@@ -55,6 +66,63 @@ pub trait Store: Send + Sync + 'static {
     /// Give back a slot taken by [`Store::reserve`]. Releasing a slot that expired or was
     /// never taken is not an error.
     async fn release(&self, key: &str, id: &str) -> Result<(), StoreError>;
+
+    /// [`Store::reserve`] in every window of `windows` for the same `id`: one round trip
+    /// for a remote store. Each window reserves (or is full) on its own, exactly as a
+    /// single reservation would; the answers come in the order of `windows`. Keys should
+    /// be distinct.
+    ///
+    /// The answer is whole: an error means no window was answered, and the caller holds
+    /// no slot to release. Slots a failed call may have taken anyway (a timeout after the
+    /// server applied it) expire with their window, as after a failed [`Store::reserve`].
+    ///
+    /// The default reserves the windows concurrently, one call each, and on a failure
+    /// gives back the slots the other calls took.
+    async fn reserve_many(
+        &self,
+        id: &str,
+        windows: &[WindowSpec<'_>],
+    ) -> Result<Vec<Window>, StoreError> {
+        let answers = join_all(
+            windows
+                .iter()
+                .map(|w| self.reserve(w.key, id, w.window, w.limit)),
+        )
+        .await;
+        let mut answered = Vec::with_capacity(windows.len());
+        let mut taken = Vec::new();
+        let mut failure = None;
+        for (spec, answer) in windows.iter().zip(answers) {
+            match answer {
+                Ok(window) => {
+                    if window.reserved {
+                        taken.push(spec.key);
+                    }
+                    answered.push(window);
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        let Some(error) = failure else {
+            return Ok(answered);
+        };
+        // Best effort: a slot that cannot be given back expires with its window.
+        let _ = self.release_many(&taken, id).await;
+        Err(error)
+    }
+
+    /// [`Store::release`] of `id` in every window of `keys`: one round trip for a remote
+    /// store. An error means some slots may still be held; they expire with their window.
+    ///
+    /// The default releases concurrently, one call each.
+    async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        join_all(keys.iter().map(|key| self.release(key, id)))
+            .await
+            .into_iter()
+            .collect()
+    }
 
     /// Entries currently in the window `key`, without reserving.
     async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError>;

@@ -1,9 +1,11 @@
 //! The Redis store: the state every replica shares, exact under concurrency.
 //!
 //! Each [`Store`] method is one round trip and atomic on the server: sliding windows are
-//! Lua scripts over a sorted set, values and marks are single `SET` commands. Window
-//! timestamps come from the Redis server's clock (`TIME`), so replicas whose clocks
-//! disagree still count the same window. Every key carries [`RedisSettings::key_prefix`].
+//! Lua scripts over a sorted set, values and marks are single `SET` commands. A batch of
+//! windows ([`Store::reserve_many`], [`Store::release_many`]) is one script call too,
+//! whatever its size. Window timestamps come from the Redis server's clock (`TIME`), so
+//! replicas whose clocks disagree still count the same window. Every key carries
+//! [`RedisSettings::key_prefix`].
 //!
 //! Every operation is bounded by [`RedisSettings::timeout`]; a slow server is reported as
 //! [`StoreError::Timeout`], everything else that goes wrong as
@@ -21,7 +23,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
 
-use super::{Store, StoreError, Window};
+use super::{Store, StoreError, Window, WindowSpec};
 
 /// Where the Redis store connects and how long it waits.
 #[derive(Clone)]
@@ -93,45 +95,66 @@ struct Inner {
     // `Script` sends EVALSHA and loads the body only when the server does not know it
     // (first use, or after a restart).
     reserve: Script,
+    release: Script,
     count: Script,
 }
 
-/// Reserve a slot in a sliding-window log.
+/// Reserve a slot for one id in each of several sliding-window logs, in one call.
 ///
-/// KEYS[1]: the window, a sorted set of reservation ids scored by server time in µs.
-/// ARGV: id, window (µs), limit. Returns `{reserved 0|1, count, retry_after µs}`.
+/// KEYS: the windows, sorted sets of reservation ids scored by server time in µs.
+/// ARGV: id, then window (µs) and limit for each key in turn. Returns
+/// `{reserved 0|1, count, retry_after µs}` for each key in turn. A single reservation is
+/// this script with one key.
 ///
-/// An entry leaves the window when `t + window <= now`, as in the memory store. The key
-/// expires with its newest entry, so idle windows cost nothing. A key holding another
-/// kind of value is replaced, as in the memory store. Numbers are passed to
-/// `redis.call` directly (Redis formats them with 17 digits); `tostring` would round µs
-/// timestamps to 14. An id already in the window is refreshed rather than counted twice:
-/// callers use a fresh id per reservation. `replicate_commands` lets Redis before 5.0
-/// accept writes after the non-deterministic `TIME`; later versions do so anyway.
+/// Each window is reserved on its own, at one server time (`TIME`) for all. An entry
+/// leaves the window when `t + window <= now`, as in the memory store. A key expires with
+/// its newest entry, so idle windows cost nothing. A key holding another kind of value is
+/// replaced, as in the memory store. Numbers are passed to `redis.call` directly (Redis
+/// formats them with 17 digits); `tostring` would round µs timestamps to 14. An id already
+/// in a window is refreshed rather than counted twice: callers use a fresh id per
+/// reservation. `replicate_commands` lets Redis before 5.0 accept writes after the
+/// non-deterministic `TIME`; later versions do so anyway.
 const RESERVE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
-local key = KEYS[1]
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
+local id = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local kind = redis.call('TYPE', key).ok
-if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', key) end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-local reserved = 0
-if count < limit then
-  count = count + redis.call('ZADD', key, now, ARGV[1])
-  reserved = 1
+local out = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', key) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local reserved = 0
+  if count < limit then
+    count = count + redis.call('ZADD', key, now, id)
+    reserved = 1
+  end
+  local retry = 0
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if oldest[2] then
+    retry = tonumber(oldest[2]) + window - now
+    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', key, math.ceil((tonumber(newest[2]) + window - now) / 1000))
+  end
+  out[#out + 1] = reserved
+  out[#out + 1] = count
+  out[#out + 1] = retry
 end
-local retry = 0
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-if oldest[2] then
-  retry = tonumber(oldest[2]) + window - now
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', key, math.ceil((tonumber(newest[2]) + window - now) / 1000))
+return out
+";
+
+/// Remove one id from each of several sliding-window logs, in one call.
+///
+/// KEYS: the windows. ARGV: id. A key holding another kind of value is left alone, as
+/// `release` does.
+const RELEASE: &str = r"
+for _, key in ipairs(KEYS) do
+  if redis.call('TYPE', key).ok == 'zset' then redis.call('ZREM', key, ARGV[1]) end
 end
-return {reserved, count, retry}
+return 0
 ";
 
 /// Count the entries of a sliding window without changing it.
@@ -198,6 +221,7 @@ impl RedisStore {
                 prefix: settings.key_prefix.clone(),
                 timeout: settings.timeout,
                 reserve: Script::new(RESERVE),
+                release: Script::new(RELEASE),
                 count: Script::new(COUNT),
             }),
         }
@@ -294,24 +318,59 @@ impl Store for RedisStore {
         window: Duration,
         limit: u64,
     ) -> Result<Window, StoreError> {
-        let key = self.key(key);
-        let (reserved, count, retry): (i64, u64, u64) = self
-            .run(|mut conn| async move {
-                self.inner
-                    .reserve
-                    .key(&key)
-                    .arg(id)
-                    .arg(micros(window))
-                    .arg(limit)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+        let spec = WindowSpec { key, window, limit };
+        self.reserve_many(id, &[spec])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("empty reservation reply".into()))
+    }
+
+    async fn reserve_many(
+        &self,
+        id: &str,
+        windows: &[WindowSpec<'_>],
+    ) -> Result<Vec<Window>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.inner.reserve.arg(id);
+        for spec in windows {
+            invocation
+                .key(self.key(spec.key))
+                .arg(micros(spec.window))
+                .arg(spec.limit);
+        }
+        let reply: Vec<i64> = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
-        Ok(Window {
-            reserved: reserved == 1,
-            count,
-            retry_after: Duration::from_micros(retry),
-        })
+        if reply.len() != 3 * windows.len() {
+            return Err(StoreError::Unavailable(format!(
+                "reservation reply of {} numbers for {} windows",
+                reply.len(),
+                windows.len()
+            )));
+        }
+        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(reply
+            .chunks_exact(3)
+            .map(|w| Window {
+                reserved: w[0] == 1,
+                count: positive(w[1]),
+                retry_after: Duration::from_micros(positive(w[2])),
+            })
+            .collect())
+    }
+
+    async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.inner.release.arg(id);
+        for key in keys {
+            invocation.key(self.key(key));
+        }
+        self.run(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
+            .await
     }
 
     async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {

@@ -167,9 +167,11 @@ fn a9_rotation_accepts_the_previous_secret() {
         outcome(&req, &settings(&["wrong-secret", "perimeterx"], false), NOW),
         TokenOutcome::Pass
     );
+    // Signed with a secret we do not hold: refused before decryption, so it cannot be told
+    // from a token signed over other fields (see `token`).
     assert_eq!(
         outcome(&req, &settings(&["wrong-secret"], false), NOW),
-        call(CallReason::CookieDecryptionFailed)
+        call(CallReason::CookieValidationFailed)
     );
 }
 
@@ -335,6 +337,8 @@ fn reason_cookie_decryption_failed() {
 
 #[test]
 fn reason_cookie_validation_failed() {
+    // Its HMAC matches no field this request could have signed: refused before decryption,
+    // and reported as received.
     let req = web(&format!("_px3={WEB_GOOD}"), "curl/8.0", "1.2.3.4");
     let (r, b) = body_for(&req, &settings(&["perimeterx"], true));
     assert_eq!(r, CallReason::CookieValidationFailed);
@@ -342,10 +346,38 @@ fn reason_cookie_validation_failed() {
         b["additional"]["s2s_call_reason"],
         "cookie_validation_failed"
     );
-    assert!(b["additional"]["px_cookie"].is_string());
-    assert_eq!(b["additional"]["px_cookie_hmac"], &WEB_GOOD[..64]);
+    assert_eq!(b["additional"]["px_orig_cookie"], WEB_GOOD);
+    assert!(b["additional"].get("px_cookie").is_none());
+    assert!(b.get("vid").is_none());
+
+    // Signed over the user agent while its payload names the socket IP: it decrypts, and
+    // fails validation with its payload reported.
+    let plain = r#"{"u":"57ecdc10-0e97-11e6-80b6-095df820282c","v":"a0b1c2d3-0e97-11e6-80b6-095df820282c","t":4102444800000,"s":0,"a":"c","x":"s"}"#;
+    let cookie = token::mint("perimeterx", plain, UA, 1000, None);
+    let req = web(&format!("_px3={cookie}"), UA, "1.2.3.4");
+    let (r, b) = body_for(&req, &settings(&["perimeterx"], true));
+    assert_eq!(r, CallReason::CookieValidationFailed);
+    assert_eq!(b["additional"]["px_cookie"], plain);
+    assert_eq!(b["additional"]["px_cookie_hmac"], &cookie[..64]);
+    assert!(b["additional"].get("px_orig_cookie").is_none());
     // An unvalidated token's vid is not trusted.
     assert!(b.get("vid").is_none());
+}
+
+#[test]
+fn a_repeated_token_is_decrypted_once() {
+    let s = settings(&["perimeterx"], false);
+    let req = web(&format!("_px3={WEB_GOOD}"), UA, "1.2.3.4");
+    for _ in 0..3 {
+        assert_eq!(outcome(&req, &s, NOW), TokenOutcome::Pass);
+    }
+    assert_eq!((s.tokens.len(), s.tokens.hits()), (1, 2));
+    // The same token from another client fails, cached or not.
+    let elsewhere = web(&format!("_px3={WEB_GOOD}"), "curl/8.0", "1.2.3.4");
+    assert_eq!(
+        outcome(&elsewhere, &s, NOW),
+        call(CallReason::CookieValidationFailed)
+    );
 }
 
 #[test]

@@ -1,8 +1,31 @@
 //! HUMAN risk token v3: the `_px3` cookie and the mobile `X-PX-AUTHORIZATION: 3:…` token
-//! (reference A7, A8). Parsing, PBKDF2-HMAC-SHA256 → AES-256-CBC decryption, the HMAC
-//! check, and the mirror-image minting the emulator and tests use.
+//! (reference A7, A8). Parsing, the HMAC check, PBKDF2-HMAC-SHA256 → AES-256-CBC
+//! decryption, a cache of decrypted tokens, and the mirror-image minting the emulator and
+//! tests use.
 //!
 //! Wire format: `<hmac_hex>:<salt_b64>:<iterations>:<ciphertext_b64>`.
+//!
+//! # Cost
+//!
+//! The key derivation costs as many HMAC-SHA256 rounds as the token names (up to
+//! [`Limits::max_iterations`]), so it only runs for a token whose HMAC one of our secrets
+//! made. The HMAC key is the cookie secret and its message the encrypted part plus the
+//! signed fields, which the payload's `x` names: unknown before decryption, so the HMAC
+//! is first checked against every string `x` can ask for (for a cookie: nothing, the user
+//! agent, the socket IP, or any two of them in any order; for a mobile token: nothing),
+//! for each secret, in constant time. A forged token then costs a few HMACs. After
+//! decryption the HMAC is checked again against exactly what `x` names, as before.
+//!
+//! A token whose HMAC matches none of those strings fails validation without being
+//! decrypted: telling a token made with another secret (a decryption failure when
+//! decrypting first) from one whose signed fields differ (a validation failure) would
+//! take the key derivation this order avoids. A cookie whose `x` names more than two
+//! fields is refused the same way. What no key can decrypt (bad base64, a ciphertext of
+//! partial blocks) is still a decryption failure, found before the HMAC.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes::Aes256;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,10 +33,11 @@ use base64::Engine as _;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 /// `COOKIE_V3_MAXIMUM_SALT_LENGTH`: the longest accepted salt, in base64 characters.
 pub const MAX_SALT_LENGTH: usize = 100;
@@ -24,6 +48,8 @@ pub const MAX_SECRETS: usize = 2;
 
 const KEY_LEN: usize = 32;
 const IV_LEN: usize = 16;
+/// AES block size: a CBC ciphertext is a whole number of blocks.
+const BLOCK_LEN: usize = 16;
 
 /// Limits applied before any cryptography runs, so a hostile token costs little.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,31 +167,48 @@ pub struct Decrypted {
 
 /// Tries each secret (at most [`MAX_SECRETS`]) until one yields a well-formed payload.
 pub fn decrypt(token: &Parsed<'_>, secrets: &[String]) -> Result<Decrypted, TokenError> {
+    let (salt, ciphertext) = decode(token)?;
+    secrets
+        .iter()
+        .take(MAX_SECRETS)
+        .enumerate()
+        .find_map(|(index, secret)| decrypt_with(secret, index, &salt, &ciphertext, token))
+        .ok_or(TokenError::Decryption)
+}
+
+/// The salt and ciphertext, decoded. A ciphertext that is not whole AES blocks cannot
+/// decrypt under any key.
+fn decode(token: &Parsed<'_>) -> Result<(Vec<u8>, Vec<u8>), TokenError> {
     let salt = B64
         .decode(token.salt_b64)
         .map_err(|_| TokenError::Decryption)?;
     let ciphertext = B64
         .decode(token.ciphertext_b64)
         .map_err(|_| TokenError::Decryption)?;
-    for (secret_index, secret) in secrets.iter().take(MAX_SECRETS).enumerate() {
-        let (key, iv) = derive(secret, &salt, token.iterations);
-        let Ok(plain) = cbc::Decryptor::<Aes256>::new(&key.into(), &iv.into())
-            .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
-        else {
-            continue;
-        };
-        let Ok(plaintext) = String::from_utf8(plain) else {
-            continue;
-        };
-        if let Ok(payload) = serde_json::from_str::<Payload>(&plaintext) {
-            return Ok(Decrypted {
-                payload,
-                plaintext,
-                secret_index,
-            });
-        }
+    if ciphertext.is_empty() || ciphertext.len() % BLOCK_LEN != 0 {
+        return Err(TokenError::Decryption);
     }
-    Err(TokenError::Decryption)
+    Ok((salt, ciphertext))
+}
+
+fn decrypt_with(
+    secret: &str,
+    secret_index: usize,
+    salt: &[u8],
+    ciphertext: &[u8],
+    token: &Parsed<'_>,
+) -> Option<Decrypted> {
+    let (key, iv) = derive(secret, salt, token.iterations);
+    let plain = cbc::Decryptor::<Aes256>::new(&key.into(), &iv.into())
+        .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+        .ok()?;
+    let plaintext = String::from_utf8(plain).ok()?;
+    let payload = serde_json::from_str::<Payload>(&plaintext).ok()?;
+    Some(Decrypted {
+        payload,
+        plaintext,
+        secret_index,
+    })
 }
 
 /// The extra text the HMAC covers: nothing for mobile tokens; for cookies, per char of
@@ -208,9 +251,49 @@ pub fn hmac_valid(token: &Parsed<'_>, secret: &str, fields: &str) -> bool {
     given.len() == expected.len() && bool::from(expected.as_slice().ct_eq(&given))
 }
 
-/// Parse, decrypt and check the signature in one step (JSCORE order: the HMAC is verified
-/// before anything in the payload is trusted). On `Validation` the decrypted payload is
-/// still returned so the caller can report it to the Risk API.
+/// Whether `secret` made the token's HMAC over any string the payload's `x` can name
+/// (see the module docs). Every candidate is computed and compared in constant time.
+fn signed_by(
+    token: &Parsed<'_>,
+    given: &[u8],
+    secret: &str,
+    mobile: bool,
+    user_agent: &str,
+    socket_ip: &str,
+) -> bool {
+    let Some(base) = mac(secret, token.signed, "") else {
+        return false;
+    };
+    let then = |mac: &Hmac<Sha256>, field: &str| {
+        let mut mac = mac.clone();
+        mac.update(field.as_bytes());
+        mac
+    };
+    let mut candidates = vec![base.clone()];
+    if !mobile {
+        let ua = then(&base, user_agent);
+        let ip = then(&base, socket_ip);
+        candidates.extend([
+            then(&ua, user_agent),
+            then(&ua, socket_ip),
+            then(&ip, user_agent),
+            then(&ip, socket_ip),
+            ua,
+            ip,
+        ]);
+    }
+    let matched = candidates
+        .into_iter()
+        .map(|mac| mac.finalize().into_bytes().as_slice().ct_eq(given))
+        .fold(Choice::from(0), |any, this| any | this);
+    bool::from(matched)
+}
+
+/// Parse, check the signature, decrypt and check the signed fields. The key derivation
+/// runs only for a token one of `secrets` signed (see the module docs); a token no secret
+/// signed fails validation without being decrypted. On `Ok((_, false))` the token
+/// decrypted but its HMAC does not cover what the payload's `x` names: it fails
+/// validation, and the payload is returned so the caller can report it to the Risk API.
 pub fn verify(
     raw: &str,
     secrets: &[String],
@@ -219,14 +302,160 @@ pub fn verify(
     user_agent: &str,
     socket_ip: &str,
 ) -> Result<(Decrypted, bool), TokenError> {
+    verify_inner(raw, secrets, limits, mobile, user_agent, socket_ip, None)
+}
+
+/// [`verify`], answering a token `cache` holds without decrypting it again, and adding
+/// one that verifies and has not expired at `now_ms` (epoch ms). The signature is checked
+/// on every call: a cached token presented with other signed fields still fails.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_cached(
+    raw: &str,
+    secrets: &[String],
+    limits: &Limits,
+    mobile: bool,
+    user_agent: &str,
+    socket_ip: &str,
+    cache: &DecryptCache,
+    now_ms: f64,
+) -> Result<(Decrypted, bool), TokenError> {
+    let cache = Some((cache, now_ms));
+    verify_inner(raw, secrets, limits, mobile, user_agent, socket_ip, cache)
+}
+
+fn verify_inner(
+    raw: &str,
+    secrets: &[String],
+    limits: &Limits,
+    mobile: bool,
+    user_agent: &str,
+    socket_ip: &str,
+    cache: Option<(&DecryptCache, f64)>,
+) -> Result<(Decrypted, bool), TokenError> {
     let parsed = parse(raw, limits)?;
-    let decrypted = decrypt(&parsed, secrets)?;
-    let fields = signed_fields(&decrypted.payload, mobile, user_agent, socket_ip);
-    let secret = secrets
-        .get(decrypted.secret_index)
-        .ok_or(TokenError::Decryption)?;
-    let ok = hmac_valid(&parsed, secret, &fields);
-    Ok((decrypted, ok))
+    let (salt, ciphertext) = decode(&parsed)?;
+    let given = hex::decode(parsed.hmac_hex).unwrap_or_default();
+    let signers: Vec<(usize, &String)> = secrets
+        .iter()
+        .take(MAX_SECRETS)
+        .enumerate()
+        .filter(|(_, secret)| signed_by(&parsed, &given, secret, mobile, user_agent, socket_ip))
+        .collect();
+    if signers.is_empty() {
+        return Err(TokenError::Validation);
+    }
+    for (index, secret) in signers {
+        let cache = cache.map(|(cache, now_ms)| (cache, now_ms, DecryptCache::key(index, raw)));
+        let hit = cache
+            .as_ref()
+            .and_then(|(cache, now_ms, key)| cache.get(key, *now_ms));
+        let missed = hit.is_none();
+        let Some(decrypted) =
+            hit.or_else(|| decrypt_with(secret, index, &salt, &ciphertext, &parsed))
+        else {
+            continue;
+        };
+        let fields = signed_fields(&decrypted.payload, mobile, user_agent, socket_ip);
+        let ok = hmac_valid(&parsed, secret, &fields);
+        if let (true, true, Some((cache, now_ms, key))) = (ok, missed, cache) {
+            cache.put(key, &decrypted, now_ms);
+        }
+        return Ok((decrypted, ok));
+    }
+    Err(TokenError::Decryption)
+}
+
+/// Tokens that verified recently, so a client sending the same token again does not pay
+/// the key derivation again. Keyed by SHA-256 of the secret's index and the whole token
+/// (the raw token is not kept); an entry leaves when the token's `t` passes, and the
+/// cache holds at most its capacity (when full, expired entries go first, then any one).
+/// A cache belongs to one list of secrets: build a new one when they change.
+pub struct DecryptCache {
+    entries: Mutex<HashMap<[u8; 32], Decrypted>>,
+    capacity: usize,
+    hits: AtomicU64,
+}
+
+impl DecryptCache {
+    /// Tokens a cache holds by default: a few MiB at most.
+    pub const DEFAULT_CAPACITY: usize = 4096;
+
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Tokens answered from the cache since it was built.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Tokens held, expired or not.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn key(secret_index: usize, raw: &str) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(secret_index.to_be_bytes());
+        hash.update(raw.as_bytes());
+        hash.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now_ms: f64) -> Option<Decrypted> {
+        let mut entries = self.entries.lock();
+        match entries.get(key) {
+            Some(d) if d.payload.t >= now_ms => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(d.clone())
+            }
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: [u8; 32], decrypted: &Decrypted, now_ms: f64) {
+        if self.capacity == 0 || decrypted.payload.t < now_ms {
+            return;
+        }
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, d| d.payload.t >= now_ms);
+            if entries.len() >= self.capacity {
+                if let Some(victim) = entries.keys().next().copied() {
+                    entries.remove(&victim);
+                }
+            }
+        }
+        entries.insert(key, decrypted.clone());
+    }
+}
+
+impl Default for DecryptCache {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
+    }
+}
+
+// Payloads are not secrets, but a log has no use for them.
+impl fmt::Debug for DecryptCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("hits", &self.hits())
+            .finish()
+    }
 }
 
 /// Encrypts and signs `plaintext` (JSON) the way HUMAN's collector does: PBKDF2 over
@@ -349,7 +578,7 @@ mod tests {
             UA,
             "",
         );
-        assert_eq!(r, Err(TokenError::Decryption));
+        assert_eq!(r, Err(TokenError::Validation));
     }
 
     #[test]
@@ -384,5 +613,130 @@ mod tests {
         assert_eq!(signed_fields(&p, false, "UA", "1.2.3.4"), "1.2.3.4UA");
         p.x = Some("uzs".into());
         assert_eq!(signed_fields(&p, false, "UA", "1.2.3.4"), "UA1.2.3.4");
+    }
+
+    const SALT: &[u8] = b"12345678123456781234567812345678";
+    const PLAIN: &str = r#"{"u":"57ecdc10-0e97-11e6-80b6-095df820282c","v":"a0b1c2d3-0e97-11e6-80b6-095df820282c","t":4102444800000,"s":0,"a":"c"}"#;
+    const IP: &str = "1.2.3.4";
+
+    /// The reference payload naming the signed fields `x`.
+    fn with_x(x: &str) -> String {
+        PLAIN.replace(r#""a":"c"}"#, &format!(r#""a":"c","x":"{x}"}}"#))
+    }
+
+    #[test]
+    fn a_token_no_secret_signed_fails_validation_without_decryption() {
+        let s = secrets(&["perimeterx"]);
+        let l = Limits::default();
+        // Whole blocks of garbage at the highest iteration count accepted: decrypted first,
+        // as before, it would have been a decryption failure.
+        let forged = format!(
+            "{}:{}:5000:{}",
+            "0".repeat(64),
+            B64.encode(SALT),
+            B64.encode([7u8; 64])
+        );
+        assert_eq!(
+            verify(&forged, &s, &l, false, UA, IP),
+            Err(TokenError::Validation)
+        );
+        let other_secret = mint("attacker-secret", PLAIN, UA, 5000, Some(SALT));
+        assert_eq!(
+            verify(&other_secret, &s, &l, false, UA, IP),
+            Err(TokenError::Validation)
+        );
+        // What no key can decrypt is still a decryption failure.
+        for ciphertext in [B64.encode([7u8; 15]), "%%%".to_owned()] {
+            let broken = format!("{}:{}:1000:{ciphertext}", "0".repeat(64), B64.encode(SALT));
+            assert_eq!(
+                verify(&broken, &s, &l, false, UA, IP),
+                Err(TokenError::Decryption)
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_list_of_up_to_two_fields_verifies() {
+        let s = secrets(&["other", "perimeterx"]);
+        for x in ["", "u", "s", "us", "su", "uu", "ss", "uz", "q"] {
+            let plain = with_x(x);
+            let payload: Payload = serde_json::from_str(&plain).unwrap();
+            let fields = signed_fields(&payload, false, UA, IP);
+            let token = mint("perimeterx", &plain, &fields, 1000, Some(SALT));
+            let (d, ok) = verify(&token, &s, &Limits::default(), false, UA, IP).unwrap();
+            assert!(ok, "x = {x:?}");
+            assert_eq!((d.payload.x.as_deref(), d.secret_index), (Some(x), 1));
+        }
+        // Three fields are more than the signature is checked against before decryption.
+        let plain = with_x("usu");
+        let token = mint(
+            "perimeterx",
+            &plain,
+            &format!("{UA}{IP}{UA}"),
+            1000,
+            Some(SALT),
+        );
+        assert_eq!(
+            verify(&token, &s, &Limits::default(), false, UA, IP),
+            Err(TokenError::Validation)
+        );
+    }
+
+    #[test]
+    fn a_signature_over_other_fields_than_x_names_fails_after_decryption() {
+        // Signed over the user agent, while the payload names the socket IP.
+        let token = mint("perimeterx", &with_x("s"), UA, 1000, Some(SALT));
+        let s = secrets(&["perimeterx"]);
+        let (d, ok) = verify(&token, &s, &Limits::default(), false, UA, IP).unwrap();
+        assert!(!ok);
+        assert_eq!(d.payload.x.as_deref(), Some("s"));
+        // A mobile token signs nothing extra: a cookie signed over its user agent is not one.
+        assert_eq!(
+            verify(WEB_GOOD, &s, &Limits::default(), true, "", ""),
+            Err(TokenError::Validation)
+        );
+    }
+
+    #[test]
+    fn the_cache_answers_a_repeated_token_until_it_expires() {
+        let cache = DecryptCache::new(8);
+        let s = secrets(&["perimeterx"]);
+        let l = Limits::default();
+        let t = 4_102_444_800_000.0;
+        let now = t - 1000.0;
+        let first = verify_cached(WEB_GOOD, &s, &l, false, UA, "", &cache, now).unwrap();
+        assert!(first.1);
+        assert_eq!((cache.len(), cache.hits()), (1, 0));
+        let again = verify_cached(WEB_GOOD, &s, &l, false, UA, "", &cache, now).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(cache.hits(), 1);
+        // The signature is still checked on every call.
+        assert_eq!(
+            verify_cached(WEB_GOOD, &s, &l, false, "curl/8.0", "", &cache, now),
+            Err(TokenError::Validation)
+        );
+        // A payload whose `x` the request does not satisfy is not cached.
+        let mismatched = mint("perimeterx", &with_x("s"), UA, 1000, Some(SALT));
+        let (_, ok) = verify_cached(&mismatched, &s, &l, false, UA, IP, &cache, now).unwrap();
+        assert!(!ok);
+        assert_eq!(cache.len(), 1);
+        // Once `t` has passed, the entry goes and the token is decrypted again.
+        let later = verify_cached(WEB_GOOD, &s, &l, false, UA, "", &cache, t + 1.0).unwrap();
+        assert_eq!(later.0.payload.t, t);
+        assert_eq!((cache.len(), cache.hits()), (0, 1));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = DecryptCache::new(2);
+        let s = secrets(&["perimeterx"]);
+        for i in 0..4u8 {
+            let token = mint("perimeterx", PLAIN, UA, 500, Some(&[i; 16]));
+            let (_, ok) =
+                verify_cached(&token, &s, &Limits::default(), false, UA, "", &cache, 0.0).unwrap();
+            assert!(ok);
+            assert!(cache.len() <= 2);
+        }
+        assert_eq!(cache.len(), 2);
     }
 }
