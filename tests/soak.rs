@@ -66,6 +66,7 @@ max_bytes = 4194304
 keep = 1000
 [store]
 backend = "redis"
+key_secret = "soak-store-key-secret-shared-by-both-replicas"
 [store.redis]
 url = "{redis}"
 timeout = "2s"
