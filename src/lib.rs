@@ -20,6 +20,7 @@
 //! * [`policy`]: `decide`: deny beats throttle beats step-up beats allow, monitor modes.
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
+//! * [`fuzz_checks`]: the invariants the fuzz targets (`fuzz/`) and the corpus test check.
 
 pub mod admin;
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod defense;
 pub mod emulate;
 pub mod entra;
 pub mod error;
+pub mod fuzz_checks;
 pub mod gateway;
 pub mod judge;
 pub mod metrics;
