@@ -391,17 +391,9 @@ newphone@contoso.com (destination policy denies it), or resend more than three t
 pub fn print_config(path: &Path) -> ExitCode {
     match config::load(Some(path)) {
         Ok((raw, _)) => {
-            let mut value = serde_json::to_value(&raw).unwrap_or_default();
-            if let Some(map) = value.as_object_mut() {
-                // Provider settings hold tokens and secrets in plain fields: named, not shown.
-                map.insert(
-                    "providers".into(),
-                    serde_json::Value::String("<configured; not printed: holds secrets>".into()),
-                );
-            }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
+                serde_json::to_string_pretty(&config::effective_json(&raw)).unwrap_or_default()
             );
             ExitCode::SUCCESS
         }

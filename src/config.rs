@@ -611,6 +611,23 @@ pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
     load_with_env(path, std::env::vars())
 }
 
+/// The effective configuration as `check-config --print` shows it: every section with its
+/// defaults filled in, secrets as `***`, and `providers` named but not shown (its settings
+/// hold tokens and secrets in plain fields).
+pub fn effective_json(raw: &RawConfig) -> serde_json::Value {
+    let mut value = serde_json::to_value(raw).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "providers".into(),
+            serde_json::Value::String(PROVIDERS_NOT_PRINTED.into()),
+        );
+    }
+    value
+}
+
+/// What [`effective_json`] shows for `providers`.
+pub const PROVIDERS_NOT_PRINTED: &str = "<configured; not printed: holds secrets>";
+
 /// Keys whose value is a secret: each may instead be given as `<key>_file`, a path whose
 /// contents (without the trailing newline) become the value.
 pub const SECRET_KEYS: &[&str] = &[

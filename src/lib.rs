@@ -21,6 +21,7 @@
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis; the
 //!   keyed hash that keeps phone numbers and tokens out of its keys.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
+//! * [`fuzz_checks`]: the invariants the fuzz targets (`fuzz/`) and the corpus test check.
 
 pub mod admin;
 pub mod audit;
@@ -31,6 +32,7 @@ pub mod defense;
 pub mod emulate;
 pub mod entra;
 pub mod error;
+pub mod fuzz_checks;
 pub mod gateway;
 pub mod judge;
 pub mod metrics;

@@ -24,10 +24,10 @@ use crate::store::{KeyHasher, Store};
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Most methods kept from one introspect response; Entra lists a user's few methods.
-const MAX_METHODS: usize = 16;
+pub const MAX_METHODS: usize = 16;
 
 /// Longest label, error or suberror kept, in characters: they reach logs and the store.
-const MAX_TEXT_CHARS: usize = 128;
+pub const MAX_TEXT_CHARS: usize = 128;
 
 /// The channel a one-time passcode goes out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -477,6 +477,12 @@ fn is_vid(s: &str) -> bool {
         && matches!(b[19], b'8' | b'9' | b'a' | b'b')
 }
 
+/// [`read_token`] under the settings `cfg` builds: the fuzz checks compare it with the
+/// token functions.
+pub(crate) fn read_token_with(cfg: &HumanConfig, req: &RiskRequest, now_ms: f64) -> TokenState {
+    read_token(req, &Settings::new(cfg), now_ms)
+}
+
 /// Reads the request's HUMAN token and decides what it alone says (reference A6, with the
 /// HMAC checked before decryption and again right after it: see [`token`]). `now_ms` is
 /// the wall clock in epoch ms.
