@@ -419,10 +419,12 @@ fn where_phonenumber_0_3_departed_from_libphonenumber() {
             "+7001234567 - 7 invalid",
             "+78001234567 RU 7 toll_free",
         ),
+        // libphonenumber gives `+4402079460000` (invalid); that form would lose one more
+        // zero when read again, so the parser refuses the target instead.
         (
             "+44 00 20 7946 0000",
             "+442079460000 GB 44 fixed_line",
-            "+4402079460000 - 44 invalid",
+            "-",
         ),
         (
             "+57 (0)3211234567",
