@@ -382,7 +382,12 @@ mod tests {
             "connection",
             HeaderValue::from_static("keep-alive, X-Secret-Hop"),
         );
+        h.append(
+            "connection",
+            HeaderValue::from_static("Connection,x-other-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("x-other-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
