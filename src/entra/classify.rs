@@ -471,6 +471,13 @@ fn classify_clean(method: &Method, mut segments: Vec<Cow<'_, str>>) -> Classific
     // An endpoint suffix anywhere else may still reach the endpoint on a server that ignores
     // leading or trailing segments or extensions.
     for start in 0..segments.len() {
+        // Every suffix starts with a prefix word, and most segments are none.
+        if !PREFIX_WORDS
+            .iter()
+            .any(|w| matches_loosely(&segments[start], w))
+        {
+            continue;
+        }
         for (_, suffix) in fixed_suffixes() {
             let window = &segments[start..];
             if window.len() >= suffix.len()
@@ -831,6 +838,15 @@ mod tests {
         Classification::Endpoint {
             kind,
             tenant: tenant.to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_fixed_suffix_starts_with_a_prefix_word() {
+        // classify_clean skips depths whose segment is no prefix word.
+        assert_eq!(fixed_suffixes().len(), K::ALL.len() - 1);
+        for (kind, suffix) in fixed_suffixes() {
+            assert!(PREFIX_WORDS.contains(&suffix[0]), "{kind:?}");
         }
     }
 
