@@ -421,11 +421,7 @@ fn where_phonenumber_0_3_departed_from_libphonenumber() {
         ),
         // libphonenumber gives `+4402079460000` (invalid); that form would lose one more
         // zero when read again, so the parser refuses the target instead.
-        (
-            "+44 00 20 7946 0000",
-            "+442079460000 GB 44 fixed_line",
-            "-",
-        ),
+        ("+44 00 20 7946 0000", "+442079460000 GB 44 fixed_line", "-"),
         (
             "+57 (0)3211234567",
             "+57211234567 CO 57 invalid",
