@@ -162,10 +162,14 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     })
 }
 
-/// A trimmed, non-empty, length-capped string field.
+/// A trimmed, non-empty, length-capped string field. Trimmed again after the cap, which can
+/// cut just after a space; the first character is not one, so the result stays non-empty.
 fn text(object: &Map<String, Value>, name: &str) -> Option<String> {
     let value = field(object, name)?.as_str()?.trim();
-    (!value.is_empty()).then(|| value.chars().take(MAX_TEXT_CHARS).collect())
+    (!value.is_empty()).then(|| {
+        let capped: String = value.chars().take(MAX_TEXT_CHARS).collect();
+        capped.trim_end().to_owned()
+    })
 }
 
 /// A flow: one sign-in, sign-up, reset or registration, followed across its continuation
@@ -516,6 +520,22 @@ mod tests {
         let shown = format!("{learned:?}");
         assert!(!shown.contains("secret-token"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    /// Found by fuzzing: the cap fell just after a tab, and the kept label ended in it.
+    #[test]
+    fn a_capped_text_is_trimmed_again() {
+        let kept = format!("+1{}", "*".repeat(MAX_TEXT_CHARS - 3));
+        for cut in ["\t", " ", "\u{a0}"] {
+            let label = format!("{kept}{cut}{}", "x".repeat(10));
+            let body = serde_json::json!({ "challenge_target_label": label, "error": label });
+            let learned = parse_response(K::SignInChallenge, 400, body.to_string().as_bytes());
+            assert_eq!(
+                learned.challenge_target_label.as_deref(),
+                Some(kept.as_str())
+            );
+            assert_eq!(learned.error.as_deref(), Some(kept.as_str()));
+        }
     }
 
     fn book() -> FlowBook {

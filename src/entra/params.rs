@@ -84,7 +84,9 @@ impl Params {
     }
 
     /// `application/x-www-form-urlencoded` serialization. [`parse`] of it yields `self`
-    /// again, so fuzzing can check parse → serialize → parse is stable.
+    /// again as long as it fits [`MAX_INPUT_BYTES`]: encoding can triple a value (`!` is
+    /// `%21`), so parameters parsed from a large input may serialize past the cap. (The
+    /// gateway forwards the bytes it received, never this serialization.)
     pub fn to_form_string(&self) -> String {
         form_urlencoded::Serializer::new(String::new())
             .extend_pairs(self.pairs.iter())
@@ -396,6 +398,15 @@ mod tests {
             assert_eq!(params.get("v"), Some(value.as_str()));
             assert_eq!(parse(None, params.to_form_string().as_bytes()), Ok(params));
         }
+    }
+
+    #[test]
+    fn serialization_can_outgrow_the_input_cap() {
+        let value = "!".repeat(MAX_INPUT_BYTES / 2);
+        let params = parse(None, format!("v={value}").as_bytes()).expect("parses");
+        let form = params.to_form_string();
+        assert!(form.len() > MAX_INPUT_BYTES, "{}", form.len());
+        assert_eq!(parse(None, form.as_bytes()), Err(ParamError::TooLarge));
     }
 
     #[test]

@@ -596,6 +596,35 @@ mod tests {
         assert!(ok);
     }
 
+    /// Found by fuzzing the emulator's minting: JSON read with best-effort float parsing
+    /// gave back `100.0` for a score of `99.99999999999999`, a score below a blocking score
+    /// of 100 read as at it. Payload numbers now read back exactly.
+    #[test]
+    fn payload_numbers_read_back_exactly() {
+        for n in [
+            99.999_999_999_999_99,
+            0.1,
+            5e-324,
+            1.797_693_134_862_315_7e308,
+            4_102_444_800_000.5,
+        ] {
+            let payload = Payload {
+                t: n,
+                s: n,
+                u: "u".into(),
+                v: "v".into(),
+                a: "c".into(),
+                x: None,
+                cpa: None,
+            };
+            let plain = serde_json::to_string(&payload).unwrap();
+            let token = mint("k", &plain, "", DEFAULT_ITERATIONS, Some(b"salt"));
+            let parsed = parse(&token, &Limits::default()).unwrap();
+            let decrypted = decrypt(&parsed, &secrets(&["k"])).unwrap();
+            assert_eq!(decrypted.payload, payload, "{plain}");
+        }
+    }
+
     #[test]
     fn signed_fields_follow_x() {
         let mut p = Payload {
