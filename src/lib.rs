@@ -11,7 +11,8 @@
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
 //! * [`gateway`]: the request path, phase by phase.
 //! * [`judge`]: judging one OTP send: local defenses, the route's provider, proofs, decide.
-//! * [`proxy`]: the upstream client, header hygiene, client IP.
+//! * [`proxy`]: header hygiene both ways, client IP.
+//! * [`upstream`]: the client for the one upstream and its connection pool.
 //! * [`error`]: faults we answer ourselves, mapped to responses by source.
 //! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
 //! * [`metrics`]: the Prometheus registry.
@@ -43,3 +44,4 @@ pub mod server;
 pub mod stepup;
 pub mod store;
 pub mod tls;
+pub mod upstream;

@@ -1,24 +1,17 @@
-//! Forwarding to the one configured upstream: the pooled client, header hygiene both ways,
-//! and the client IP.
+//! Forwarding to the one configured upstream: header hygiene both ways and the client IP.
+//! The client and its connection pool are in [`crate::upstream`].
 //!
 //! Only the upstream in the config is ever contacted: the request's path and query are kept,
 //! its scheme and authority are replaced, and `Host` becomes the upstream host.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 
-use crate::config::UpstreamSettings;
-use crate::tls;
+pub use crate::upstream::{ForwardError, Upstream, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of everything the gateway sends, upstream or to clients.
@@ -31,107 +24,12 @@ pub fn full(body: http_body_util::Full<Bytes>) -> Body {
 }
 
 /// A streamed body (client request or upstream response) as a [`Body`].
-pub fn streamed(body: Incoming) -> Body {
+pub fn streamed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     use http_body_util::BodyExt;
     body.map_err(BoxError::from).boxed()
-}
-
-/// Why forwarding failed, by source: these map to 502 and 504.
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    #[error("upstream timed out")]
-    Timeout,
-}
-
-/// The upstream: a pooled HTTP/1.1 + HTTP/2 client bound to one base URL.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    host_header: HeaderValue,
-    response_timeout: Duration,
-}
-
-impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, tls::TlsError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = tls::upstream_client_config(settings.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            .build(connector);
-        let scheme = settings
-            .url
-            .scheme()
-            .cloned()
-            .unwrap_or(http::uri::Scheme::HTTPS);
-        let authority = settings
-            .url
-            .authority()
-            .cloned()
-            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
-        let host_header = HeaderValue::from_str(authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        Ok(Self {
-            client,
-            scheme,
-            authority,
-            host_header,
-            response_timeout: settings.response_timeout,
-        })
-    }
-
-    /// Send `req` (already cleaned by [`prepare_request`]) and wait for the response head
-    /// within the response timeout. The body streams afterwards.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, ForwardError> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
-        *req.uri_mut() = uri;
-        // The client picks HTTP/1.1 or HTTP/2 by what the upstream offers.
-        *req.version_mut() = Version::HTTP_11;
-        req.headers_mut()
-            .insert(header::HOST, self.host_header.clone());
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(ForwardError::Timeout),
-            Ok(Err(e)) => Err(ForwardError::Unreachable(error_chain(&e))),
-            Ok(Ok(resp)) => Ok(resp),
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips).

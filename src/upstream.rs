@@ -1,0 +1,454 @@
+//! The client for the one configured upstream: its own connection pool over hyper's
+//! `client::conn`.
+//!
+//! There is one upstream, so the pool needs no key: HTTP/1.1 connections wait in a
+//! last-in-first-out stack (the warmest first, the oldest evicted), and when the upstream
+//! negotiates HTTP/2 by ALPN, one shared connection carries every request. An HTTP/1.1
+//! connection goes back to the stack when its answer's body has been read to the end, by
+//! [`UpstreamBody`], with no task per request; an answer whose reader gives up takes its
+//! connection with it. A request that a pooled connection did not send (it was closing)
+//! is sent again on another one; a request that may have reached the upstream never is.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use parking_lot::Mutex;
+use tower::Service;
+
+use crate::config::UpstreamSettings;
+use crate::proxy::Body;
+use crate::tls;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why forwarding failed, by source: these map to 502 and 504.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+/// How long a pooled HTTP/1.1 connection that has not yet taken up its next request is
+/// waited for before another is used. It has delivered its last answer in full, so this
+/// is the time its task needs to be scheduled once.
+const READY_WAIT: Duration = Duration::from_secs(1);
+
+/// The upstream: pooled HTTP/1.1 and HTTP/2 connections to one base URL.
+#[derive(Clone)]
+pub struct Upstream {
+    pool: Arc<Pool>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    host_header: HeaderValue,
+    response_timeout: Duration,
+}
+
+struct Pool {
+    connector: Connector,
+    /// `scheme://authority/`: what the connector dials.
+    target: Uri,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    /// Idle HTTP/1.1 connections, oldest at the front.
+    idle: Mutex<VecDeque<Idle>>,
+    /// The shared HTTP/2 connection, once the upstream has negotiated one.
+    shared: Mutex<Option<http2::SendRequest<Body>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    /// Whether the task that closes connections idle past `idle_timeout` runs.
+    reaper: AtomicBool,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// A connection, and whether it has been used before.
+type CheckedOut = Result<(Conn, bool), ForwardError>;
+
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, tls::TlsError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = tls::upstream_client_config(settings.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let scheme = settings
+            .url
+            .scheme()
+            .cloned()
+            .unwrap_or(http::uri::Scheme::HTTPS);
+        let authority = settings
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let target = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("https://localhost/"));
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
+        Ok(Self {
+            pool: Arc::new(Pool {
+                connector,
+                target,
+                h1: http1::Builder::new(),
+                h2,
+                idle: Mutex::new(VecDeque::new()),
+                shared: Mutex::new(None),
+                max_idle: settings.pool_max_idle,
+                idle_timeout: settings.pool_idle_timeout,
+                reaper: AtomicBool::new(false),
+            }),
+            scheme,
+            authority,
+            host_header,
+            response_timeout: settings.response_timeout,
+        })
+    }
+
+    /// Send `req` (already cleaned by `proxy::prepare_request`) and wait for the response
+    /// head within the response timeout. The body streams afterwards.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, ForwardError> {
+        match tokio::time::timeout(self.response_timeout, self.send_now(req)).await {
+            Err(_) => Err(ForwardError::Timeout),
+            Ok(result) => result,
+        }
+    }
+
+    async fn send_now(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, ForwardError> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.version_mut() = Version::HTTP_11;
+        req.headers_mut()
+            .insert(header::HOST, self.host_header.clone());
+        loop {
+            let (conn, reused) = match self.pool.checkout_ready() {
+                Some(conn) => (conn, true),
+                None => self.pool.checkout_wait().await?,
+            };
+            let sent = match conn {
+                Conn::H1(mut tx) => {
+                    // Origin form: the path and query only.
+                    *req.uri_mut() = Uri::from(path_and_query.clone());
+                    match tx.try_send_request(req).await {
+                        Ok(resp) => {
+                            return Ok(resp.map(|body| UpstreamBody::pooled(body, tx, &self.pool)))
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Conn::H2(mut tx) => {
+                    // HTTP/2 takes the scheme and authority from the URI.
+                    *req.uri_mut() = self.absolute(&path_and_query)?;
+                    match tx.try_send_request(req).await {
+                        Ok(resp) => return Ok(resp.map(UpstreamBody::shared)),
+                        Err(e) => e,
+                    }
+                }
+            };
+            let mut sent = sent;
+            match sent.take_message() {
+                // Never written: a reused connection was closing. Try another.
+                Some(unsent) if reused => req = unsent,
+                _ => {
+                    return Err(ForwardError::Unreachable(error_chain(&sent.into_error())));
+                }
+            }
+        }
+    }
+
+    fn absolute(&self, path_and_query: &http::uri::PathAndQuery) -> Result<Uri, ForwardError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))
+    }
+
+    /// Idle HTTP/1.1 connections in the pool now, and whether an HTTP/2 connection is
+    /// shared. For tests and diagnostics.
+    pub fn pool_state(&self) -> (usize, bool) {
+        let idle = self.pool.idle.lock().len();
+        let shared = self
+            .pool
+            .shared
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed());
+        (idle, shared)
+    }
+}
+
+impl Pool {
+    /// A connection to send on and whether it has been used before, when none is ready
+    /// now. Boxed: the future of every request holds only this pointer for the rare path
+    /// (waiting, dialling, TLS and HTTP/2 handshakes).
+    fn checkout_wait(self: &Arc<Self>) -> Pin<Box<dyn Future<Output = CheckedOut> + Send>> {
+        Box::pin(self.clone().checkout_slow())
+    }
+
+    /// The shared HTTP/2 connection, or the warmest idle HTTP/1.1 connection that can
+    /// take a request now. Stale idle ones met on the way are dropped; one still finishing
+    /// its last answer is put back for [`Self::checkout_slow`].
+    fn checkout_ready(&self) -> Option<Conn> {
+        if let Some(tx) = self.live_shared() {
+            return Some(Conn::H2(tx));
+        }
+        let mut idle = self.idle.lock();
+        while let Some(Idle { tx, since }) = idle.pop_back() {
+            if tx.is_closed() || since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            if tx.is_ready() {
+                return Some(Conn::H1(tx));
+            }
+            idle.push_back(Idle { tx, since });
+            return None;
+        }
+        None
+    }
+
+    async fn checkout_slow(self: Arc<Self>) -> CheckedOut {
+        loop {
+            let idle = self.idle.lock().pop_back();
+            let Some(Idle { mut tx, since }) = idle else {
+                break;
+            };
+            if tx.is_closed() || since.elapsed() >= self.idle_timeout {
+                continue;
+            }
+            if tx.is_ready() {
+                return Ok((Conn::H1(tx), true));
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
+                return Ok((Conn::H1(tx), true));
+            }
+        }
+        self.connect().await.map(|conn| (conn, false))
+    }
+
+    fn live_shared(&self) -> Option<http2::SendRequest<Body>> {
+        let mut shared = self.shared.lock();
+        match shared.as_ref() {
+            Some(tx) if !tx.is_closed() => Some(tx.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Conn, ForwardError> {
+        self.start_reaper();
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.target.clone())
+            .await
+            .map_err(|e| ForwardError::Unreachable(error_chain(&*e)))?;
+        let negotiated_h2 = io.connected().is_negotiated_h2();
+        if negotiated_h2 {
+            let (tx, conn) = self
+                .h2
+                .handshake(io)
+                .await
+                .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            *self.shared.lock() = Some(tx.clone());
+            Ok(Conn::H2(tx))
+        } else {
+            let (tx, conn) = self
+                .h1
+                .handshake(io)
+                .await
+                .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+                }
+            });
+            Ok(Conn::H1(tx))
+        }
+    }
+
+    /// Put a connection whose answer was read to the end back on the stack.
+    fn checkin(&self, tx: http1::SendRequest<Body>) {
+        if tx.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { tx, since: now });
+    }
+
+    /// Close connections idle past the timeout even when no request comes to notice them:
+    /// one task per pool, started with its first connection, ended with the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool: Weak<Self> = Arc::downgrade(self);
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                let expired: Vec<Idle> = {
+                    let mut idle = pool.idle.lock();
+                    let keep = idle
+                        .iter()
+                        .position(|i| {
+                            now.duration_since(i.since) < pool.idle_timeout && !i.tx.is_closed()
+                        })
+                        .unwrap_or(idle.len());
+                    idle.drain(..keep).collect()
+                };
+                // Dropped outside the lock: each drop closes its connection.
+                drop(expired);
+            }
+        });
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// An upstream answer's body. Over HTTP/1.1 it holds the connection until the body has
+/// been read to its end, and then puts it back in the pool; dropped earlier, it closes it.
+pub struct UpstreamBody {
+    inner: Incoming,
+    back: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
+}
+
+impl UpstreamBody {
+    fn pooled(inner: Incoming, tx: http1::SendRequest<Body>, pool: &Arc<Pool>) -> Self {
+        Self {
+            inner,
+            back: Some((tx, pool.clone())),
+        }
+    }
+
+    fn shared(inner: Incoming) -> Self {
+        Self { inner, back: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((tx, pool)) = self.back.take() {
+            pool.checkin(tx);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            // A reader may stop at the last frame without asking again.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // The connection broke mid-answer: it is not reused.
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // An empty answer (204, 304, `Content-Length: 0`) is never polled.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("pooled", &self.back.is_some())
+            .finish()
+    }
+}
