@@ -5,7 +5,9 @@
 //! forward (or answer) → learn from the answer → log. Requests nothing gates stream through
 //! both ways without buffering.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +16,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, Audit, AuditEvent};
@@ -76,7 +79,7 @@ struct RequestCtx {
     send: Option<OtpSend>,
     upstream_status: Option<u16>,
     client_ip: Option<IpAddr>,
-    judgement: Option<Judgement>,
+    judgement: Option<Box<Judgement>>,
     /// Arrival time, for the audit line.
     received: SystemTime,
 }
@@ -229,7 +232,15 @@ impl Gateway {
     ///
     /// Generic over the body so benches and tests can drive the whole path in-process; the
     /// server passes hyper's `Incoming`.
-    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<Body>
+    ///
+    /// The future is put together here rather than in an `async fn`: hyper moves it before
+    /// it first runs, and an `async fn` holding the request's future across an `.await`
+    /// would carry it twice.
+    pub fn handle<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -256,7 +267,7 @@ impl Gateway {
                 self.inner.metrics.overload_rejections.inc();
                 let resp = GatewayError::Overloaded.to_response(ctx.correlation());
                 self.finish(&ctx, &resp, Some("overloaded"));
-                return resp;
+                return Either::Left(std::future::ready(resp));
             }
         };
         let cors = &self.inner.settings.cors;
@@ -265,7 +276,7 @@ impl Gateway {
             ctx.kind = "preflight";
             let resp = preflight.map(|()| proxy::full(Full::new(Bytes::new())));
             self.finish(&ctx, &resp, None);
-            return resp;
+            return Either::Left(std::future::ready(resp));
         }
         let mut origin = HeaderMap::new();
         if let Some(o) = req.headers().get(header::ORIGIN) {
@@ -297,15 +308,18 @@ impl Gateway {
             resp
         };
         if !detach {
-            return complete.await;
+            return Either::Right(Either::Left(complete));
         }
-        match self.inner.detached.spawn(complete).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::error!(error = %e, "request task failed");
-                GatewayError::Internal("request task failed".into()).to_response(None)
+        let task = self.inner.detached.spawn(complete);
+        Either::Right(Either::Right(async move {
+            match task.await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!(error = %e, "request task failed");
+                    GatewayError::Internal("request task failed".into()).to_response(None)
+                }
             }
-        }
+        }))
     }
 
     async fn route(
@@ -372,7 +386,45 @@ impl Gateway {
             };
         }
 
-        // Gated: read the bounded body and parse it together with the query.
+        // The gated phases run in a future of their own, boxed, so that the future of every
+        // other request stays small: hyper moves it several times before it first runs.
+        let arrival = Arrival {
+            client_ip,
+            tls: conn.tls,
+            original_host,
+        };
+        self.gated_boxed(kind, parts, body, arrival, ctx).await
+    }
+
+    /// [`Self::gated`], boxed in a plain function: boxed inside `route`, the future
+    /// would still take room in `route`'s own.
+    fn gated_boxed<'a>(
+        &'a self,
+        kind: EndpointKind,
+        parts: http::request::Parts,
+        body: Body,
+        arrival: Arrival,
+        ctx: &'a mut RequestCtx,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send + 'a>> {
+        Box::pin(self.gated(kind, parts, body, arrival, ctx))
+    }
+
+    /// A native-auth request: read the bounded body, judge the send it would cause, then
+    /// answer it here or forward it and learn from Entra's answer.
+    async fn gated(
+        &self,
+        kind: EndpointKind,
+        parts: http::request::Parts,
+        body: Body,
+        arrival: Arrival,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Arrival {
+            client_ip,
+            tls,
+            original_host,
+        } = arrival;
+        // Read the bounded body and parse it together with the query.
         let bytes = self.read_body(&parts.headers, body).await?;
         let params = params::parse_request(&parts.headers, parts.uri.query(), &bytes)
             .map_err(param_fault)?;
@@ -395,12 +447,12 @@ impl Gateway {
                 headers: &parts.headers,
                 method: &parts.method,
                 version: parts.version,
-                url: request_url(&parts, conn.tls, original_host.as_deref()),
+                url: request_url(&parts, tls, original_host.as_deref()),
                 request_id: ctx.request_id(),
             };
             let judgement = self.inner.judge.judge(&subject).await;
             let answer = self.answer(&judgement, ctx);
-            ctx.judgement = Some(judgement);
+            ctx.judgement = Some(Box::new(judgement));
             if let Some(answer) = answer {
                 ctx.flow = Some(flow);
                 return Ok(answer);
@@ -874,6 +926,13 @@ fn request_id(client_request_id: Option<&HeaderValue>) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Where a gated request came from and which host it named, as `route` worked it out.
+struct Arrival {
+    client_ip: IpAddr,
+    tls: bool,
+    original_host: Option<String>,
 }
 
 /// Refuse what would make us an open proxy: `CONNECT`, absolute-form targets for a host

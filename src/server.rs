@@ -459,12 +459,10 @@ impl Connection {
             move |req| {
                 // Open until the answer's body is done (or dropped).
                 let open = activity.request_opened();
-                // Each request runs on the configuration current when it arrived.
-                let gateway = live.load_full();
-                async move {
-                    let resp = gateway.handle(req, info).await;
-                    Ok::<_, Infallible>(resp.map(|body| Tracked { body, _open: open }))
-                }
+                // Each request runs on the configuration current when it arrived; its
+                // future owns what it needs of the gateway.
+                let handled = live.load().handle(req, info);
+                futures_util::FutureExt::map(handled, tracked(open))
             }
         });
         let conn = self.builder.serve_connection(io, svc);
@@ -593,6 +591,14 @@ impl Drop for OpenRequest {
             .store(activity.now_ms(), Ordering::Relaxed);
         activity.open_requests.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What turns the gateway's answer into the connection's: its body keeps the request open.
+fn tracked(
+    open: OpenRequest,
+) -> impl FnOnce(http::Response<crate::proxy::Body>) -> Result<http::Response<Tracked>, Infallible>
+{
+    move |resp| Ok(resp.map(|body| Tracked { body, _open: open }))
 }
 
 pin_project_lite::pin_project! {
