@@ -56,10 +56,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
         }
     };
     init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match request_runtime(settings.server.workers()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("otpgate: cannot start the runtime: {e}");
@@ -169,6 +166,24 @@ impl Default for DemoOptions {
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             entra_listen: ([127, 0, 0, 1], 8081).into(),
         }
+    }
+}
+
+/// The runtime that serves requests. One thread: tokio's current-thread scheduler, which
+/// runs every task from one unbounded queue. Its multi-thread scheduler with one worker
+/// holds 256 tasks in the worker's queue and moves the overflow to a shared queue that it
+/// reads only every few dozen polls, so at hundreds of busy connections some requests
+/// wait there for tens of milliseconds (BENCHMARKS.md, "Tail at 512 connections").
+fn request_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
     }
 }
 

@@ -454,6 +454,9 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: String,
+    /// Threads that run requests: 0 = `TOKIO_WORKER_THREADS` when set, else one per CPU
+    /// the process may use. With 1, one thread runs everything (no work-stealing queues).
+    pub worker_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -468,6 +471,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_in_flight: 4096,
             shutdown_grace: "30s".into(),
+            worker_threads: 0,
         }
     }
 }
@@ -866,6 +870,28 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+    /// As configured: 0 = automatic, see [`ServerSettings::workers`].
+    pub worker_threads: usize,
+}
+
+/// Most request threads `server.worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+impl ServerSettings {
+    /// How many threads run requests: `server.worker_threads`, else a valid
+    /// `TOKIO_WORKER_THREADS`, else the CPUs this process may use (its cgroup quota
+    /// included).
+    pub fn workers(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -943,6 +969,12 @@ impl Settings {
         }
         if s.max_in_flight == 0 {
             check.problem("server.max_in_flight", "must be at least 1");
+        }
+        if s.worker_threads > MAX_WORKER_THREADS {
+            check.problem(
+                "server.worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU)"),
+            );
         }
         let hosts = s.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
 
@@ -1189,6 +1221,7 @@ impl Settings {
                 max_connections: s.max_connections,
                 max_in_flight: s.max_in_flight,
                 shutdown_grace: shutdown_grace?,
+                worker_threads: s.worker_threads,
             },
             tls,
             upstream: UpstreamSettings {
