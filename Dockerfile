@@ -8,6 +8,12 @@
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 
+# The allocator (jemalloc, by tikv-jemallocator) is built from C with make, which the slim
+# image lacks.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies only, cached until Cargo.toml or Cargo.lock changes: build against empty
 # sources, then forget otpgate's own artifacts so the real sources are always compiled.
 COPY Cargo.toml Cargo.lock ./
