@@ -1288,6 +1288,20 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_as_configured_or_refused() {
+        let url = "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n";
+        let s = load_str(&format!("{url}[server]\nworker_threads = 1\n"), &[]).unwrap();
+        assert_eq!(s.server.workers(), 1);
+        let s = load_str(url, &[("OTPGATE__SERVER__WORKER_THREADS", "3")]).unwrap();
+        assert_eq!(s.server.workers(), 3);
+        let s = load_str(url, &[]).unwrap();
+        assert_eq!(s.server.worker_threads, 0, "automatic by default");
+        assert!(s.server.workers() >= 1);
+        let p = load_str(&format!("{url}[server]\nworker_threads = 5000\n"), &[]).unwrap_err();
+        assert!(p.0.iter().any(|p| p.key == "server.worker_threads"), "{p}");
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let s = load_str("[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n", &[]).unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:8080".parse().unwrap());

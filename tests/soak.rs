@@ -46,11 +46,13 @@ fn soak_length() -> Duration {
 
 /// A replica's config. `budget` only changes across reloads (the email route's provider
 /// budget, which this traffic never uses): a reload that must change nothing visible.
-fn config(entra: &str, redis: &str, audit: &Path, budget_ms: u32) -> String {
+/// Replica a runs on one thread (the current-thread scheduler), b on one per CPU.
+fn config(entra: &str, redis: &str, audit: &Path, budget_ms: u32, workers: usize) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
 shutdown_grace = "20s"
+worker_threads = {workers}
 [admin]
 listen = "127.0.0.1:0"
 [upstream]
@@ -324,8 +326,9 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
     let audits = [dir.path().join("a.audit"), dir.path().join("b.audit")];
     let configs = [dir.path().join("a.toml"), dir.path().join("b.toml")];
     let write_configs = |budget_ms: u32| {
-        for (config_path, audit) in configs.iter().zip(&audits) {
-            std::fs::write(config_path, config(&entra, &redis.url(), audit, budget_ms)).unwrap();
+        for ((config_path, audit), workers) in configs.iter().zip(&audits).zip([1, 0]) {
+            let text = config(&entra, &redis.url(), audit, budget_ms, workers);
+            std::fs::write(config_path, text).unwrap();
         }
     };
     write_configs(300);
