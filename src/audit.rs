@@ -75,7 +75,8 @@ pub struct Audit {
 
 struct Inner {
     tx: Option<mpsc::Sender<Vec<u8>>>,
-    key: Vec<u8>,
+    /// HMAC-SHA256 keyed once; cloned for each phone.
+    mac: Hmac<Sha256>,
     dropped: prometheus_client::metrics::counter::Counter,
     written: Arc<AtomicU64>,
     /// Lines queued, and lines the writer has dealt with (written or failed): equal when
@@ -119,7 +120,7 @@ impl Audit {
         Self {
             inner: Arc::new(Inner {
                 tx,
-                key,
+                mac: crate::store::keys::keyed_mac(&key),
                 dropped,
                 written,
                 queued: AtomicU64::new(0),
@@ -163,11 +164,9 @@ impl Audit {
 
     /// Hex HMAC-SHA256 of an E.164 number.
     pub fn phone_hmac(&self, e164: &str) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.inner.key) else {
-            return String::new();
-        };
+        let mut mac = self.inner.mac.clone();
         mac.update(e164.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        crate::store::keys::hex_lower(&mac.finalize().into_bytes())
     }
 
     /// Lines dropped because the writer fell behind.
@@ -183,7 +182,7 @@ impl Audit {
 
 /// Hex SHA-256 of a value that must not appear raw (method ids).
 pub fn hash_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
+    crate::store::keys::hex_lower(&Sha256::digest(value.as_bytes()))
 }
 
 enum Out {

@@ -167,8 +167,11 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 fn text(object: &Map<String, Value>, name: &str) -> Option<String> {
     let value = field(object, name)?.as_str()?.trim();
     (!value.is_empty()).then(|| {
-        let capped: String = value.chars().take(MAX_TEXT_CHARS).collect();
-        capped.trim_end().to_owned()
+        let end = value
+            .char_indices()
+            .nth(MAX_TEXT_CHARS)
+            .map_or(value.len(), |(at, _)| at);
+        value[..end].trim_end().to_owned()
     })
 }
 

