@@ -159,8 +159,6 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.version_mut() = Version::HTTP_11;
-        req.headers_mut()
-            .insert(header::HOST, self.host_header.clone());
         loop {
             let (conn, reused) = match self.pool.checkout_ready() {
                 Some(conn) => (conn, true),
@@ -168,8 +166,10 @@ impl Upstream {
             };
             let sent = match conn {
                 Conn::H1(mut tx) => {
-                    // Origin form: the path and query only.
+                    // Origin form: the path and query only, and the upstream in `Host`.
                     *req.uri_mut() = Uri::from(path_and_query.clone());
+                    req.headers_mut()
+                        .insert(header::HOST, self.host_header.clone());
                     match tx.try_send_request(req).await {
                         Ok(resp) => {
                             return Ok(resp.map(|body| UpstreamBody::pooled(body, tx, &self.pool)))
@@ -178,8 +178,11 @@ impl Upstream {
                     }
                 }
                 Conn::H2(mut tx) => {
-                    // HTTP/2 takes the scheme and authority from the URI.
+                    // HTTP/2 takes the scheme and authority from the URI, as `:scheme` and
+                    // `:authority`. No `Host` beside them: nginx, for one, refuses a
+                    // request with both as a duplicate host (400).
                     *req.uri_mut() = self.absolute(&path_and_query)?;
+                    req.headers_mut().remove(header::HOST);
                     match tx.try_send_request(req).await {
                         Ok(resp) => return Ok(resp.map(UpstreamBody::shared)),
                         Err(e) => e,

@@ -387,6 +387,10 @@ async fn tls_upstream_offering_http2_gets_one_shared_http2_connection() {
         let (parts, _) = send.await.unwrap();
         assert_eq!(parts.status, 200);
         assert_eq!(parts.headers["x-version"], "HTTP/2.0");
+        assert_eq!(
+            parts.headers["x-host"], "",
+            "no Host beside :authority (nginx refuses both as a duplicate)"
+        );
         let uri = parts.headers["x-uri"].to_str().unwrap();
         let port = server.addr.port();
         assert!(
