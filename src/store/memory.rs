@@ -141,8 +141,43 @@ fn trim(hits: &mut VecDeque<(Instant, HitId)>, window: Duration, now: Instant) {
     }
 }
 
+/// Reserve one hit of `id` in `slot` (made a window if it held a value) at `now`.
+fn reserve_in(
+    slot: &mut Slot,
+    id: &str,
+    window: Duration,
+    limit: u64,
+    now: Instant,
+) -> Result<Window, StoreError> {
+    if !matches!(slot, Slot::Window { .. }) {
+        *slot = Slot::Window {
+            hits: VecDeque::new(),
+            window,
+        };
+    }
+    let Slot::Window { hits, window: w } = slot else {
+        return Err(StoreError::Unavailable("window slot".into()));
+    };
+    *w = window;
+    trim(hits, window, now);
+    let reserved = (hits.len() as u64) < limit;
+    if reserved {
+        hits.push_back((now, HitId::new(id)));
+    }
+    let retry_after = hits
+        .front()
+        .map(|(t, _)| (*t + window).saturating_duration_since(now))
+        .unwrap_or(Duration::ZERO);
+    Ok(Window {
+        reserved,
+        count: hits.len() as u64,
+        retry_after,
+    })
+}
+
 impl MemoryStore {
-    /// One reservation at `now`, under the key's shard lock.
+    /// One reservation at `now`, under the key's shard lock. A key already there is
+    /// found with one lookup and no allocation; only a new key is copied in.
     fn reserve_at(
         &self,
         key: &str,
@@ -151,41 +186,17 @@ impl MemoryStore {
         limit: u64,
         now: Instant,
     ) -> Result<Window, StoreError> {
-        let mut shard = self.shard(key).lock();
-        if !shard.map.contains_key(key) {
-            self.make_room(&mut shard, now);
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
+        if let Some(slot) = shard.map.get_mut(key) {
+            return reserve_in(slot, id, window, limit, now);
         }
-        let slot = shard
-            .map
-            .entry(key.to_owned())
-            .or_insert_with(|| Slot::Window {
-                hits: VecDeque::new(),
-                window,
-            });
-        if !matches!(slot, Slot::Window { .. }) {
-            *slot = Slot::Window {
-                hits: VecDeque::new(),
-                window,
-            };
-        }
-        let Slot::Window { hits, window: w } = slot else {
-            return Err(StoreError::Unavailable("window slot".into()));
-        };
-        *w = window;
-        trim(hits, window, now);
-        let reserved = (hits.len() as u64) < limit;
-        if reserved {
-            hits.push_back((now, HitId::new(id)));
-        }
-        let retry_after = hits
-            .front()
-            .map(|(t, _)| (*t + window).saturating_duration_since(now))
-            .unwrap_or(Duration::ZERO);
-        Ok(Window {
-            reserved,
-            count: hits.len() as u64,
-            retry_after,
-        })
+        self.make_room(shard, now);
+        let slot = shard.map.entry(key.to_owned()).or_insert(Slot::Window {
+            hits: VecDeque::new(),
+            window,
+        });
+        reserve_in(slot, id, window, limit, now)
     }
 
     fn release_now(&self, key: &str, id: &str) {
