@@ -67,6 +67,10 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
             resp = resp.status(200);
             Bytes::from(vec![b'x'; 4 << 20])
         }
+        "/close" => {
+            resp = resp.status(200).header(http::header::CONNECTION, "close");
+            Bytes::from_static(b"last on this connection")
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(400)).await;
             resp = resp.status(200);
@@ -476,4 +480,30 @@ async fn refused_and_slow_upstreams_are_unreachable_and_timed_out() {
     let (parts, _) = fetch(&up, get("/x")).await;
     assert_eq!(parts.status, 200);
     assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn head_answers_and_connection_close_are_handled() {
+    let server = Server::plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = server.upstream("", &dir);
+    // A HEAD answer announces a length but has no body; its connection is reused.
+    for _ in 0..3 {
+        let req = Request::head("/echo")
+            .body(proxy::full(Full::new(Bytes::new())))
+            .unwrap();
+        let (parts, body) = fetch(&up, req).await;
+        assert_eq!(parts.status, 200);
+        assert!(body.is_empty());
+    }
+    assert_eq!(server.accepted(), 1);
+    // `Connection: close`: that answer arrives whole, and the next request dials again.
+    let (parts, body) = fetch(&up, get("/close")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "last on this connection");
+    let (parts, body) = fetch(&up, post("/echo", "next")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body, "next");
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(up.pool_state().0, 1);
 }
