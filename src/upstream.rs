@@ -48,6 +48,10 @@ pub enum ForwardError {
 /// is the time its task needs to be scheduled once.
 const READY_WAIT: Duration = Duration::from_secs(1);
 
+/// Most times one request is sent again after a reused connection gave it back unsent.
+/// Each retry takes another pooled connection (or dials), so this only bounds the loop.
+const MAX_RETRIES: usize = 32;
+
 /// The upstream: pooled HTTP/1.1 and HTTP/2 connections to one base URL.
 #[derive(Clone)]
 pub struct Upstream {
@@ -159,6 +163,7 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         *req.version_mut() = Version::HTTP_11;
+        let mut retries = 0;
         loop {
             let (conn, reused) = match self.pool.checkout_ready() {
                 Some(conn) => (conn, true),
@@ -185,14 +190,21 @@ impl Upstream {
                     req.headers_mut().remove(header::HOST);
                     match tx.try_send_request(req).await {
                         Ok(resp) => return Ok(resp.map(UpstreamBody::shared)),
-                        Err(e) => e,
+                        Err(e) => {
+                            // Going away: later requests dial a new one.
+                            self.pool.forget_shared(&tx);
+                            e
+                        }
                     }
                 }
             };
             let mut sent = sent;
             match sent.take_message() {
                 // Never written: a reused connection was closing. Try another.
-                Some(unsent) if reused => req = unsent,
+                Some(unsent) if reused && retries < MAX_RETRIES => {
+                    retries += 1;
+                    req = unsent;
+                }
                 _ => {
                     return Err(ForwardError::Unreachable(error_chain(&sent.into_error())));
                 }
@@ -280,6 +292,14 @@ impl Pool {
                 None
             }
             None => None,
+        }
+    }
+
+    /// After a failed send on an HTTP/2 connection that is going away (closed, or no
+    /// longer taking requests), stop sharing one: the next request dials a new one.
+    fn forget_shared(&self, tx: &http2::SendRequest<Body>) {
+        if tx.is_closed() || !tx.is_ready() {
+            *self.shared.lock() = None;
         }
     }
 
