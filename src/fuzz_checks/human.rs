@@ -194,6 +194,28 @@ fn mint_recipe(first: &str, rest: &str) {
         );
         return;
     }
+    // The signature is checked before decryption against what `x` can name when it
+    // names at most two fields (the token module's docs; the producers in the reference
+    // sign one at most). A cookie signed over anything else is refused as unsigned.
+    let signed = token::signed_fields(&payload, mobile, ua, ip);
+    let checked_first = [
+        String::new(),
+        (*ua).to_owned(),
+        (*ip).to_owned(),
+        format!("{ua}{ua}"),
+        format!("{ua}{ip}"),
+        format!("{ip}{ua}"),
+        format!("{ip}{ip}"),
+    ];
+    if !checked_first.contains(&signed) {
+        ensure!(
+            verified == Err(TokenError::Validation),
+            "a cookie signed over {} bytes that x names ({:?}) verifies as {verified:?}",
+            signed.len(),
+            payload.x
+        );
+        return;
+    }
     let expected_plaintext = serde_json::to_string(&payload).unwrap_or_default();
     match &verified {
         Ok((d, true)) => {
