@@ -83,6 +83,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Closed by the upstream, or idle for `timeout` by `now`: not to be used again.
+    fn stale(&self, now: Instant, timeout: Duration) -> bool {
+        self.tx.is_closed() || now.duration_since(self.since) >= timeout
+    }
+}
+
 /// A connection, and whether it has been used before.
 type CheckedOut = Result<(Conn, bool), ForwardError>;
 
@@ -244,35 +251,27 @@ impl Pool {
     }
 
     /// The shared HTTP/2 connection, or the warmest idle HTTP/1.1 connection that can
-    /// take a request now. Stale idle ones met on the way are dropped; one still finishing
-    /// its last answer is put back for [`Self::checkout_slow`].
+    /// take a request now. One still finishing its last answer is put back for
+    /// [`Self::checkout_slow`].
     fn checkout_ready(&self) -> Option<Conn> {
         if let Some(tx) = self.live_shared() {
             return Some(Conn::H2(tx));
         }
         let mut idle = self.idle.lock();
-        while let Some(Idle { tx, since }) = idle.pop_back() {
-            if tx.is_closed() || since.elapsed() >= self.idle_timeout {
-                continue;
-            }
-            if tx.is_ready() {
-                return Some(Conn::H1(tx));
-            }
-            idle.push_back(Idle { tx, since });
-            return None;
+        let warmest = self.pop_fresh(&mut idle)?;
+        if warmest.tx.is_ready() {
+            return Some(Conn::H1(warmest.tx));
         }
+        idle.push_back(warmest);
         None
     }
 
     async fn checkout_slow(self: Arc<Self>) -> CheckedOut {
         loop {
-            let idle = self.idle.lock().pop_back();
-            let Some(Idle { mut tx, since }) = idle else {
+            let warmest = self.pop_fresh(&mut self.idle.lock());
+            let Some(Idle { mut tx, .. }) = warmest else {
                 break;
             };
-            if tx.is_closed() || since.elapsed() >= self.idle_timeout {
-                continue;
-            }
             if tx.is_ready() {
                 return Ok((Conn::H1(tx), true));
             }
@@ -281,6 +280,13 @@ impl Pool {
             }
         }
         self.connect().await.map(|conn| (conn, false))
+    }
+
+    /// The warmest idle connection that is not stale; stale ones met on the way are
+    /// dropped.
+    fn pop_fresh(&self, idle: &mut VecDeque<Idle>) -> Option<Idle> {
+        let now = Instant::now();
+        std::iter::from_fn(|| idle.pop_back()).find(|i| !i.stale(now, self.idle_timeout))
     }
 
     fn live_shared(&self) -> Option<http2::SendRequest<Body>> {
@@ -310,18 +316,13 @@ impl Pool {
             .call(self.target.clone())
             .await
             .map_err(|e| ForwardError::Unreachable(error_chain(&*e)))?;
-        let negotiated_h2 = io.connected().is_negotiated_h2();
-        if negotiated_h2 {
+        if io.connected().is_negotiated_h2() {
             let (tx, conn) = self
                 .h2
                 .handshake(io)
                 .await
                 .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            drive(conn, "HTTP/2");
             *self.shared.lock() = Some(tx.clone());
             Ok(Conn::H2(tx))
         } else {
@@ -330,11 +331,7 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
-                }
-            });
+            drive(conn, "HTTP/1.1");
             Ok(Conn::H1(tx))
         }
     }
@@ -348,7 +345,7 @@ impl Pool {
         let mut idle = self.idle.lock();
         while idle
             .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= self.idle_timeout)
+            .is_some_and(|oldest| oldest.stale(now, self.idle_timeout))
         {
             idle.pop_front();
         }
@@ -379,9 +376,7 @@ impl Pool {
                     let mut idle = pool.idle.lock();
                     let keep = idle
                         .iter()
-                        .position(|i| {
-                            now.duration_since(i.since) < pool.idle_timeout && !i.tx.is_closed()
-                        })
+                        .position(|i| !i.stale(now, pool.idle_timeout))
                         .unwrap_or(idle.len());
                     idle.drain(..keep).collect()
                 };
@@ -390,6 +385,18 @@ impl Pool {
             }
         });
     }
+}
+
+/// Run a connection's task until it ends; how it ended is only worth a debug line.
+fn drive<F>(conn: F, protocol: &'static str)
+where
+    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
+        }
+    });
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

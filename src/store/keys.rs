@@ -72,14 +72,12 @@ impl fmt::Debug for KeyHasher {
 /// Lowercase hex, as `hex::encode` writes it, without building the `String` a `char` at a
 /// time (that was about 2.5% of a gated request's CPU, at nine digests per request).
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
+    let mut out = vec![0; bytes.len() * 2];
+    // The buffer is exactly twice as long, and hex digits are ASCII.
+    match hex::encode_to_slice(bytes, &mut out) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => hex::encode(bytes),
     }
-    // Only ASCII digits and letters were written.
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// HMAC-SHA-256 keyed with `key` of any length, without a `Result`: RFC 2104 pads a key

@@ -348,7 +348,7 @@ mod tests {
         let store = MemoryStore::new(1000);
         let a = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
         let b = "1b4e28ba-2fa1-41d2-883f-0016d3cca428";
-        // The same UUID in capitals, braces or without hyphens is another id.
+        // The same UUID in capitals or without hyphens is another id.
         let upper = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427";
         let simple = "1b4e28ba2fa141d2883f0016d3cca427";
         for id in [a, b, upper, simple, "not-a-uuid"] {
