@@ -9,6 +9,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +31,19 @@ use otpgate::upstream::Upstream;
 struct Server {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
-    open: Arc<AtomicUsize>,
+    /// Connections open now.
+    open: Arc<watch::Sender<usize>>,
     close: watch::Sender<u64>,
-    /// The CA certificate when it speaks TLS.
-    ca: Option<String>,
+    /// The file of the CA certificate when it speaks TLS.
+    ca_file: Option<PathBuf>,
+    _dir: tempfile::TempDir,
 }
 
-struct OpenGuard(Arc<AtomicUsize>);
+struct OpenGuard(Arc<watch::Sender<usize>>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
@@ -100,12 +103,15 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(watch::Sender::new(0usize));
         let (close, close_rx) = watch::channel(0u64);
-        let mut ca = None;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_file = None;
         let acceptor = alpn.map(|alpn| {
             let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-            ca = Some(cert.cert.pem());
+            let path = dir.path().join("ca.pem");
+            std::fs::write(&path, cert.cert.pem()).unwrap();
+            ca_file = Some(path);
             let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
                 .unwrap();
             let mut config = rustls::ServerConfig::builder()
@@ -122,7 +128,7 @@ impl Server {
                     return;
                 };
                 acc.fetch_add(1, Ordering::SeqCst);
-                op.fetch_add(1, Ordering::SeqCst);
+                op.send_modify(|n| *n += 1);
                 let guard = OpenGuard(op.clone());
                 let mut close_rx = close_rx.clone();
                 let acceptor = acceptor.clone();
@@ -153,7 +159,8 @@ impl Server {
             accepted,
             open,
             close,
-            ca,
+            ca_file,
+            _dir: dir,
         }
     }
 
@@ -165,25 +172,28 @@ impl Server {
     /// until they are gone.
     async fn close_all(&self) {
         self.close.send_modify(|n| *n += 1);
-        wait_for("the server to close its connections", || {
-            self.open.load(Ordering::SeqCst) == 0
-        })
-        .await;
+        self.open_becomes(0).await;
     }
 
-    /// The pool's settings for this server, with extra `[upstream]` keys.
-    fn upstream(&self, extra: &str, dir: &tempfile::TempDir) -> Upstream {
-        let url = match &self.ca {
-            Some(_) => format!("https://localhost:{}", self.addr.port()),
-            None => format!("http://{}", self.addr),
-        };
-        let ca = match &self.ca {
-            Some(pem) => {
-                let path = dir.path().join("ca.pem");
-                std::fs::write(&path, pem).unwrap();
-                format!("ca_file = \"{}\"\n", path.display())
-            }
-            None => String::new(),
+    /// Wait until `n` connections are open.
+    async fn open_becomes(&self, n: usize) {
+        let mut open = self.open.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(5), open.wait_for(|v| *v == n));
+        assert!(
+            matches!(waited.await, Ok(Ok(_))),
+            "still {} connections open, not {n}",
+            *open.borrow()
+        );
+    }
+
+    /// A pool for this server, with extra `[upstream]` keys.
+    fn upstream(&self, extra: &str) -> Upstream {
+        let (url, ca) = match &self.ca_file {
+            Some(path) => (
+                format!("https://localhost:{}", self.addr.port()),
+                format!("ca_file = \"{}\"\n", path.display()),
+            ),
+            None => (format!("http://{}", self.addr), String::new()),
         };
         let settings = common::settings(&format!("[upstream]\nurl = \"{url}\"\n{ca}{extra}"));
         Upstream::new(&settings.upstream).unwrap()
@@ -223,16 +233,6 @@ where
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn get(path: &str) -> Request<proxy::Body> {
     Request::get(path)
         .body(proxy::full(Full::new(Bytes::new())))
@@ -255,8 +255,7 @@ async fn fetch(up: &Upstream, req: Request<proxy::Body>) -> (http::response::Par
 #[tokio::test]
 async fn one_http1_connection_carries_sequential_requests() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     for i in 0..50 {
         let (parts, body) = fetch(&up, post("/echo?i=1", "hello")).await;
         assert_eq!(parts.status, 200, "request {i}");
@@ -285,8 +284,7 @@ async fn one_http1_connection_carries_sequential_requests() {
 #[tokio::test]
 async fn an_answer_dropped_half_read_takes_its_connection_with_it() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     let resp = up.send(get("/big")).await.unwrap();
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap();
@@ -308,8 +306,7 @@ async fn an_answer_dropped_half_read_takes_its_connection_with_it() {
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     for round in 1..=3 {
         let (parts, body) = fetch(&up, post("/echo", "before")).await;
         assert_eq!((parts.status.as_u16(), &body[..]), (200, &b"before"[..]));
@@ -326,8 +323,7 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
 #[tokio::test]
 async fn concurrent_requests_open_connections_and_the_idle_stack_is_bounded() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("pool_max_idle = 3\n", &dir);
+    let up = server.upstream("pool_max_idle = 3\n");
     let sends: Vec<_> = (0..12)
         .map(|_| {
             let up = up.clone();
@@ -345,10 +341,7 @@ async fn concurrent_requests_open_connections_and_the_idle_stack_is_bounded() {
         "twelve at once need twelve connections"
     );
     assert_eq!(up.pool_state().0, 3, "only pool_max_idle are kept");
-    wait_for("the surplus connections to close", || {
-        server.open.load(Ordering::SeqCst) == 3
-    })
-    .await;
+    server.open_becomes(3).await;
     for _ in 0..10 {
         let _ = fetch(&up, get("/x")).await;
     }
@@ -358,15 +351,11 @@ async fn concurrent_requests_open_connections_and_the_idle_stack_is_bounded() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("pool_idle_timeout = \"300ms\"\n", &dir);
+    let up = server.upstream("pool_idle_timeout = \"300ms\"\n");
     let _ = fetch(&up, get("/x")).await;
     assert_eq!(up.pool_state().0, 1);
     // No request comes to notice: the pool closes it by itself.
-    wait_for("the idle connection to be closed", || {
-        server.open.load(Ordering::SeqCst) == 0
-    })
-    .await;
+    server.open_becomes(0).await;
     assert_eq!(up.pool_state().0, 0);
     let (parts, _) = fetch(&up, get("/x")).await;
     assert_eq!(parts.status, 200);
@@ -376,8 +365,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn tls_upstream_offering_http2_gets_one_shared_http2_connection() {
     let server = Server::tls(&[b"h2", b"http/1.1"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     let sends: Vec<_> = (0..16)
         .map(|i| {
             let up = up.clone();
@@ -429,8 +417,7 @@ async fn tls_upstream_offering_http2_gets_one_shared_http2_connection() {
 #[tokio::test]
 async fn tls_upstream_offering_only_http1_gets_pooled_http1_connections() {
     let server = Server::tls(&[b"http/1.1"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     for _ in 0..20 {
         let (parts, body) = fetch(&up, post("/echo?tls=1", "over tls")).await;
         assert_eq!(parts.status, 200);
@@ -470,8 +457,7 @@ async fn refused_and_slow_upstreams_are_unreachable_and_timed_out() {
         Err(ForwardError::Unreachable(_))
     ));
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("response_timeout = \"100ms\"\n", &dir);
+    let up = server.upstream("response_timeout = \"100ms\"\n");
     assert!(matches!(
         up.send(get("/slow")).await,
         Err(ForwardError::Timeout)
@@ -485,8 +471,7 @@ async fn refused_and_slow_upstreams_are_unreachable_and_timed_out() {
 #[tokio::test]
 async fn head_answers_and_connection_close_are_handled() {
     let server = Server::plain().await;
-    let dir = tempfile::tempdir().unwrap();
-    let up = server.upstream("", &dir);
+    let up = server.upstream("");
     // A HEAD answer announces a length but has no body; its connection is reused.
     for _ in 0..3 {
         let req = Request::head("/echo")
