@@ -32,35 +32,125 @@ where
     body.map_err(BoxError::from).boxed()
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+/// Declares a list of header names (lowercase) and a function that tells whether a name
+/// is on it, from one list: the list is what the docs and tests read, the function is the
+/// `match` the compiler turns into a few length and byte compares.
+macro_rules! header_list {
+    ($(#[$doc:meta])* $list:ident, $is:ident, [$($name:literal),+ $(,)?]) => {
+        $(#[$doc])*
+        pub const $list: &[&str] = &[$($name),+];
+
+        fn $is(name: &str) -> bool {
+            matches!(name, $($name)|+)
+        }
+    };
 }
 
-/// Headers through which a client could claim an address or scheme; set only by us.
-fn is_forwarding(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-forwarded-port"
-            | "x-real-ip"
-            | "forwarded"
-            | "true-client-ip"
-            | "x-client-ip"
-    )
+header_list!(
+    /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy ones linkerd strips).
+    HOP_BY_HOP,
+    is_hop_by_hop_name,
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ]
+);
+
+header_list!(
+    /// Headers through which a client, a CDN or a proxy claims the client's address, scheme
+    /// or host. Entra takes the user's IP for Conditional Access and throttling, so none of
+    /// them reaches it from a client: otpgate removes every one from every request and sets
+    /// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` itself.
+    CLIENT_ADDRESS_HEADERS,
+    is_client_address,
+    [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-original-forwarded-for",
+        "x-real-ip",
+        "x-client-ip",
+        "client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "cf-connecting-ipv6",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-azure-clientip",
+        "x-azure-socketip",
+        "x-appengine-user-ip",
+        "x-envoy-external-address",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+    ]
+);
+
+header_list!(
+    /// Headers some servers and middleboxes read as the request's real URL or method
+    /// (IIS URL Rewrite, ASP.NET, Symfony, Express `method-override`). Honoured behind
+    /// otpgate they would let a request that otpgate classified as a harmless
+    /// `POST /favicon.ico` reach Entra as a code-sending one, so they are removed from
+    /// every request.
+    OVERRIDE_HEADERS,
+    is_override,
+    [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-override-url",
+        "x-original-uri",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+    ]
+);
+
+/// Framing and content headers: kept as sent, but their underscore spellings
+/// (`Content_Length`) are removed, since a server that reads `_` as `-` would frame or
+/// decode the body differently from otpgate.
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "content-encoding",
+    "host",
+];
+
+/// Whether a request header must not reach the upstream: hop-by-hop, an address claim, a
+/// URL or method override, or an underscore spelling (`X_Forwarded_For`, `Transfer_Encoding`)
+/// of any of those or of a framing header, which servers that fold `_` into `-` (CGI, PHP,
+/// some WAFs) would read as the real one.
+fn is_unwanted_request_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    if is_hop_by_hop_name(name) || is_client_address(name) || is_override(name) {
+        return true;
+    }
+    if !name.contains('_') {
+        return false;
+    }
+    let dashed = name.replace('_', "-");
+    is_hop_by_hop_name(&dashed)
+        || is_client_address(&dashed)
+        || is_override(&dashed)
+        || FRAMING.contains(&dashed.as_str())
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    is_hop_by_hop_name(name.as_str())
 }
 
 /// Remove hop-by-hop headers and every header the `Connection` header names.
@@ -155,8 +245,9 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Clean a client request for the upstream: strip hop-by-hop headers and every forwarding
-/// header the client sent, then set our own `X-Forwarded-*` from what we know.
+/// Clean a client request for the upstream: strip hop-by-hop headers, every address claim,
+/// URL and method override and underscore spelling of them the client sent (see
+/// [`is_unwanted_request_header`]), then set our own `X-Forwarded-*` from what we know.
 ///
 /// `original_host` is the host the client addressed (for `X-Forwarded-Host`).
 pub fn prepare_request(
@@ -165,7 +256,7 @@ pub fn prepare_request(
     tls: bool,
     original_host: Option<&str>,
 ) {
-    strip(headers, |name| is_hop_by_hop(name) || is_forwarding(name));
+    strip(headers, is_unwanted_request_header);
     if let Some(v) = ip_value(client) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
@@ -309,6 +400,67 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn address_claims_overrides_and_underscore_spellings_never_reach_the_upstream() {
+        let mut h = HeaderMap::new();
+        for name in CLIENT_ADDRESS_HEADERS.iter().chain(OVERRIDE_HEADERS) {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("6.6.6.6"),
+            );
+            let underscored = name.replace('-', "_").to_ascii_uppercase();
+            h.append(
+                HeaderName::from_bytes(underscored.as_bytes()).unwrap(),
+                HeaderValue::from_static("/register/v1.0/challenge"),
+            );
+        }
+        for name in ["Content_Length", "Transfer_Encoding", "content_type", "HOST_", "Te_"] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("5"),
+            );
+        }
+        h.insert("content-length", HeaderValue::from_static("12"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.insert("x_custom_thing", HeaderValue::from_static("kept"));
+        h.insert("user-agent", HeaderValue::from_static("kept"));
+        prepare_request(&mut h, "198.51.100.7".parse().unwrap(), false, None);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "content-type",
+                "host_",
+                "te_",
+                "user-agent",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x_custom_thing",
+            ]
+        );
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["content-length"], "12");
+    }
+
+    #[test]
+    fn the_lists_are_lowercase_and_distinct() {
+        let all: Vec<&str> = HOP_BY_HOP
+            .iter()
+            .chain(CLIENT_ADDRESS_HEADERS)
+            .chain(OVERRIDE_HEADERS)
+            .copied()
+            .collect();
+        for name in &all {
+            assert_eq!(name.to_ascii_lowercase(), *name);
+            assert_eq!(all.iter().filter(|n| *n == name).count(), 1, "{name}");
+        }
+        for name in ["x-azure-clientip", "cf-connecting-ip", "x-original-url", "x-http-method"] {
+            assert!(all.contains(&name), "{name}");
         }
     }
 

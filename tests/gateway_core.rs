@@ -146,6 +146,62 @@ async fn x_forwarded_for_direct_trusted_and_spoofing_clients() {
     );
 }
 
+/// Every header that claims the client's address or the request's real URL or method, in
+/// its own spelling and with underscores, plus underscore spellings of framing headers:
+/// none reaches the upstream, over HTTP/1.1 or HTTP/2, on any path.
+#[tokio::test]
+async fn address_claims_url_and_method_overrides_never_reach_the_upstream() {
+    let up = upstream(Upstream::Echo).await;
+    let gw = gateway(&upstream_toml(up)).await;
+    let h1 = common::client();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let claims = otpgate::proxy::CLIENT_ADDRESS_HEADERS
+        .iter()
+        .chain(otpgate::proxy::OVERRIDE_HEADERS);
+    let mut names: Vec<String> = Vec::new();
+    for name in claims {
+        names.push((*name).to_owned());
+        names.push(name.replace('-', "_"));
+    }
+    names.extend(["content_length", "transfer_encoding"].map(str::to_owned));
+    for (version, client) in [("HTTP/1.1", &h1), ("HTTP/2", &h2)] {
+        for path in ["/favicon.ico", "/contoso.onmicrosoft.com/oauth2/v2.0/initiate"] {
+            let mut req = client
+                .post(gw.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("client_id=c&username=a");
+            for name in &names {
+                let value = match name.as_str() {
+                    n if n.contains("url") || n.contains("uri") => {
+                        "/contoso.onmicrosoft.com/register/v1.0/challenge"
+                    }
+                    n if n.contains("method") => "POST",
+                    "content_length" => "0",
+                    "transfer_encoding" => "chunked",
+                    _ => "6.6.6.6",
+                };
+                req = req.header(name.as_str(), value);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{version} {path}");
+            let seen = echo_headers(&resp);
+            // otpgate's own three, with what it knows.
+            let ours = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+            for name in names.iter().filter(|n| !ours.contains(&n.as_str())) {
+                assert!(seen.get(name).is_none(), "{version} {path}: {name} arrived: {seen}");
+            }
+            assert_eq!(seen["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
+            assert_eq!(seen["x-forwarded-proto"], serde_json::json!(["http"]));
+            assert_eq!(seen["x-forwarded-host"], serde_json::json!([gw.addr.to_string()]));
+            assert_eq!(seen["content-length"], serde_json::json!(["22"]));
+        }
+    }
+}
+
 async fn assert_entra_error(resp: reqwest::Response, status: u16, error: &str) {
     assert_eq!(resp.status(), status);
     assert!(resp.headers()["content-type"]
