@@ -19,6 +19,8 @@ pub enum GatewayError {
     BodyTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    #[error("unsupported charset")]
+    UnsupportedCharset,
     #[error("overloaded")]
     Overloaded,
     #[error("upstream unreachable: {0}")]
@@ -38,6 +40,7 @@ impl GatewayError {
             Self::UnknownHost => "unknown_host",
             Self::BodyTooLarge => "body_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedCharset => "unsupported_charset",
             Self::Overloaded => "overloaded",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -75,6 +78,12 @@ impl GatewayError {
                 "invalid_request",
                 900144,
                 "The request body must be application/x-www-form-urlencoded.",
+            ),
+            Self::UnsupportedCharset => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                900144,
+                "The request body must be encoded as UTF-8 (charset=utf-8).",
             ),
             Self::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -904,7 +904,14 @@ fn param_fault(e: ParamError) -> GatewayError {
         ParamError::UnsupportedContentType | ParamError::ContentEncoding => {
             GatewayError::UnsupportedMediaType
         }
+        ParamError::UnsupportedCharset(_) => GatewayError::UnsupportedCharset,
         ParamError::Duplicate(_) => GatewayError::BadRequest("A parameter appears more than once."),
+        ParamError::IndexedName(_) => GatewayError::BadRequest(
+            "A parameter name is an array, index or prefixed spelling of another.",
+        ),
+        ParamError::ParameterCookie(_) => {
+            GatewayError::BadRequest("A cookie has the name of a request parameter.")
+        }
         ParamError::BadEncoding => {
             GatewayError::BadRequest("The request parameters are not valid form encoding.")
         }

@@ -417,7 +417,13 @@ mod tests {
                 HeaderValue::from_static("/register/v1.0/challenge"),
             );
         }
-        for name in ["Content_Length", "Transfer_Encoding", "content_type", "HOST_", "Te_"] {
+        for name in [
+            "Content_Length",
+            "Transfer_Encoding",
+            "content_type",
+            "HOST_",
+            "Te_",
+        ] {
             h.append(
                 HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_static("5"),
@@ -459,7 +465,12 @@ mod tests {
             assert_eq!(name.to_ascii_lowercase(), *name);
             assert_eq!(all.iter().filter(|n| *n == name).count(), 1, "{name}");
         }
-        for name in ["x-azure-clientip", "cf-connecting-ip", "x-original-url", "x-http-method"] {
+        for name in [
+            "x-azure-clientip",
+            "cf-connecting-ip",
+            "x-original-url",
+            "x-http-method",
+        ] {
             assert!(all.contains(&name), "{name}");
         }
     }

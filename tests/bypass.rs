@@ -615,6 +615,88 @@ fn parameter_cases() -> Vec<Case> {
                 &form(t, p),
             )
         }),
+        case("charset spelled utf8", Gated, |t, p| {
+            post(
+                PATH,
+                "Content-Type: application/x-www-form-urlencoded;charset=utf8\r\n",
+                &form(t, p),
+            )
+        }),
+        case("charset UTF8 with spaces around it", Gated, |t, p| {
+            post(
+                PATH,
+                "Content-Type: application/x-www-form-urlencoded ; charset = UTF8 \r\n",
+                &form(t, p),
+            )
+        }),
+        case("charset latin-1", Refused(415), |t, p| {
+            post(
+                PATH,
+                "Content-Type: application/x-www-form-urlencoded; charset=iso-8859-1\r\n",
+                &form(t, p),
+            )
+        }),
+        case("target as an array", Refused(400), |t, p| {
+            form_post(
+                PATH,
+                &format!(
+                    "{}&challenge_target[]={}",
+                    form_without_target(t),
+                    p.replace('+', "%2B")
+                ),
+            )
+        }),
+        case("target with an index", Refused(400), |t, p| {
+            form_post(
+                PATH,
+                &format!(
+                    "{}&CHALLENGE_TARGET[0]={}",
+                    form_without_target(t),
+                    p.replace('+', "%2B")
+                ),
+            )
+        }),
+        case("target with escaped brackets", Refused(400), |t, p| {
+            form_post(
+                PATH,
+                &format!(
+                    "{}&challenge_target%5B%5D={}",
+                    form_without_target(t),
+                    p.replace('+', "%2B")
+                ),
+            )
+        }),
+        case("target with a model prefix", Refused(400), |t, p| {
+            form_post(
+                PATH,
+                &format!(
+                    "{}&request.challenge_target={}",
+                    form_without_target(t),
+                    p.replace('+', "%2B")
+                ),
+            )
+        }),
+        case("target in a cookie", Refused(400), |t, p| {
+            post(
+                PATH,
+                &format!(
+                    "{FORM}Cookie: fpc=1; challenge_target={}\r\n",
+                    p.replace('+', "%2B")
+                ),
+                &form_without_target(t),
+            )
+        }),
+        case(
+            "target in the form and in a cookie",
+            Refused(400),
+            |t, p| {
+                post(
+                    PATH,
+                    &format!("{FORM}Cookie: challenge_target=%2B33612345678\r\n"),
+                    &form(t, p),
+                )
+            },
+        ),
         case("two Content-Type headers", Refused(415), |t, p| {
             post(
                 PATH,

@@ -169,7 +169,10 @@ async fn address_claims_url_and_method_overrides_never_reach_the_upstream() {
     }
     names.extend(["content_length", "transfer_encoding"].map(str::to_owned));
     for (version, client) in [("HTTP/1.1", &h1), ("HTTP/2", &h2)] {
-        for path in ["/favicon.ico", "/contoso.onmicrosoft.com/oauth2/v2.0/initiate"] {
+        for path in [
+            "/favicon.ico",
+            "/contoso.onmicrosoft.com/oauth2/v2.0/initiate",
+        ] {
             let mut req = client
                 .post(gw.url(path))
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -192,11 +195,17 @@ async fn address_claims_url_and_method_overrides_never_reach_the_upstream() {
             // otpgate's own three, with what it knows.
             let ours = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
             for name in names.iter().filter(|n| !ours.contains(&n.as_str())) {
-                assert!(seen.get(name).is_none(), "{version} {path}: {name} arrived: {seen}");
+                assert!(
+                    seen.get(name).is_none(),
+                    "{version} {path}: {name} arrived: {seen}"
+                );
             }
             assert_eq!(seen["x-forwarded-for"], serde_json::json!(["127.0.0.1"]));
             assert_eq!(seen["x-forwarded-proto"], serde_json::json!(["http"]));
-            assert_eq!(seen["x-forwarded-host"], serde_json::json!([gw.addr.to_string()]));
+            assert_eq!(
+                seen["x-forwarded-host"],
+                serde_json::json!([gw.addr.to_string()])
+            );
             assert_eq!(seen["content-length"], serde_json::json!(["22"]));
         }
     }

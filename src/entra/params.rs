@@ -8,7 +8,13 @@
 //! * names are ASCII: .NET's case-insensitive comparison folds `ı` to `I`, so a non-ASCII name
 //!   could be another spelling of one we look up;
 //! * malformed escapes, invalid UTF-8, raw control or non-ASCII bytes, NUL and a raw `;`
-//!   (some parsers split on it) are refused instead of being replaced or guessed at.
+//!   (some parsers split on it) are refused instead of being replaced or guessed at;
+//! * a name with brackets (`id[]`, `id[0]`, `id%5B%5D`) or a dotted prefix before a
+//!   native-auth parameter (`request.id`) is refused: model binders (ASP.NET, PHP, Rails)
+//!   read those as the parameter itself;
+//! * a cookie named like a native-auth parameter is refused: ASP.NET's `Request[name]`
+//!   falls back from the query and the form to the cookies, so an `id` cookie could carry
+//!   an MFA method id that otpgate never saw.
 //!
 //! Legitimate clients (MSAL's `URLSearchParams`, the mobile SDKs) never produce any of these.
 
@@ -24,17 +30,52 @@ pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 /// Most parameters in one request. MSAL sends at most about ten.
 pub const MAX_PARAMS: usize = 64;
 
-/// Why a gated request's parameters were refused. Each maps to a 400 (`TooLarge` to 413).
+/// The parameters of the native-auth API (reference §5), as MSAL and the docs spell them.
+/// A cookie with one of these names, or a bracketed or prefixed spelling of one, is refused.
+pub const NATIVE_AUTH_PARAMS: &[&str] = &[
+    "attributes",
+    "capabilities",
+    "challenge_channel",
+    "challenge_target",
+    "challenge_type",
+    "claims",
+    "client_id",
+    "client_info",
+    "continuation_token",
+    "grant_type",
+    "id",
+    "new_password",
+    "oob",
+    "password",
+    "refresh_token",
+    "scope",
+    "username",
+];
+
+fn is_native_auth_param(name: &str) -> bool {
+    NATIVE_AUTH_PARAMS
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Why a gated request's parameters were refused. Each maps to a 400 (`TooLarge` to 413,
+/// the media-type faults to 415).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
     #[error("duplicate parameter {0:?}")]
     Duplicate(String),
+    #[error("parameter name {0:?} is an array, index or prefixed spelling")]
+    IndexedName(String),
+    #[error("cookie {0:?} has the name of a request parameter")]
+    ParameterCookie(String),
     #[error("malformed parameter encoding")]
     BadEncoding,
     #[error("too many parameters")]
     TooLarge,
     #[error("unsupported content type")]
     UnsupportedContentType,
+    #[error("charset {0:?} is not utf-8")]
+    UnsupportedCharset(String),
     #[error("content encoding not supported")]
     ContentEncoding,
 }
@@ -44,9 +85,12 @@ impl ParamError {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Duplicate(_) => "duplicate_parameter",
+            Self::IndexedName(_) => "indexed_parameter_name",
+            Self::ParameterCookie(_) => "parameter_cookie",
             Self::BadEncoding => "bad_encoding",
             Self::TooLarge => "too_large",
             Self::UnsupportedContentType => "unsupported_content_type",
+            Self::UnsupportedCharset(_) => "unsupported_charset",
             Self::ContentEncoding => "content_encoding",
         }
     }
@@ -105,8 +149,9 @@ impl fmt::Debug for Params {
 /// Check that a gated request's body is a UTF-8 form, before parsing it.
 ///
 /// Accepted: exactly one `Content-Type` of `application/x-www-form-urlencoded` in any case,
-/// with optional parameters; a `charset` must be `utf-8` (quoted or not, any case), since
-/// Entra would decode another charset differently from us. No `Content-Type` is accepted
+/// with optional parameters; a `charset` must be a name of UTF-8 (any of the WHATWG
+/// Encoding Standard's labels: `utf-8`, `utf8`, `unicode-1-1-utf-8` …; quoted or not, any
+/// case), since Entra would decode another charset differently from us. No `Content-Type` is accepted
 /// only with an empty body. Any `Content-Encoding`, even `identity`, is refused: no SDK
 /// sends one, and a body we would have to decode is a body Entra might read differently.
 pub fn check_content_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ParamError> {
@@ -142,21 +187,68 @@ pub fn check_content_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ParamE
             .strip_prefix('"')
             .and_then(|r| r.strip_suffix('"'))
             .unwrap_or(raw);
-        if charset_seen || !charset.eq_ignore_ascii_case("utf-8") {
+        if charset_seen {
             return Err(ParamError::UnsupportedContentType);
+        }
+        if !is_utf8_label(charset.trim()) {
+            return Err(ParamError::UnsupportedCharset(
+                charset.chars().take(40).collect(),
+            ));
         }
         charset_seen = true;
     }
     Ok(())
 }
 
-/// [`check_content_type`], then [`parse`].
+/// The WHATWG Encoding Standard's labels for UTF-8 (what browsers accept as its name).
+fn is_utf8_label(label: &str) -> bool {
+    [
+        "utf-8",
+        "utf8",
+        "unicode-1-1-utf-8",
+        "unicode11utf8",
+        "unicode20utf8",
+        "x-unicode20utf8",
+    ]
+    .iter()
+    .any(|l| l.eq_ignore_ascii_case(label))
+}
+
+/// Refuse a `Cookie` header that carries a native-auth parameter by name (see the module
+/// docs). Names are compared after percent-decoding and trimming, as lenient cookie
+/// parsers read them.
+pub fn check_cookies(headers: &HeaderMap) -> Result<(), ParamError> {
+    for value in headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            let name: Vec<u8> = percent_encoding::percent_decode(name).collect();
+            let name = String::from_utf8_lossy(&name);
+            let name = name.trim();
+            if is_native_auth_param(name) || is_indexed_spelling(name) {
+                return Err(ParamError::ParameterCookie(name.chars().take(40).collect()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is an array or index spelling (`id[]`, `a[b]`) or a prefixed spelling of
+/// a native-auth parameter (`request.id`): what model binders read as another parameter.
+fn is_indexed_spelling(name: &str) -> bool {
+    name.contains(['[', ']'])
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(_, last)| is_native_auth_param(last))
+}
+
+/// [`check_content_type`] and [`check_cookies`], then [`parse`].
 pub fn parse_request(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Params, ParamError> {
     check_content_type(headers, body)?;
+    check_cookies(headers)?;
     parse(query, body)
 }
 
@@ -191,6 +283,9 @@ pub fn parse(query: Option<&str>, body: &[u8]) -> Result<Params, ParamError> {
         // Names are visible ASCII: no space a server might trim, nothing a server might fold.
         if !name.bytes().all(|b| b.is_ascii_graphic()) || value.contains('\0') {
             return Err(ParamError::BadEncoding);
+        }
+        if is_indexed_spelling(&name) {
+            return Err(ParamError::IndexedName(name));
         }
         if !seen.insert(name.to_ascii_lowercase()) {
             return Err(ParamError::Duplicate(name));
@@ -519,20 +614,6 @@ mod tests {
             (
                 &[(
                     "content-type",
-                    "application/x-www-form-urlencoded; charset=iso-8859-1",
-                )],
-                form,
-            ),
-            (
-                &[(
-                    "content-type",
-                    "application/x-www-form-urlencoded; charset=utf-16",
-                )],
-                form,
-            ),
-            (
-                &[(
-                    "content-type",
                     "application/x-www-form-urlencoded; charset=utf-8; charset=utf-8",
                 )],
                 form,
@@ -573,6 +654,109 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_utf8_is_accepted_and_other_charsets_are_named() {
+        let form = b"a=1".as_slice();
+        for value in [
+            "application/x-www-form-urlencoded;charset=utf8",
+            "application/x-www-form-urlencoded;charset=UTF8",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+            "application/x-www-form-urlencoded; charset=utf-8",
+            "application/x-www-form-urlencoded ;charset = utf-8 ",
+            "application/x-www-form-urlencoded;\tcharset=\"UTF8\"",
+            "application/x-www-form-urlencoded; charset=\" utf-8 \"",
+            "application/x-www-form-urlencoded; charset=unicode-1-1-utf-8",
+            "application/x-www-form-urlencoded; charset=x-unicode20utf8",
+        ] {
+            let hs = headers(&[("content-type", value)]);
+            assert_eq!(check_content_type(&hs, form), Ok(()), "{value}");
+        }
+        for (charset, named) in [
+            ("iso-8859-1", "iso-8859-1"),
+            ("utf-16", "utf-16"),
+            ("UTF-7", "UTF-7"),
+            ("utf-8x", "utf-8x"),
+            ("\"\"", ""),
+        ] {
+            let hs = headers(&[(
+                "content-type",
+                &format!("application/x-www-form-urlencoded; charset={charset}"),
+            )]);
+            assert_eq!(
+                check_content_type(&hs, form),
+                Err(ParamError::UnsupportedCharset(named.to_owned())),
+                "{charset}"
+            );
+        }
+    }
+
+    #[test]
+    fn array_index_and_prefixed_spellings_of_a_name_are_refused() {
+        for body in [
+            "id[]=1",
+            "id[0]=1",
+            "ID[]=1",
+            "id%5B%5D=1",
+            "id%5b0%5d=1",
+            "challenge_target[]=%2B4474",
+            "a[id]=1",
+            "x]=1",
+            "request.id=1",
+            "model.Challenge_Target=%2B4474",
+            "a.b.continuation_token=t",
+        ] {
+            assert!(
+                matches!(
+                    parse(None, body.as_bytes()),
+                    Err(ParamError::IndexedName(_))
+                ),
+                "{body}"
+            );
+            assert!(
+                matches!(parse(Some(body), b""), Err(ParamError::IndexedName(_))),
+                "{body} in the query"
+            );
+        }
+        // Dots elsewhere are names like any other.
+        assert!(parse(None, b"x.y=1&id.extra=2&n*-._=v").is_ok());
+    }
+
+    #[test]
+    fn a_cookie_named_like_a_parameter_is_refused() {
+        let refused = [
+            "id=abc",
+            "ID=abc",
+            "session=1; id=abc",
+            "session=1;id",
+            " challenge_target =%2B447400123456",
+            "%69d=abc",
+            "continuation_token=t",
+            "id[]=x",
+            "req.id=x",
+        ];
+        for cookie in refused {
+            let hs = headers(&[("cookie", cookie)]);
+            assert!(
+                matches!(check_cookies(&hs), Err(ParamError::ParameterCookie(_))),
+                "{cookie}"
+            );
+            let form = headers(&[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", cookie),
+            ]);
+            assert!(parse_request(&form, None, b"a=1").is_err(), "{cookie}");
+        }
+        // Entra's and HUMAN's own cookies pass.
+        let hs = headers(&[
+            ("cookie", "fpc=AkR1; esctx=x; x-ms-gateway-slice=estsfd"),
+            (
+                "cookie",
+                "_px3=abc; _pxvid=1; stsservicecookie=estsfd; idx=1; identity=1",
+            ),
+        ]);
+        assert_eq!(check_cookies(&hs), Ok(()));
+    }
+
+    #[test]
     fn parse_request_checks_headers_then_parameters() {
         let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
         assert_eq!(
@@ -594,6 +778,9 @@ mod tests {
     fn error_messages_are_lowercase() {
         for e in [
             ParamError::Duplicate("id".to_owned()),
+            ParamError::IndexedName("id[]".to_owned()),
+            ParamError::ParameterCookie("id".to_owned()),
+            ParamError::UnsupportedCharset("latin1".to_owned()),
             ParamError::BadEncoding,
             ParamError::TooLarge,
             ParamError::UnsupportedContentType,
