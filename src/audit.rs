@@ -33,6 +33,9 @@ pub enum AuditSink {
 /// One audit line. Field names are the documented schema (README "Audit log").
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditEvent {
+    /// Always `"audit"`: tells audit lines from log lines when both go to one stream.
+    #[serde(rename = "type")]
+    pub kind: AuditMarker,
     /// RFC 3339 UTC time the request arrived.
     pub time: String,
     pub request_id: String,
@@ -61,10 +64,23 @@ pub struct AuditEvent {
     pub status: u16,
     /// 0 when the request was not forwarded.
     pub upstream_status: u16,
+    /// For a send that was forwarded: whether Entra's answer says it sent the code (`false`
+    /// for an error, a password prompt or a redirect). `null` otherwise.
+    pub code_sent: Option<bool>,
     pub latency_ms: f64,
     pub provider_ms: f64,
     /// A fault we answered ourselves (`bad_request`, `upstream_timeout`, …).
     pub fault: &'static str,
+}
+
+/// The value of every audit line's `type` field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditMarker;
+
+impl Serialize for AuditMarker {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("audit")
+    }
 }
 
 /// The audit writer's handle. Cheap to clone.

@@ -23,7 +23,7 @@ use crate::audit::{self, Audit, AuditEvent};
 use crate::config::{Settings, UnknownChannel, V2Mode};
 use crate::entra::answer;
 use crate::entra::classify::{self, Classification, EndpointKind};
-use crate::entra::learn::{self, Channel, FlowBook, FlowId};
+use crate::entra::learn::{self, Channel, Flow, FlowBook, FlowId, Learned};
 use crate::entra::params::{self, ParamError, Params};
 use crate::entra::send::{self, Intent, Target};
 use crate::error::GatewayError;
@@ -78,6 +78,8 @@ struct RequestCtx {
     flow: Option<FlowId>,
     send: Option<OtpSend>,
     upstream_status: Option<u16>,
+    /// For a forwarded send: whether Entra's answer says it sent the code.
+    code_sent: Option<bool>,
     client_ip: Option<IpAddr>,
     judgement: Option<Box<Judgement>>,
     /// Arrival time, for the audit line.
@@ -255,6 +257,7 @@ impl Gateway {
             flow: None,
             send: None,
             upstream_status: None,
+            code_sent: None,
             client_ip: None,
             judgement: None,
             received: SystemTime::now(),
@@ -428,22 +431,20 @@ impl Gateway {
         let bytes = self.read_body(&parts.headers, body).await?;
         let params = params::parse_request(&parts.headers, parts.uri.query(), &bytes)
             .map_err(param_fault)?;
-        let flow = self
-            .inner
-            .flows
-            .flow_for_request(params.get("continuation_token"))
-            .await;
+        let flow = self.flow_of(kind, &params).await;
         let gated = Gated { kind, params };
-        ctx.send = self.label_send(&gated, &flow).await;
+        ctx.flow = Some(flow.id.clone());
+        ctx.send = self.label_send(&gated, &flow).await?;
         if let Some(send) = &ctx.send {
             self.inner
                 .metrics
                 .otp_send_seen(kind.as_str(), send.channel.as_str());
             let subject = Subject {
                 send,
-                flow: &flow,
+                flow: &flow.id,
                 client_ip,
                 client_id: gated.params.get("client_id"),
+                user: flow.user.as_deref(),
                 headers: &parts.headers,
                 method: &parts.method,
                 version: parts.version,
@@ -454,29 +455,58 @@ impl Gateway {
             let answer = self.answer(&judgement, ctx);
             ctx.judgement = Some(Box::new(judgement));
             if let Some(answer) = answer {
-                ctx.flow = Some(flow);
                 return Ok(answer);
             }
         }
-        ctx.flow = Some(flow);
 
         // The body forwarded is byte-identical to the body received.
         let req = Request::from_parts(parts, proxy::full(Full::new(bytes)));
         let resp = self.forward(req).await?;
-        ctx.upstream_status = Some(resp.status().as_u16());
+        let status = resp.status().as_u16();
+        ctx.upstream_status = Some(status);
+        let (resp, learned) = self.learn(&gated, &flow, resp).await?;
         if let Some(send) = &ctx.send {
-            let country = ctx
-                .judgement
-                .as_ref()
+            let sent = !Learned::no_code_sent(status, learned.as_ref());
+            let judgement = ctx.judgement.as_deref();
+            if !sent {
+                if let Some(held) = judgement.and_then(|j| j.held.as_ref()) {
+                    self.inner.judge.give_back(held).await;
+                }
+            }
+            ctx.code_sent = Some(sent);
+            let country = judgement
                 .and_then(|j| j.phone.as_ref())
                 .and_then(|p| p.region.as_deref());
-            self.inner.metrics.otp_send_forwarded(
-                send.channel.as_str(),
-                country,
-                resp.status().is_success(),
-            );
+            let result = match (sent, resp.status().is_success()) {
+                (true, _) => "ok",
+                (false, true) => "no_code",
+                (false, false) => "upstream_error",
+            };
+            self.inner
+                .metrics
+                .otp_send_forwarded(send.channel.as_str(), country, result);
         }
-        self.learn(gated, ctx, resp).await
+        Ok(resp)
+    }
+
+    /// The flow a gated request belongs to (by its continuation token), with the account
+    /// it names when it starts one (`initiate`, sign-up or reset `start`).
+    async fn flow_of(&self, kind: EndpointKind, params: &Params) -> Flow {
+        let mut flow = self
+            .inner
+            .flows
+            .flow_for_request(params.get("continuation_token"))
+            .await;
+        let starts = matches!(
+            kind,
+            EndpointKind::SignInInitiate
+                | EndpointKind::SignUpStart
+                | EndpointKind::ResetPasswordStart
+        );
+        if let (true, Some(username)) = (starts, params.get("username")) {
+            self.inner.flows.set_user(&mut flow, username);
+        }
+        flow
     }
 
     /// Judge a recorded request offline (`otpgate explain`): the same phases as a live
@@ -551,24 +581,28 @@ impl Gateway {
                 return out;
             }
         };
-        let flow = self
-            .inner
-            .flows
-            .flow_for_request(params.get("continuation_token"))
-            .await;
+        let flow = self.flow_of(kind, &params).await;
         let gated = Gated { kind, params };
-        let Some(send) = self.label_send(&gated, &flow).await else {
-            out.outcome = "forwarded (gated, parsed; sends no code)".into();
-            return out;
+        let send = match self.label_send(&gated, &flow).await {
+            Ok(Some(send)) => send,
+            Ok(None) => {
+                out.outcome = "forwarded (gated, parsed; sends no code)".into();
+                return out;
+            }
+            Err(fault) => {
+                out.outcome = format!("refused: {fault}");
+                return out;
+            }
         };
         out.channel = send.channel.as_str().into();
         out.channel_known = send.channel_known;
         let request_id = uuid::Uuid::new_v4().to_string();
         let subject = Subject {
             send: &send,
-            flow: &flow,
+            flow: &flow.id,
             client_ip,
             client_id: gated.params.get("client_id"),
+            user: flow.user.as_deref(),
             headers: &parts.headers,
             method: &parts.method,
             version: parts.version,
@@ -654,11 +688,45 @@ impl Gateway {
         }
     }
 
-    /// Label the OTP send a gated request would cause.
-    async fn label_send(&self, gated: &Gated, flow: &FlowId) -> Option<OtpSend> {
+    /// Label the OTP send a gated request would cause; refuse one whose send is ambiguous.
+    async fn label_send(
+        &self,
+        gated: &Gated,
+        flow: &Flow,
+    ) -> Result<Option<OtpSend>, GatewayError> {
         let kind = gated.kind;
-        match send::intent(kind, &gated.params) {
-            Intent::None | Intent::FirstFactor => None,
+        let assumed = || match self.inner.settings.entra.unknown_method_channel {
+            UnknownChannel::Sms => Channel::Sms,
+            UnknownChannel::Email => Channel::Email,
+        };
+        Ok(match send::intent(kind, &gated.params) {
+            Intent::None => None,
+            Intent::EmptyMethodId => {
+                return Err(GatewayError::BadRequest(
+                    "The id parameter is empty: name an authentication method, or leave it out.",
+                ))
+            }
+            // After `mfa_required`, a challenge without `id` may go to the default method,
+            // whose channel is unknown: judged as an MFA send to a method never seen.
+            Intent::FirstFactor { .. } if flow.mfa_required => Some(OtpSend {
+                endpoint: kind,
+                channel: assumed(),
+                target: Target::Account,
+                method_id: None,
+                label: None,
+                channel_known: false,
+            }),
+            // An email-OTP user gets a code, a password user a password prompt: judged as
+            // the email it may be; Entra's answer gives the slot back if it was neither.
+            Intent::FirstFactor { offers_code: true } => Some(OtpSend {
+                endpoint: kind,
+                channel: Channel::Email,
+                target: Target::Account,
+                method_id: None,
+                label: None,
+                channel_known: false,
+            }),
+            Intent::FirstFactor { offers_code: false } => None,
             Intent::Direct { channel, target } => Some(OtpSend {
                 endpoint: kind,
                 channel,
@@ -668,16 +736,10 @@ impl Gateway {
                 channel_known: true,
             }),
             Intent::MfaMethod { id } => {
-                let learned = self.inner.flows.method_channel(flow, &id).await;
+                let learned = self.inner.flows.method_channel(&flow.id, &id).await;
                 let (channel, label, known) = match learned {
                     Some(info) => (info.channel, info.label, true),
-                    None => {
-                        let assumed = match self.inner.settings.entra.unknown_method_channel {
-                            UnknownChannel::Sms => Channel::Sms,
-                            UnknownChannel::Email => Channel::Email,
-                        };
-                        (assumed, None, false)
-                    }
+                    None => (assumed(), None, false),
                 };
                 Some(OtpSend {
                     endpoint: kind,
@@ -688,19 +750,17 @@ impl Gateway {
                     channel_known: known,
                 })
             }
-        }
+        })
     }
 
-    /// Learn from a native-auth answer (bounded), and pass its bytes on unchanged.
+    /// Learn from a native-auth answer (bounded), and pass its bytes on unchanged. Returns
+    /// what it taught, `None` when the answer was too large to read.
     async fn learn(
         &self,
-        gated: Gated,
-        ctx: &RequestCtx,
+        gated: &Gated,
+        flow: &Flow,
         resp: Response<Body>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let Some(flow) = &ctx.flow else {
-            return Ok(resp);
-        };
+    ) -> Result<(Response<Body>, Option<Learned>), GatewayError> {
         let (parts, body) = resp.into_parts();
         let declared = parts
             .headers
@@ -708,7 +768,7 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > learn::MAX_RESPONSE_BYTES) {
-            return Ok(Response::from_parts(parts, body));
+            return Ok((Response::from_parts(parts, body), None));
         }
         let timeout = self.inner.settings.upstream.response_timeout;
         let bytes =
@@ -731,9 +791,15 @@ impl Gateway {
             .get("id")
             .filter(|_| gated.kind == EndpointKind::SignInChallenge)
         {
-            self.inner.flows.learn_challenge(flow, id, &learned).await;
+            self.inner
+                .flows
+                .learn_challenge(&flow.id, id, &learned)
+                .await;
         }
-        Ok(Response::from_parts(parts, proxy::full(Full::new(bytes))))
+        Ok((
+            Response::from_parts(parts, proxy::full(Full::new(bytes))),
+            Some(learned),
+        ))
     }
 
     async fn forward(&self, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
@@ -777,6 +843,7 @@ impl Gateway {
             ),
         };
         AuditEvent {
+            kind: audit::AuditMarker,
             time: time::OffsetDateTime::from(ctx.received)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
@@ -807,6 +874,7 @@ impl Gateway {
                 .unwrap_or_default(),
             status: resp.status().as_u16(),
             upstream_status: ctx.upstream_status.unwrap_or(0),
+            code_sent: ctx.code_sent,
             latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             provider_ms: judgement
                 .and_then(|j| j.provider_latency)

@@ -34,6 +34,8 @@ pub struct Subject<'a> {
     pub flow: &'a FlowId,
     pub client_ip: IpAddr,
     pub client_id: Option<&'a str>,
+    /// Keyed hash of the flow's username, when known.
+    pub user: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub method: &'a Method,
     pub version: Version,
@@ -57,6 +59,15 @@ pub struct Judgement {
     pub pow_challenge: Option<AltchaChallenge>,
     /// The header the client returns the solved proof in.
     pub proof_header: http::HeaderName,
+    /// The velocity slots an allowed send holds until Entra's answer says whether it sent a
+    /// code (see [`Judge::give_back`]).
+    pub held: Option<HeldSlots>,
+}
+
+/// Velocity slots reserved for a send that was let through.
+pub struct HeldSlots {
+    outcome: VelocityOutcome,
+    reservation_id: String,
 }
 
 /// The destination phone as the audit log shows it.
@@ -252,6 +263,7 @@ impl Judge {
                 phone_e164: phone.as_ref().map(|p| p.e164.as_str()),
                 country: phone.as_ref().and_then(|p| p.region.as_deref()),
                 method_id: send.method_id.as_deref(),
+                user: subject.user,
                 flow: subject.flow.as_str(),
                 client_id: subject.client_id,
             };
@@ -395,11 +407,17 @@ impl Judge {
         }
         let pow_challenge = (decision.enforced == Outcome::StepUp(StepUpBy::Builtin))
             .then(|| self.pow.challenge(&binding));
-        if decision.enforced != Outcome::Allow {
+        let held = if decision.enforced != Outcome::Allow {
             self.velocity
                 .release(self.store.as_ref(), &velocity, &reservation_id)
                 .await;
-        }
+            None
+        } else {
+            (!velocity.reservations.is_empty()).then_some(HeldSlots {
+                outcome: velocity,
+                reservation_id,
+            })
+        };
         self.metrics.decision(route.name, &decision);
         Judgement {
             decision,
@@ -410,6 +428,7 @@ impl Judge {
             provider_latency,
             pow_challenge,
             proof_header: self.proof_header.clone(),
+            held,
             phone: phone.map(|p| AuditPhone {
                 masked: p.masked(),
                 e164: p.e164,
@@ -420,6 +439,14 @@ impl Judge {
 }
 
 impl Judge {
+    /// Give back the slots of a send Entra answered without sending a code (an error, a
+    /// password prompt, a redirect): only codes that went out count against a limit.
+    pub async fn give_back(&self, held: &HeldSlots) {
+        self.velocity
+            .release(self.store.as_ref(), &held.outcome, &held.reservation_id)
+            .await;
+    }
+
     /// Remember which flow a Prove possession check belongs to, so only that flow's retry
     /// can use it.
     async fn bind_possession(&self, session: &risk::PossessionSession, flow: &FlowId) {

@@ -382,7 +382,14 @@ impl Metrics {
         }
     }
 
-    pub fn otp_send_forwarded(&self, channel: &'static str, country: Option<&str>, ok: bool) {
+    /// A send forwarded to Entra; `result` is `ok` (Entra sent the code), `no_code` (it
+    /// answered 2xx without one: a password prompt, a redirect) or `upstream_error`.
+    pub fn otp_send_forwarded(
+        &self,
+        channel: &'static str,
+        country: Option<&str>,
+        result: &'static str,
+    ) {
         // Regions are two ASCII letters from libphonenumber metadata: a bounded set.
         let country = country
             .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
@@ -392,7 +399,7 @@ impl Metrics {
             .get_or_create(&ForwardedLabels {
                 channel,
                 country,
-                result: if ok { "ok" } else { "upstream_error" },
+                result,
             })
             .inc();
     }

@@ -1,11 +1,13 @@
-//! Velocity rules: how often one IP, network, phone, number range, country, method, flow
-//! or client may make Entra send a code, counted in sliding windows in the shared
+//! Velocity rules: how often one IP, network, phone, number range, country, method, user,
+//! flow or client may make Entra send a code, counted in sliding windows in the shared
 //! [`Store`].
 //!
-//! A counter moves only when the request is actually forwarded. [`VelocityRules::check`]
-//! reserves a slot in every applicable window; when the request is then denied or
-//! challenged (by a rule here or by anything else), the caller hands the slots back with
-//! [`VelocityRules::release`]. A client that is refused does not use up its own budget.
+//! A counter moves only for codes Entra actually sends. [`VelocityRules::check`] reserves a
+//! slot in every applicable window; when the request is then denied or challenged (by a
+//! rule here or by anything else), or Entra answers that it sent nothing (an error, a
+//! password prompt, a redirect), the caller hands the slots back with
+//! [`VelocityRules::release`]. A client that is refused does not use up its own budget,
+//! and neither does a user whose send Entra refused.
 //!
 //! Invariant: store keys are `vel:{rule}:{keyed hash of the value}` ([`KeyHasher`]); raw
 //! phone numbers, IPs, method ids and flows never appear in a key or a log line.
@@ -35,7 +37,7 @@ pub struct VelocityRule {
     /// reason label `velocity:{name}`. Renaming a rule starts its counts afresh.
     pub name: String,
     /// What is counted: `ip`, `ip_network`, `phone`, `phone_prefix`, `country`, `method`,
-    /// `flow`, `client_id` or `global`.
+    /// `user`, `flow`, `client_id` or `global`.
     pub key: VelocityKey,
     /// The channel counted: `sms` or `email`; absent counts both.
     #[serde(default)]
@@ -88,6 +90,10 @@ pub enum VelocityKey {
     Country,
     /// The MFA method id: the phone or mailbox behind it, when the number is not sent.
     Method,
+    /// The account: the `username` of the flow's `initiate` (or sign-up / reset `start`),
+    /// when otpgate saw it. Every code of the account's flows counts, whichever method or
+    /// number it goes to.
+    User,
     /// The sign-in, sign-up, reset or registration flow.
     Flow,
     /// The application (`client_id`).
@@ -105,6 +111,7 @@ impl VelocityKey {
             Self::PhonePrefix => "phone_prefix",
             Self::Country => "country",
             Self::Method => "method",
+            Self::User => "user",
             Self::Flow => "flow",
             Self::ClientId => "client_id",
             Self::Global => "global",
@@ -150,7 +157,12 @@ impl VelocityAction {
 ///   a hosting range, while a proof keeps NATed mobile users going.
 /// * `sms-per-country`: 500 per destination country per hour, step up. A budget per
 ///   country: pumping shows up as a sudden burst towards one country.
+/// * `sms-per-user`: 10 SMS per account per hour, deny: a script that starts flow after
+///   flow for one account (bombing its phone, or registering number after number on it)
+///   is capped whatever each flow looks like.
 /// * `email-per-flow`: 5 emails per flow per 15 min, deny.
+/// * `email-per-user`: 10 emails per account per hour, deny: email bombing through
+///   sign-in, sign-up or password reset, from any number of IPs.
 /// * `email-per-ip`: 30 emails per IP per hour, step up (email bombing from one host).
 pub fn default_rules() -> Vec<VelocityRule> {
     use Channel::{Email, Sms};
@@ -182,7 +194,9 @@ pub fn default_rules() -> Vec<VelocityRule> {
         rule("sms-per-ip", Ip, Sms, HOUR, 10, StepUp),
         rule("sms-per-ip-network", IpNetwork, Sms, HOUR, 30, StepUp),
         rule("sms-per-country", Country, Sms, HOUR, 500, StepUp),
+        rule("sms-per-user", User, Sms, HOUR, 10, Deny),
         rule("email-per-flow", Flow, Email, 15 * MINUTE, 5, Deny),
+        rule("email-per-user", User, Email, HOUR, 10, Deny),
         rule("email-per-ip", Ip, Email, HOUR, 30, StepUp),
     ]
 }
@@ -247,6 +261,8 @@ pub struct Subject<'a> {
     /// Destination region (`GB`), from the destination policy.
     pub country: Option<&'a str>,
     pub method_id: Option<&'a str>,
+    /// Keyed hash of the flow's username, when known.
+    pub user: Option<&'a str>,
     pub flow: &'a str,
     pub client_id: Option<&'a str>,
 }
@@ -259,6 +275,7 @@ impl fmt::Debug for Subject<'_> {
             .field("phone_e164", &self.phone_e164.map(|_| "<redacted>"))
             .field("country", &self.country)
             .field("method_id", &self.method_id.map(|_| "<redacted>"))
+            .field("user", &self.user.map(|_| "<redacted>"))
             .field("flow", &self.flow)
             .field("client_id", &self.client_id)
             .finish()
@@ -451,7 +468,10 @@ fn key_value(rule: &VelocityRule, subject: &Subject<'_>) -> Option<String> {
             Some(format!("+{}", &digits[..n.min(digits.len())]))
         }
         VelocityKey::Country => present(subject.country),
-        VelocityKey::Method => present(subject.method_id),
+        VelocityKey::Method => {
+            present(subject.method_id).map(|id| crate::entra::learn::canonical_method_id(&id))
+        }
+        VelocityKey::User => present(subject.user),
         VelocityKey::Flow => present(Some(subject.flow)),
         VelocityKey::ClientId => present(subject.client_id),
         VelocityKey::Global => Some(String::new()),
@@ -492,6 +512,7 @@ mod tests {
             phone_e164: phone,
             country: Some("GB"),
             method_id: None,
+            user: None,
             flow: "0123456789abcdef",
             client_id: Some("app"),
         }
@@ -697,6 +718,41 @@ mod tests {
         };
         let outcome = rules.check(&store, &keys(), &email, "e1").await;
         assert_eq!(outcome.reservations.len(), 2, "email-flow and any-global");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_account_is_counted_across_flows_and_a_method_id_in_any_case() {
+        let store = MemoryStore::new(1000);
+        let rules = rules(vec![
+            rule("per-user", VelocityKey::User, HOUR, 2),
+            rule("per-method", VelocityKey::Method, HOUR, 3),
+        ]);
+        let flows = ["1111111111111111", "2222222222222222", "3333333333333333"];
+        let ids = ["AbC-1", "abc-1", " ABC-1"];
+        for (i, (flow, id)) in flows.iter().zip(ids).enumerate() {
+            let subject = Subject {
+                flow,
+                user: Some("user-hash"),
+                method_id: Some(id),
+                ..sms(&format!("203.0.113.{i}"), None)
+            };
+            let outcome = rules
+                .check(&store, &keys(), &subject, &format!("r{i}"))
+                .await;
+            let hits: Vec<&str> = outcome.hits.iter().map(|h| h.rule.as_str()).collect();
+            let want: &[&str] = if i < 2 { &[] } else { &["per-user"] };
+            assert_eq!(hits, want, "send {i}");
+        }
+        // The method window counted all three spellings as one id.
+        let method = store_key(&keys(), "per-method", "abc-1");
+        assert_eq!(store.count(&method, HOUR).await.unwrap(), 3);
+        // Without a known user the rule does not apply.
+        let anonymous = sms("203.0.113.9", None);
+        assert!(rules
+            .check(&store, &keys(), &anonymous, "r9")
+            .await
+            .hits
+            .is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,10 +77,31 @@ pub struct Learned {
     pub continuation_token: Option<String>,
     /// Methods of an introspect response (sign-in or register); empty otherwise.
     pub methods: Vec<LearnedMethod>,
+    /// What the answer asks for next (`oob`, `password`, `redirect`, `preverified` …).
+    pub challenge_type: Option<String>,
     pub challenge_channel: Option<Channel>,
     pub challenge_target_label: Option<String>,
     pub error: Option<String>,
     pub suberror: Option<String>,
+}
+
+impl Learned {
+    /// Whether Entra's answer to a code-sending request says it sent no code: any answer
+    /// but a 2xx, or a 2xx that asks for a password instead, falls back to the browser, or
+    /// found the target already verified. An answer otpgate could not read counts as sent
+    /// when it is a 2xx: only Entra's word that nothing went out gives a slot back.
+    pub fn no_code_sent(status: u16, learned: Option<&Learned>) -> bool {
+        if !(200..300).contains(&status) {
+            return true;
+        }
+        learned
+            .and_then(|l| l.challenge_type.as_deref())
+            .is_some_and(|t| {
+                ["password", "redirect", "preverified"]
+                    .iter()
+                    .any(|no_code| t.eq_ignore_ascii_case(no_code))
+            })
+    }
 }
 
 impl fmt::Debug for Learned {
@@ -91,6 +112,7 @@ impl fmt::Debug for Learned {
                 &self.continuation_token.as_ref().map(|_| "<redacted>"),
             )
             .field("methods", &self.methods)
+            .field("challenge_type", &self.challenge_type)
             .field("challenge_channel", &self.challenge_channel)
             .field("challenge_target_label", &self.challenge_target_label)
             .field("error", &self.error)
@@ -134,6 +156,7 @@ pub fn parse_response(kind: EndpointKind, status: u16, body: &[u8]) -> Learned {
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
         methods,
+        challenge_type: text(&object, "challenge_type"),
         challenge_channel: text(&object, "challenge_channel").and_then(|c| Channel::parse(&c)),
         challenge_target_label: text(&object, "challenge_target_label"),
         error: text(&object, "error"),
@@ -207,6 +230,73 @@ impl fmt::Display for FlowId {
     }
 }
 
+/// What otpgate knows of a flow, kept with every continuation token of it so that one
+/// store lookup finds all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flow {
+    pub id: FlowId,
+    /// Keyed hash of the username the flow's `initiate` (or sign-up / reset `start`) named,
+    /// trimmed and lowercased: the account the flow's codes go to. `None` when otpgate did
+    /// not see that request.
+    pub user: Option<String>,
+    /// Entra asked this flow for a second factor (`mfa_required`): a challenge without an
+    /// `id` may now send to the user's default MFA method.
+    pub mfa_required: bool,
+}
+
+impl Flow {
+    fn new(id: FlowId) -> Self {
+        Self {
+            id,
+            user: None,
+            mfa_required: false,
+        }
+    }
+
+    /// `{id}`, then ` u={hash}` and ` m` when known: short, and the plain 16-character id
+    /// that earlier versions wrote still reads as a flow with nothing else known.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = self.id.as_str().to_owned();
+        if let Some(user) = &self.user {
+            out.push_str(" u=");
+            out.push_str(user);
+        }
+        if self.mfa_required {
+            out.push_str(" m");
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.split(' ');
+        let mut flow = Self::new(FlowId::parse(parts.next()?.as_bytes())?);
+        for part in parts {
+            match part {
+                "m" => flow.mfa_required = true,
+                _ => {
+                    let hash = part.strip_prefix("u=")?;
+                    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    flow.user = Some(hash.to_owned());
+                }
+            }
+        }
+        Some(flow)
+    }
+}
+
+/// A username as Entra compares it: case-insensitively, without surrounding spaces.
+fn canonical_username(username: &str) -> String {
+    username.trim().to_lowercase()
+}
+
+/// A method id as Entra compares it: ids are GUIDs, equal in any ASCII case.
+pub fn canonical_method_id(id: &str) -> String {
+    id.trim().to_ascii_lowercase()
+}
+
 /// What an MFA method id sends to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MethodInfo {
@@ -256,47 +346,66 @@ impl FlowBook {
     }
 
     fn flow_method_key(&self, flow: &FlowId, method_id: &str) -> String {
-        format!("flowmethod:{}:{}", flow.as_str(), self.keys.hash(method_id))
+        let id = canonical_method_id(method_id);
+        format!("flowmethod:{}:{}", flow.as_str(), self.keys.hash(&id))
     }
 
     fn method_key(&self, method_id: &str) -> String {
-        format!("method:{}", self.keys.hash(method_id))
+        format!("method:{}", self.keys.hash(&canonical_method_id(method_id)))
     }
 
     /// The flow the request's continuation token belongs to, or a new flow when the token is
     /// absent or unknown. An unknown token is bound to the new flow, so requests replaying
     /// the same token (resends that skip reading the response) still share one flow.
-    pub async fn flow_for_request(&self, continuation_token: Option<&str>) -> FlowId {
+    pub async fn flow_for_request(&self, continuation_token: Option<&str>) -> Flow {
         let Some(token) = continuation_token.filter(|t| !t.is_empty()) else {
-            return FlowId::random();
+            return Flow::new(FlowId::random());
         };
         let key = self.flow_key(token);
         match self.store.get(&key).await {
             Ok(Some(bytes)) => {
-                if let Some(flow) = FlowId::parse(&bytes) {
+                if let Some(flow) = Flow::decode(&bytes) {
                     return flow;
                 }
             }
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, "flow lookup failed; starting a new flow");
-                return FlowId::random();
+                return Flow::new(FlowId::random());
             }
         }
-        let flow = FlowId::random();
-        self.put(&key, flow.as_str().as_bytes(), self.ttl).await;
+        let flow = Flow::new(FlowId::random());
+        self.put(&key, flow.encode().as_bytes(), self.ttl).await;
         flow
     }
 
+    /// Record the account a flow's request names (`username` of `initiate`, sign-up or
+    /// reset `start`), keyed-hashed: it is what the flow's codes go to.
+    pub fn set_user(&self, flow: &mut Flow, username: &str) {
+        let username = canonical_username(username);
+        if !username.is_empty() {
+            flow.user = Some(self.keys.hash(&username));
+        }
+    }
+
     /// Remember what a response to a request of `flow` taught: its new continuation token
-    /// continues `flow`; a sign-in introspect's methods tell what each method id sends to.
+    /// continues `flow` (with an `mfa_required` interrupt noted); a sign-in introspect's
+    /// methods tell what each method id sends to.
     ///
     /// Register-introspect methods are not recorded: their ids are the fixed words `email`
     /// and `sms`, never sent as an MFA challenge `id`, and their `login_hint` is an
     /// unmasked address.
-    pub async fn learn(&self, flow: &FlowId, kind: EndpointKind, learned: &Learned) {
+    pub async fn learn(&self, flow: &Flow, kind: EndpointKind, learned: &Learned) {
         if let Some(token) = &learned.continuation_token {
-            self.put(&self.flow_key(token), flow.as_str().as_bytes(), self.ttl)
+            let mfa_required = learned
+                .suberror
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("mfa_required"));
+            let next = Flow {
+                mfa_required: flow.mfa_required || mfa_required,
+                ..flow.clone()
+            };
+            self.put(&self.flow_key(token), next.encode().as_bytes(), self.ttl)
                 .await;
         }
         if kind != EndpointKind::SignInIntrospect {
@@ -313,8 +422,12 @@ impl FlowBook {
             let Ok(value) = serde_json::to_vec(&info) else {
                 continue;
             };
-            self.put(&self.flow_method_key(flow, &method.id), &value, self.ttl)
-                .await;
+            self.put(
+                &self.flow_method_key(&flow.id, &method.id),
+                &value,
+                self.ttl,
+            )
+            .await;
             self.put(&self.method_key(&method.id), &value, self.method_ttl)
                 .await;
         }
@@ -556,7 +669,7 @@ mod tests {
         let flow = book.flow_for_request(token).await;
         book.learn(&flow, kind, &parse_response(kind, status, body))
             .await;
-        flow
+        flow.id
     }
 
     #[tokio::test]
@@ -578,7 +691,7 @@ mod tests {
         assert_eq!(sms.label.as_deref(), Some("+1********6"));
         assert_eq!(book.method_channel(&flow, "2c2c2c2c-unknown").await, None);
         // The id is stable per user: another flow that skipped introspect still finds it.
-        let other = book.flow_for_request(None).await;
+        let other = book.flow_for_request(None).await.id;
         assert_eq!(
             book.method_channel(&other, SMS_ID).await.map(|m| m.channel),
             Some(Channel::Sms)
@@ -623,12 +736,13 @@ mod tests {
     #[tokio::test]
     async fn a_challenge_response_teaches_the_channel_of_its_id() {
         let book = book();
-        let flow = book.flow_for_request(Some("T4")).await;
+        let state = book.flow_for_request(Some("T4")).await;
+        let flow = state.id.clone();
         assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
         let body = br#"{"continuation_token":"T5","challenge_type":"oob","challenge_channel":"sms",
             "challenge_target_label":"+1********6"}"#;
         let learned = parse_response(K::SignInChallenge, 200, body);
-        book.learn(&flow, K::SignInChallenge, &learned).await;
+        book.learn(&state, K::SignInChallenge, &learned).await;
         book.learn_challenge(&flow, SMS_ID, &learned).await;
         let info = book.method_channel(&flow, SMS_ID).await.expect("learned");
         assert_eq!(info.channel, Channel::Sms);
@@ -648,7 +762,7 @@ mod tests {
         let flow = step(&book, K::RegisterIntrospect, Some("R1"), 200, body).await;
         assert_eq!(book.method_channel(&flow, "email").await, None);
         assert_eq!(book.method_channel(&flow, "sms").await, None);
-        assert_eq!(book.flow_for_request(Some("R2")).await, flow);
+        assert_eq!(book.flow_for_request(Some("R2")).await.id, flow);
     }
 
     #[tokio::test]
@@ -674,7 +788,7 @@ mod tests {
         let resend_body =
             br#"{"continuation_token":"T6","challenge_type":"oob","challenge_channel":"sms"}"#;
         let resend = step(&book, K::SignInChallenge, Some("T5"), 200, resend_body).await;
-        let redeem = book.flow_for_request(Some("T6")).await;
+        let redeem = book.flow_for_request(Some("T6")).await.id;
         for flow in [&challenge, &token, &introspect, &mfa, &resend, &redeem] {
             assert_eq!(flow, &initiate);
         }
@@ -687,25 +801,126 @@ mod tests {
         // A second sign-in is another flow.
         let other = step(&book, K::SignInInitiate, None, 200, &with_token("U1")).await;
         assert_ne!(other, initiate);
-        assert_eq!(book.flow_for_request(Some("U1")).await, other);
+        assert_eq!(book.flow_for_request(Some("U1")).await.id, other);
+    }
+
+    #[tokio::test]
+    async fn a_flow_carries_its_account_and_its_mfa_interrupt_along_its_tokens() {
+        let book = book();
+        let mut start = book.flow_for_request(None).await;
+        book.set_user(&mut start, "  Sms@Contoso.com ");
+        let user = start.user.clone().expect("set");
+        assert_eq!(user.len(), 64);
+        assert!(!user.contains("contoso"));
+        book.learn(
+            &start,
+            K::SignInInitiate,
+            &parse_response(K::SignInInitiate, 200, &with_token("T1")),
+        )
+        .await;
+        let challenge = book.flow_for_request(Some("T1")).await;
+        assert_eq!(challenge.id, start.id);
+        assert_eq!(challenge.user.as_deref(), Some(user.as_str()));
+        assert!(!challenge.mfa_required);
+        let mfa_required =
+            br#"{"error":"invalid_grant","suberror":"mfa_required","continuation_token":"T2"}"#;
+        book.learn(
+            &challenge,
+            K::Token,
+            &parse_response(K::Token, 400, mfa_required),
+        )
+        .await;
+        let after = book.flow_for_request(Some("T2")).await;
+        assert!(after.mfa_required);
+        assert_eq!(after.user.as_deref(), Some(user.as_str()));
+        // Later answers keep the interrupt noted.
+        book.learn(
+            &after,
+            K::SignInIntrospect,
+            &parse_response(K::SignInIntrospect, 200, &introspect_with_token("T3")),
+        )
+        .await;
+        assert!(book.flow_for_request(Some("T3")).await.mfa_required);
+        // The same account in another case is the same hash; a blank one sets nothing.
+        let mut other = book.flow_for_request(None).await;
+        book.set_user(&mut other, "SMS@CONTOSO.COM");
+        assert_eq!(other.user, Some(user));
+        let mut blank = book.flow_for_request(None).await;
+        book.set_user(&mut blank, "  ");
+        assert_eq!(blank.user, None);
+    }
+
+    #[test]
+    fn stored_flows_read_back_and_old_or_odd_values_are_judged() {
+        let id = FlowId("0123456789abcdef".into());
+        let full = Flow {
+            id: id.clone(),
+            user: Some("ab".repeat(32)),
+            mfa_required: true,
+        };
+        assert_eq!(Flow::decode(full.encode().as_bytes()), Some(full));
+        // What earlier versions stored: the id alone.
+        assert_eq!(Flow::decode(b"0123456789abcdef"), Some(Flow::new(id)));
+        for bad in [
+            &b""[..],
+            b"0123456789abcde",
+            b"0123456789abcdef x",
+            b"0123456789abcdef u=",
+            b"0123456789abcdef u=zz",
+            b"0123456789ABCDEF",
+        ] {
+            assert_eq!(
+                Flow::decode(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn only_entras_word_that_nothing_went_out_gives_a_slot_back() {
+        let answer = |status, body: &[u8]| {
+            let learned = parse_response(K::RegisterChallenge, status, body);
+            Learned::no_code_sent(status, Some(&learned))
+        };
+        assert!(!answer(
+            200,
+            br#"{"challenge_type":"oob","continuation_token":"T"}"#
+        ));
+        assert!(!answer(200, b"<html>not json</html>"));
+        assert!(!answer(200, br#"{"challenge_type":"something new"}"#));
+        assert!(!Learned::no_code_sent(200, None));
+        assert!(answer(
+            200,
+            br#"{"challenge_type":"password","continuation_token":"T"}"#
+        ));
+        assert!(answer(200, br#"{"challenge_type":"Redirect"}"#));
+        assert!(answer(200, br#"{"challenge_type":"preverified"}"#));
+        assert!(answer(
+            400,
+            br#"{"error":"invalid_grant","error_codes":[55200]}"#
+        ));
+        assert!(answer(429, b""));
+        assert!(answer(500, br#"{"challenge_type":"oob"}"#));
     }
 
     #[tokio::test]
     async fn an_unknown_token_replayed_stays_in_one_flow() {
         let book = book();
-        let first = book.flow_for_request(Some("never-seen")).await;
-        let again = book.flow_for_request(Some("never-seen")).await;
+        let first = book.flow_for_request(Some("never-seen")).await.id;
+        let again = book.flow_for_request(Some("never-seen")).await.id;
         assert_eq!(first, again);
         assert_ne!(
-            book.flow_for_request(None).await,
-            book.flow_for_request(None).await
+            book.flow_for_request(None).await.id,
+            book.flow_for_request(None).await.id
         );
-        assert_ne!(book.flow_for_request(Some("")).await, first);
+        assert_ne!(book.flow_for_request(Some("")).await.id, first);
     }
 
     #[tokio::test]
     async fn flow_ids_are_short_hex() {
-        let flow = book().flow_for_request(None).await;
+        let flow = book().flow_for_request(None).await.id;
         assert_eq!(flow.as_str().len(), 16);
         assert!(flow.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(flow.to_string(), flow.as_str());
@@ -723,11 +938,11 @@ mod tests {
         )
         .await;
         tokio::time::advance(FlowBook::DEFAULT_TTL - Duration::from_secs(1)).await;
-        assert_eq!(book.flow_for_request(Some("T4")).await, flow);
+        assert_eq!(book.flow_for_request(Some("T4")).await.id, flow);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_ne!(book.flow_for_request(Some("T4")).await, flow);
+        assert_ne!(book.flow_for_request(Some("T4")).await.id, flow);
         // The flow's own entry is gone; the id-wide fallback lives on until its own TTL.
-        let fresh = book.flow_for_request(None).await;
+        let fresh = book.flow_for_request(None).await.id;
         assert_eq!(
             book.method_channel(&fresh, SMS_ID).await.map(|m| m.channel),
             Some(Channel::Sms)
@@ -856,9 +1071,9 @@ mod tests {
             )
             .await
             .expect("put");
-        let flow = book.flow_for_request(Some("T")).await;
+        let flow = book.flow_for_request(Some("T")).await.id;
         assert_ne!(flow.as_str(), "not a flow id!!!");
-        assert_eq!(book.flow_for_request(Some("T")).await, flow);
+        assert_eq!(book.flow_for_request(Some("T")).await.id, flow);
         assert_eq!(book.method_channel(&flow, SMS_ID).await, None);
     }
 }

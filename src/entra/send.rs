@@ -23,7 +23,12 @@ pub enum Intent {
     MfaMethod { id: String },
     /// `/oauth2/v2.0/challenge` without `id`: an email code for an email-OTP user, nothing for
     /// a password user; after an `mfa_required` interrupt, possibly the default MFA method.
-    FirstFactor,
+    /// `offers_code`: the request lets Entra answer with a code (`challenge_type` names
+    /// `oob`, or is absent and the one sent at `initiate` applies).
+    FirstFactor { offers_code: bool },
+    /// `/oauth2/v2.0/challenge` with an empty or blank `id`: refused, since Entra might read
+    /// it as no `id` (a first-factor code) or as a method, and no SDK sends it.
+    EmptyMethodId,
 }
 
 /// Where a code goes. Phone numbers are kept as sent (normalised later, by the destination
@@ -52,8 +57,15 @@ impl fmt::Debug for Target {
 pub fn intent(kind: EndpointKind, params: &Params) -> Intent {
     match kind {
         EndpointKind::SignInChallenge => match params.get("id") {
-            Some(id) if !id.is_empty() => Intent::MfaMethod { id: id.to_owned() },
-            _ => Intent::FirstFactor,
+            Some(id) if id.trim().is_empty() => Intent::EmptyMethodId,
+            Some(id) => Intent::MfaMethod { id: id.to_owned() },
+            None => Intent::FirstFactor {
+                offers_code: params.get("challenge_type").is_none_or(|types| {
+                    types
+                        .split_ascii_whitespace()
+                        .any(|t| t.eq_ignore_ascii_case("oob"))
+                }),
+            },
         },
         EndpointKind::SignUpChallenge | EndpointKind::ResetPasswordChallenge => Intent::Direct {
             channel: Channel::Email,
@@ -106,8 +118,29 @@ mod tests {
                 "id=abc",
                 Intent::MfaMethod { id: "abc".into() },
             ),
-            (SignInChallenge, "continuation_token=x", Intent::FirstFactor),
-            (SignInChallenge, "id=", Intent::FirstFactor),
+            (
+                SignInChallenge,
+                "continuation_token=x",
+                Intent::FirstFactor { offers_code: true },
+            ),
+            (
+                SignInChallenge,
+                "challenge_type=oob+password+redirect",
+                Intent::FirstFactor { offers_code: true },
+            ),
+            (
+                SignInChallenge,
+                "challenge_type=OOB",
+                Intent::FirstFactor { offers_code: true },
+            ),
+            (
+                SignInChallenge,
+                "challenge_type=password+redirect",
+                Intent::FirstFactor { offers_code: false },
+            ),
+            (SignInChallenge, "id=", Intent::EmptyMethodId),
+            (SignInChallenge, "id=+", Intent::EmptyMethodId),
+            (SignInChallenge, "id=%09", Intent::EmptyMethodId),
             (
                 SignUpChallenge,
                 "",
