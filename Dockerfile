@@ -1,7 +1,8 @@
 # otpgate container image: docker build -t otpgate .
 #
 # The build stage runs scripts/container-build, which CI also runs (tests/container_build.rs),
-# so what is staged and checked here is checked on every change without Docker.
+# so what is staged and checked here is checked on every change without Docker; that test
+# also runs this build stage itself, in order, from the context .dockerignore lets through.
 # No HEALTHCHECK: orchestrators probe /livez and /readyz on the admin port (9090).
 
 # Bookworm builder to match the Debian 12 runtime's glibc.
@@ -14,9 +15,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends make \
  && rm -rf /var/lib/apt/lists/*
 
-# Dependencies only, cached until Cargo.toml or Cargo.lock changes: build against empty
-# sources, then forget otpgate's own artifacts so the real sources are always compiled.
+# Dependencies only, cached until Cargo.toml, Cargo.lock or a bench changes: build against
+# empty sources, then forget otpgate's own artifacts so the real sources are always compiled.
+# Cargo.toml's [[bench]] targets name files in benches/, and cargo refuses to load a
+# manifest whose targets have no file, so the benches come with it (`cargo build` never
+# compiles them). The real files rather than stubs generated from the manifest: stubs would
+# keep this layer keyed on Cargo.toml alone, but only by parsing every [[bench]] table (its
+# name, a `path` key) in shell; editing a bench rebuilds this layer instead. The manifest's
+# other targets are the stubs below (lib, bin); it declares no [[example]] or [[test]], and
+# fuzz/ is a workspace of its own, not a member.
 COPY Cargo.toml Cargo.lock ./
+COPY benches/*.rs benches/
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
