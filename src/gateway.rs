@@ -347,6 +347,10 @@ impl Gateway {
                 ctx.uri = parts.uri.clone();
             }
         }
+        if let Some(path) = classify::collapse_sdk_slash(parts.uri.path()) {
+            parts.uri = with_path(&parts.uri, &path)?;
+            ctx.uri = parts.uri.clone();
+        }
         let client_ip = proxy::client_ip(
             conn.peer.ip().to_canonical(),
             &parts.headers,
@@ -538,6 +542,13 @@ impl Gateway {
                 out.outcome = "refused: invalid request target".into();
                 return out;
             }
+        };
+        let uri = match classify::collapse_sdk_slash(uri.path()) {
+            Some(fixed) => match with_path(&uri, &fixed) {
+                Ok(u) => u,
+                Err(_) => uri,
+            },
+            None => uri,
         };
         let kind = match classify::classify(&parts.method, uri.path()) {
             Classification::NotNativeAuth => {
@@ -932,6 +943,21 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+/// `uri` with its path replaced (scheme, authority and query kept).
+fn with_path(uri: &Uri, path: &str) -> Result<Uri, GatewayError> {
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| GatewayError::BadRequest("Invalid request target."))?,
+    );
+    Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("Invalid request target."))
 }
 
 /// The URL the client asked for, as providers want it (HUMAN reports it).

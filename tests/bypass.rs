@@ -257,6 +257,22 @@ fn target_cases() -> Vec<Case> {
         case("every byte escaped", Gated, |t, p| {
             form_post(&escape_all(PATH), &form(t, p))
         }),
+        case(
+            "doubled slash after the tenant (MSAL iOS, authority ending in /)",
+            Gated,
+            |t, p| {
+                form_post(
+                    "/contoso.onmicrosoft.com//register/v1.0/challenge",
+                    &form(t, p),
+                )
+            },
+        ),
+        case("tripled slash after the tenant", Refused(400), |t, p| {
+            form_post(
+                "/contoso.onmicrosoft.com///register/v1.0/challenge",
+                &form(t, p),
+            )
+        }),
         case("upper-case path", Gated, |t, p| {
             form_post(
                 "/CONTOSO.ONMICROSOFT.COM/REGISTER/V1.0/CHALLENGE",
@@ -930,8 +946,14 @@ async fn http2_pseudo_header_variants_are_gated_or_refused() {
             Body::Form,
         ),
         (
-            "// in :path",
+            "// after the tenant in :path (MSAL iOS)",
             base("/contoso.onmicrosoft.com//register/v1.0/challenge"),
+            true,
+            Body::Form,
+        ),
+        (
+            "// inside the endpoint in :path",
+            base("/contoso.onmicrosoft.com/register//v1.0/challenge"),
             false,
             Body::Form,
         ),

@@ -211,6 +211,35 @@ async fn address_claims_url_and_method_overrides_never_reach_the_upstream() {
     }
 }
 
+/// MSAL iOS sends `/{tenant}//oauth2/...` after an authority ending in `/`: otpgate gates it
+/// as the endpoint and forwards the canonical path, so Entra reads what was judged.
+#[tokio::test]
+async fn the_ios_doubled_slash_is_forwarded_canonical() {
+    let up = upstream(Upstream::Echo).await;
+    let gw = gateway(&upstream_toml(up)).await;
+    let resp = common::client()
+        .post(gw.url("/contoso.onmicrosoft.com//oauth2/v2.0/initiate?dc=ESTS-PUB"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=c&username=a%40b.c&challenge_type=password+redirect")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-echo-uri"],
+        "/contoso.onmicrosoft.com/oauth2/v2.0/initiate?dc=ESTS-PUB"
+    );
+    // Anywhere else a doubled slash stays refused.
+    let resp = common::client()
+        .post(gw.url("/contoso.onmicrosoft.com/oauth2//v2.0/initiate"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
 async fn assert_entra_error(resp: reqwest::Response, status: u16, error: &str) {
     assert_eq!(resp.status(), status);
     assert!(resp.headers()["content-type"]

@@ -77,7 +77,8 @@ fn post_raw(path: &str, body: &str, extra: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn ambiguous_paths_never_reach_entra() {
-    let env = start("").await;
+    // No velocity rules: four sends in a row from one IP are all let through.
+    let env = start("[defense]\nvelocity = []\n").await;
     // A real flow's token, so a forwarded request could have sent a code.
     let intro = env.introspect("sms@contoso.com").await;
     let id = intro.body["methods"][0]["id"].as_str().unwrap().to_owned();
@@ -93,7 +94,7 @@ async fn ambiguous_paths_never_reach_entra() {
         format!("/{TENANT}/oauth2/./v2.0/challenge"),
         format!("/{TENANT}/oauth2/v2.0/x/../challenge"),
         format!("/{TENANT}/oauth2/%2E/v2.0/challenge"),
-        format!("/{TENANT}//oauth2/v2.0/challenge"),
+        format!("/{TENANT}///oauth2/v2.0/challenge"),
         format!("/{TENANT}/oauth2//v2.0/challenge"),
         format!("/{TENANT}/oauth2/v2.0/challenge/"),
         format!("/{TENANT}/oauth2/v2.0/challenge;x=1"),
@@ -118,12 +119,13 @@ async fn ambiguous_paths_never_reach_entra() {
         env.outbox()
     );
 
-    // The canonical request — and its case and unreserved-escape variants — are gated and
-    // forwarded.
+    // The canonical request — its case and unreserved-escape variants, and the doubled
+    // slash MSAL iOS sends after an authority ending in `/` — are gated and forwarded.
     for path in [
         format!("/{TENANT}/oauth2/v2.0/challenge"),
         "/CONTOSO.onmicrosoft.com/OAuth2/V2.0/Challenge".to_owned(),
         format!("/{TENANT}/oauth2/v2.0/ch%61llenge"),
+        format!("/{TENANT}//oauth2/v2.0/challenge"),
     ] {
         let before = env.outbox().len();
         let intro = env.introspect("sms@contoso.com").await;
@@ -138,7 +140,7 @@ async fn ambiguous_paths_never_reach_entra() {
     let m = env.metrics().await;
     assert_eq!(
         sends(&m, "sms"),
-        3,
+        4,
         "each canonical variant was labelled: {m}"
     );
 }

@@ -272,6 +272,30 @@ pub fn classify(method: &Method, path: &str) -> Classification {
     classify_clean(method, scan.segments)
 }
 
+/// The one irregular spelling of an endpoint path a real SDK sends, put right: MSAL for
+/// iOS joins its authority and the endpoint by string concatenation
+/// (`MSALNativeAuthRequestable.makeEndpointUrl`: `components.path += "/oauth2/v2.0/initiate"`),
+/// so an authority configured with a trailing slash (`https://contoso.ciamlogin.com/contoso.onmicrosoft.com/`)
+/// sends `/{tenant}//oauth2/v2.0/initiate`. MSAL Android joins by path segments and drops
+/// empty ones (`UrlUtil.appendPathToURL`), and msal-browser strips one slash before
+/// resolving with `new URL` (`UrlUtils.buildUrl`), so neither sends it.
+///
+/// Returns the path with that one doubled slash collapsed when the result is a native-auth
+/// endpoint (`/{tenant}/oauth2/v2.0/initiate`); `None` for every other path, which is then
+/// classified as it is (a doubled slash anywhere else stays ambiguous).
+pub fn collapse_sdk_slash(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let (tenant, after) = rest.split_once("//")?;
+    if tenant.is_empty() || tenant.contains('/') || after.starts_with('/') {
+        return None;
+    }
+    let collapsed = format!("/{tenant}/{after}");
+    match classify(&Method::POST, &collapsed) {
+        Classification::Endpoint { .. } => Some(collapsed),
+        _ => None,
+    }
+}
+
 /// The path with escapes of unreserved characters decoded, when it is *clean*: every segment
 /// non-empty, no dot segments, no trailing dots, only unreserved characters. Every plausible
 /// server normalisation leaves a clean path unchanged up to case (and a last segment's
@@ -1165,6 +1189,43 @@ mod tests {
         assert_eq!(R::PathParameter.as_str(), "path_parameter");
         assert_eq!(R::BadEncoding.as_str(), "bad_encoding");
         assert_eq!(R::UnexpectedDepth.as_str(), "unexpected_depth");
+    }
+
+    #[test]
+    fn only_the_ios_doubled_slash_after_the_tenant_is_put_right() {
+        for kind in EndpointKind::ALL {
+            if kind == K::V2Api {
+                continue;
+            }
+            for tenant in [
+                "contoso.onmicrosoft.com",
+                "aaaabbbb-0000-cccc-1111-dddd2222eeee",
+            ] {
+                let path = format!("/{tenant}/{}", kind.path().trim_start_matches('/'));
+                let doubled = format!("/{tenant}/{}", kind.path());
+                assert_eq!(collapse_sdk_slash(&doubled).as_deref(), Some(path.as_str()));
+                assert_eq!(collapse_sdk_slash(&path), None, "{path}");
+            }
+        }
+        for path in [
+            "//contoso.onmicrosoft.com/oauth2/v2.0/initiate",
+            "/contoso.onmicrosoft.com///oauth2/v2.0/initiate",
+            "/contoso.onmicrosoft.com//oauth2//v2.0/initiate",
+            "/contoso.onmicrosoft.com//oauth2/v2.0/initiate/",
+            "/a/contoso.onmicrosoft.com//oauth2/v2.0/initiate",
+            "/contoso.onmicrosoft.com//oauth2/v2.0/authorize",
+            "/contoso.onmicrosoft.com//static/a.png",
+            "/contoso.onmicrosoft.com//oauth2/v2.0/%2e%2e/challenge",
+            "/contoso%2Fx//oauth2/v2.0/initiate",
+        ] {
+            assert_eq!(collapse_sdk_slash(path), None, "{path}");
+        }
+        // What is put right is then an ordinary endpoint.
+        let fixed = collapse_sdk_slash("/Contoso.onmicrosoft.com//OAuth2/v2.0/Challenge");
+        assert_eq!(
+            classify(&Method::POST, fixed.as_deref().unwrap()),
+            endpoint(K::SignInChallenge, "Contoso.onmicrosoft.com")
+        );
     }
 
     #[test]
