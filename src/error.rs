@@ -17,6 +17,8 @@ pub enum GatewayError {
     UnknownHost,
     #[error("body too large")]
     BodyTooLarge,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("unsupported charset")]
@@ -39,6 +41,7 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UnknownHost => "unknown_host",
             Self::BodyTooLarge => "body_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UnsupportedCharset => "unsupported_charset",
             Self::Overloaded => "overloaded",
@@ -72,6 +75,12 @@ impl GatewayError {
                 "invalid_request",
                 900144,
                 "The request body is too large.",
+            ),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                900144,
+                "The request headers are too large.",
             ),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -273,6 +273,14 @@ impl Gateway {
                 return Either::Left(std::future::ready(resp));
             }
         };
+        if req.version() == Version::HTTP_2
+            && header_list_size(&req) > self.inner.settings.server.max_header_bytes
+        {
+            drop(permit);
+            let resp = GatewayError::HeadersTooLarge.to_response(ctx.correlation());
+            self.finish(&ctx, &resp, Some("headers_too_large"));
+            return Either::Left(std::future::ready(resp));
+        }
         let cors = &self.inner.settings.cors;
         if let Some(preflight) = cors.preflight(req.method(), req.headers()) {
             drop(permit);
@@ -943,6 +951,31 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+/// The size of an HTTP/2 request's header list as RFC 9113 §6.5.2 counts it (each field's
+/// name and value plus 32), pseudo-header fields included: what
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` limits.
+fn header_list_size<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    let pseudo = [
+        (":method", req.method().as_str().len()),
+        (":scheme", uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority",
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path",
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        ),
+    ];
+    let pseudo: usize = pseudo.iter().map(|(name, len)| name.len() + len + 32).sum();
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum::<usize>()
+        + pseudo
 }
 
 /// `uri` with its path replaced (scheme, authority and query kept).

@@ -12,6 +12,7 @@
 //! * [`gateway`]: the request path, phase by phase.
 //! * [`judge`]: judging one OTP send: local defenses, the route's provider, proofs, decide.
 //! * [`proxy`]: header hygiene both ways, client IP.
+//! * [`refusal`]: Entra-shaped answers in place of the HTTP layer's own refusals.
 //! * [`upstream`]: the client for the one upstream and its connection pool.
 //! * [`error`]: faults we answer ourselves, mapped to responses by source.
 //! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
@@ -39,6 +40,7 @@ pub mod judge;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod refusal;
 pub mod risk;
 pub mod server;
 pub mod stepup;

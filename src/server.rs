@@ -397,7 +397,11 @@ fn http_builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        // Twice the limit: the gateway refuses a list over the limit itself, with an
+        // Entra-shaped 431 (h2's own is a bodiless one); past twice, h2 refuses it unread.
+        .max_header_list_size(
+            u32::try_from(s.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        )
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -448,6 +452,7 @@ impl Connection {
         let io = TokioIo::new(IdleIo {
             inner: io,
             activity: activity.clone(),
+            replacement: None,
         });
         let info = ConnInfo {
             peer: self.peer,
@@ -565,6 +570,11 @@ impl Activity {
         OpenRequest(self.clone())
     }
 
+    /// Whether an answer is still being written on this connection.
+    fn has_open_requests(&self) -> bool {
+        self.open_requests.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether any request arrived on this connection.
     fn requested(&self) -> bool {
         self.requested.load(Ordering::Relaxed)
@@ -631,11 +641,15 @@ impl http_body::Body for Tracked {
 }
 
 pin_project_lite::pin_project! {
-    /// An IO that records when it last moved bytes, for the idle timeout.
+    /// The connection as hyper sees it: records when it last moved bytes, for the idle
+    /// timeout, and writes an Entra-shaped answer in place of the bodiless refusal hyper
+    /// writes itself for a request head it cannot parse ([`crate::refusal`]).
     struct IdleIo<I> {
         #[pin]
         inner: I,
         activity: Activity,
+        // An answer written in place of hyper's refusal, and how much of it is out.
+        replacement: Option<(Vec<u8>, usize)>,
     }
 }
 
@@ -655,12 +669,62 @@ impl<I: AsyncRead> AsyncRead for IdleIo<I> {
     }
 }
 
+/// Write what is left of `replacement`; ready once all of it is out.
+fn write_replacement<I: AsyncWrite>(
+    mut inner: Pin<&mut I>,
+    replacement: &mut Option<(Vec<u8>, usize)>,
+    activity: &Activity,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while let Some((bytes, done)) = replacement.as_mut() {
+        if *done == bytes.len() {
+            *replacement = None;
+            break;
+        }
+        let n = std::task::ready!(inner.as_mut().poll_write(cx, &bytes[*done..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        activity.touch();
+        *done += n;
+    }
+    Poll::Ready(Ok(()))
+}
+
+impl<I: AsyncWrite> IdleIo<I> {
+    /// If `buf` is hyper's own refusal of a head it could not parse (it writes one only
+    /// between requests, and closes after it), take it and queue the Entra-shaped answer.
+    fn replace_refusal(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Option<usize> {
+        let this = self.project();
+        if !buf.starts_with(b"HTTP/1.1 4") || this.activity.has_open_requests() {
+            return None;
+        }
+        let (status, date) = crate::refusal::hyper_refusal(buf)?;
+        *this.replacement = Some((crate::refusal::entra_refusal(status, date), 0));
+        // Whatever is not written now goes out on the flush hyper does next.
+        let _ = write_replacement(this.inner, this.replacement, this.activity, cx);
+        Some(buf.len())
+    }
+}
+
 impl<I: AsyncWrite> AsyncWrite for IdleIo<I> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        {
+            let this = self.as_mut().project();
+            std::task::ready!(write_replacement(
+                this.inner,
+                this.replacement,
+                this.activity,
+                cx
+            ))?;
+        }
+        if let Some(n) = self.as_mut().replace_refusal(cx, buf) {
+            return Poll::Ready(Ok(n));
+        }
         let this = self.project();
         let poll = this.inner.poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
@@ -670,10 +734,25 @@ impl<I: AsyncWrite> AsyncWrite for IdleIo<I> {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        {
+            let this = self.as_mut().project();
+            std::task::ready!(write_replacement(
+                this.inner,
+                this.replacement,
+                this.activity,
+                cx
+            ))?;
+        }
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            if let Some(n) = self.as_mut().replace_refusal(cx, only) {
+                return Poll::Ready(Ok(n));
+            }
+        }
         let this = self.project();
         let poll = this.inner.poll_write_vectored(cx, bufs);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
@@ -687,10 +766,24 @@ impl<I: AsyncWrite> AsyncWrite for IdleIo<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let mut this = self.project();
+        std::task::ready!(write_replacement(
+            this.inner.as_mut(),
+            this.replacement,
+            this.activity,
+            cx
+        ))?;
+        this.inner.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let mut this = self.project();
+        std::task::ready!(write_replacement(
+            this.inner.as_mut(),
+            this.replacement,
+            this.activity,
+            cx
+        ))?;
+        this.inner.poll_shutdown(cx)
     }
 }

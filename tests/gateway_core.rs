@@ -332,8 +332,25 @@ async fn unknown_hosts_are_refused_when_hosts_is_set() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// The whole answer on a connection the gateway closes after answering.
+async fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An answer's status line and its body parsed as an Entra error.
+fn entra_refusal(answer: &str) -> (&str, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let status = head.lines().next().unwrap_or_default();
+    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {answer:?}"));
+    (status, json)
+}
+
 #[tokio::test]
-async fn oversized_headers_are_refused() {
+async fn http_layer_refusals_have_entras_error_shape() {
     let up = upstream(Upstream::Echo).await;
     let gw = gateway(&format!(
         "{}[server]\nmax_header_bytes = 8192\n",
@@ -341,17 +358,66 @@ async fn oversized_headers_are_refused() {
     ))
     .await;
     let big = "a".repeat(20_000);
-    let req = format!("GET /x HTTP/1.1\r\nHost: a\r\nx-big: {big}\r\n\r\n");
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let _ = s.write_all(req.as_bytes()).await;
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+    let cases = [
+        (
+            format!("GET /x HTTP/1.1\r\nHost: a\r\nx-big: {big}\r\n\r\n"),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        ("GARBAGE\r\n\r\n".to_owned(), "HTTP/1.1 400 Bad Request"),
+        (
+            "GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        // After a good request on the same connection.
+        (
+            "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/9.9\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request",
+        ),
+    ];
+    for (request, want) in cases {
+        let answer = answer_to(gw.addr, request.as_bytes()).await;
+        assert!(!answer.contains("x-echo-headers: {\"x-big"), "{answer}");
+        let last = answer.rfind("HTTP/1.1 ").unwrap_or(0);
+        let (status, json) = entra_refusal(&answer[last..]);
+        assert_eq!(status, want, "{request:?}");
+        assert_eq!(json["error"], "invalid_request", "{answer}");
+        assert_eq!(json["error_codes"], serde_json::json!([900144]));
+        for field in [
+            "error_description",
+            "timestamp",
+            "trace_id",
+            "correlation_id",
+        ] {
+            assert!(json[field].is_string(), "{field}: {answer}");
+        }
+    }
+
+    // HTTP/2: a header list over the limit gets the same answer from the gateway.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(gw.url("/x"))
+        .header("x-big", "a".repeat(9000))
+        .send()
         .await
-        .unwrap()
-        .unwrap_or(0);
-    let answer = String::from_utf8_lossy(&buf[..n]);
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert!(!answer.contains("x-echo"));
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["error"], "invalid_request");
+    let resp = h2
+        .get(gw.url("/x"))
+        .header("x-fine", "a".repeat(7000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
