@@ -104,15 +104,14 @@ mod tests {
         let not_refusals = [
             // A body, another header, another status, another version, a second message.
             format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\ndate: {DATE}\r\n\r\nok"),
-            format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-ms-request-id: 1\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-ms-request-id: 1\r\n\r\n".to_owned(),
             format!("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\ndate: {DATE}\r\n\r\n"),
-            format!("HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n"),
-            format!("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n"),
-            format!("HTTP/1.1 400 Nope\r\ncontent-length: 0\r\n\r\n"),
-            format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
-            ),
-            format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"),
+            "HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Nope\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+                .to_owned(),
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n".to_owned(),
         ];
         for bytes in not_refusals {
             assert_eq!(hyper_refusal(bytes.as_bytes()), None, "{bytes:?}");

@@ -868,6 +868,7 @@ async fn sign_up_rejects_what_the_reference_rejects() {
         )
         .await;
     not_email.assert_error(StatusCode::BAD_REQUEST, "invalid_request", 90_100);
+    assert_invalid_username(&not_email);
     let bad_attributes = h
         .post(
             "/signup/v1.0/start",
@@ -1605,4 +1606,67 @@ mfa_methods = [{ channel = "sms", target = "+1 206 555 0100" }]
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "tenant_nmae = \"x\"\n").unwrap();
     assert!(EntraConfig::from_users_file(&typo).is_err());
+}
+
+/// What the SDKs need to report an invalid username: HTTP 400, `invalid_request` (iOS),
+/// 90100 first in `error_codes` (iOS, Android) and the exact text, case-sensitive (iOS,
+/// msal-browser).
+fn assert_invalid_username(answer: &Answer) {
+    answer.assert_error(StatusCode::BAD_REQUEST, "invalid_request", 90_100);
+    let description = answer.body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("username parameter is empty or not valid"),
+        "{description}"
+    );
+}
+
+#[tokio::test]
+async fn empty_or_invalid_usernames_are_aadsts90100_on_every_start() {
+    let h = start(EntraConfig::demo()).await;
+    for path in [
+        "/signup/v1.0/start",
+        "/oauth2/v2.0/initiate",
+        "/resetpassword/v1.0/start",
+    ] {
+        for username in ["", "   ", "nobody", "a b@contoso.com", "x@contoso"] {
+            let answer = h
+                .post(
+                    path,
+                    &[("username", username), ("challenge_type", "oob redirect")],
+                )
+                .await;
+            assert_invalid_username(&answer);
+            assert_eq!(
+                answer.body["error_codes"],
+                serde_json::json!([90_100]),
+                "{path} {username:?}"
+            );
+        }
+        // Absent is the generic missing parameter, as before.
+        let absent = h.post(path, &[("challenge_type", "oob redirect")]).await;
+        absent.assert_error(StatusCode::BAD_REQUEST, "invalid_request", 900_144);
+    }
+    // A well-formed name the tenant does not know stays what the reference says.
+    for path in ["/oauth2/v2.0/initiate", "/resetpassword/v1.0/start"] {
+        let unknown = h
+            .post(
+                path,
+                &[
+                    ("username", "ghost@contoso.com"),
+                    ("challenge_type", "oob redirect"),
+                ],
+            )
+            .await;
+        unknown.assert_error(StatusCode::BAD_REQUEST, "user_not_found", 50_034);
+    }
+    let taken = h
+        .post(
+            "/signup/v1.0/start",
+            &[
+                ("username", "otp@contoso.com"),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    taken.assert_error(StatusCode::BAD_REQUEST, "user_already_exists", 1_003_037);
 }

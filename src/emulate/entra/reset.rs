@@ -18,7 +18,7 @@ const POLL_INTERVAL_SECS: u64 = 2;
 const MAX_EXPIRES_IN_SECS: u64 = 600;
 
 pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
-    let username = cx.params.required("username")?;
+    let username = cx.params.username()?;
     let types = ChallengeTypes::parse(cx.params.required("challenge_type")?)?;
     let user = cx
         .state

@@ -10,7 +10,7 @@ use super::tokens::{self, Scopes};
 use super::wire::{mask_email, mask_phone, ChallengeTypes, Fault, Reply};
 
 pub(crate) fn initiate(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
-    let username = cx.params.required("username")?;
+    let username = cx.params.username()?;
     let types = ChallengeTypes::parse(cx.params.required("challenge_type")?)?;
     let user = cx
         .state

@@ -10,17 +10,14 @@ use super::config::Channel;
 use super::request::Cx;
 use super::signin::check_code;
 use super::state::{FlowCtx, SignUpDraft, Step};
-use super::wire::{is_email, mask_email, ChallengeTypes, Fault, Reply};
+use super::wire::{mask_email, ChallengeTypes, Fault, Reply};
 
 /// Seconds a client should wait before asking for another sign-up code (reference §10).
 const RESEND_INTERVAL_SECS: u64 = 300;
 
 pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
-    let username = cx.params.required("username")?;
+    let username = cx.params.username()?;
     let types = ChallengeTypes::parse(cx.params.required("challenge_type")?)?;
-    if !is_email(username) {
-        return Err(Fault::invalid_username());
-    }
     if cx.state.users.get(username).is_some() {
         return Err(Fault::user_already_exists());
     }

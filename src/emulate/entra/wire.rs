@@ -116,6 +116,20 @@ impl Params {
         self.get(name).ok_or_else(|| Fault::missing(name))
     }
 
+    /// The `username` of a flow's first call (initiate, sign-up start, reset start).
+    /// Absent is the generic missing parameter (AADSTS900144); present but empty (after
+    /// trimming) or not an email address is AADSTS90100, "username parameter is empty or
+    /// not valid". The emulated tenant has no username aliases, so every account name is
+    /// an email address.
+    pub(crate) fn username(&self) -> Result<&str, Fault> {
+        if !self.pairs.iter().any(|(k, _)| k == "username") {
+            return Err(Fault::missing("username"));
+        }
+        self.get("username")
+            .filter(|name| is_email(name))
+            .ok_or_else(Fault::invalid_username)
+    }
+
     /// A password exactly as sent: spaces at either end are part of it.
     pub(crate) fn secret(&self, name: &str) -> Option<&str> {
         self.pairs
@@ -515,12 +529,19 @@ impl Fault {
         )
     }
 
-    /// A username that is not an email address (AADSTS90100, the reference's invalid-username code).
+    /// An empty username, or one that is not an email address: Entra's AADSTS90100 with
+    /// its text. The SDKs key on it to report an invalid username: iOS
+    /// `MSALNativeAuthSignUpResponseValidator` wants `error == "invalid_request"`,
+    /// `error_codes[0] == 90100` and the case-sensitive substring "username parameter is
+    /// empty or not valid"; Android `SignUpStartApiResponse` wants HTTP 400, the same first
+    /// code and the substring in any case; msal-browser `AuthFlowErrorBase.isUserInvalidError`
+    /// wants 90100 anywhere in `error_codes` and the case-sensitive substring, on sign-in,
+    /// sign-up and reset alike.
     pub(crate) fn invalid_username() -> Self {
         Self::new(
             "invalid_request",
             90_100,
-            "The username parameter is not a valid email address.",
+            "username parameter is empty or not valid.",
         )
     }
 
@@ -724,6 +745,35 @@ mod tests {
         let params = Params::parse(None, b"password=+pass+word+&empty=");
         assert_eq!(params.secret("password"), Some(" pass word "));
         assert_eq!(params.secret("empty"), None);
+    }
+
+    #[test]
+    fn start_usernames_are_missing_invalid_or_emails() {
+        let code = |body: &[u8]| Params::parse(None, body).username().err().map(|f| f.code);
+        assert_eq!(code(b"challenge_type=oob"), Some(900_144));
+        for body in [
+            &b"username="[..],
+            b"username=+++",
+            b"username=nobody",
+            b"username=a%40contoso",
+        ] {
+            assert_eq!(
+                code(body),
+                Some(90_100),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let params = Params::parse(None, b"username=+Sam%40Contoso.com+");
+        assert_eq!(params.username().ok(), Some("Sam@Contoso.com"));
+        let fault = Fault::invalid_username();
+        assert_eq!(
+            (fault.error, fault.status),
+            ("invalid_request", StatusCode::BAD_REQUEST)
+        );
+        assert!(fault
+            .message
+            .contains("username parameter is empty or not valid"));
     }
 
     #[test]
