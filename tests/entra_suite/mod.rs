@@ -891,7 +891,10 @@ async fn sign_up_rejects_what_the_reference_rejects() {
         .await;
     assert_eq!(
         password_only.body,
-        serde_json::json!({ "challenge_type": "redirect" })
+        serde_json::json!({
+            "challenge_type": "redirect",
+            "redirect_reason": "The client does not support the oob challenge type sign-up requires",
+        })
     );
 }
 
@@ -1422,7 +1425,10 @@ async fn missing_capabilities_redirect_instead_of_mfa() {
         .await;
     assert_eq!(
         otp_user.body,
-        serde_json::json!({ "challenge_type": "redirect" })
+        serde_json::json!({
+            "challenge_type": "redirect",
+            "redirect_reason": "The client does not support the challenge type the user signs in with",
+        })
     );
 }
 
@@ -1669,4 +1675,174 @@ async fn empty_or_invalid_usernames_are_aadsts90100_on_every_start() {
         )
         .await;
     taken.assert_error(StatusCode::BAD_REQUEST, "user_already_exists", 1_003_037);
+}
+
+#[tokio::test]
+async fn every_redirect_carries_a_redirect_reason() {
+    fn assert_redirect(answer: &Answer, reason: &str, what: &str) {
+        assert_eq!(answer.status, StatusCode::OK, "{what}: {}", answer.body);
+        assert_eq!(
+            answer.body,
+            serde_json::json!({ "challenge_type": "redirect", "redirect_reason": reason }),
+            "{what}"
+        );
+    }
+    const FIRST_FACTOR: &str =
+        "The client does not support the challenge type the user signs in with";
+    let h = start(EntraConfig::demo()).await;
+
+    // Sign-in: initiate, challenge and token.
+    let initiate = h
+        .post(
+            "/oauth2/v2.0/initiate",
+            &[
+                ("username", "password@contoso.com"),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(&initiate, FIRST_FACTOR, "initiate");
+    let started = h
+        .post(
+            "/oauth2/v2.0/initiate",
+            &[
+                ("username", "otp@contoso.com"),
+                ("challenge_type", "oob password redirect"),
+            ],
+        )
+        .await;
+    let challenge = h
+        .post(
+            "/oauth2/v2.0/challenge",
+            &[
+                ("continuation_token", &started.token()),
+                ("challenge_type", "password redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(&challenge, FIRST_FACTOR, "challenge");
+    let token = h
+        .password_sign_in("sms@contoso.com", DEMO_PASSWORD, "")
+        .await;
+    assert_redirect(&token, "Client is missing mfa_required capability", "token");
+
+    // Sign-up: start, and challenge for the code and for the password.
+    let sign_up_start = h
+        .post(
+            "/signup/v1.0/start",
+            &[
+                ("username", "new1@contoso.com"),
+                ("challenge_type", "password redirect"),
+            ],
+        )
+        .await;
+    let needs_oob = "The client does not support the oob challenge type sign-up requires";
+    assert_redirect(&sign_up_start, needs_oob, "signup/start");
+    let started = h
+        .post(
+            "/signup/v1.0/start",
+            &[
+                ("username", "new2@contoso.com"),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    let sign_up_challenge = h
+        .post(
+            "/signup/v1.0/challenge",
+            &[
+                ("continuation_token", &started.token()),
+                ("challenge_type", "password redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(&sign_up_challenge, needs_oob, "signup/challenge (oob)");
+    h.clear_outbox_over_http().await;
+    let started = h
+        .post(
+            "/signup/v1.0/start",
+            &[
+                ("username", "new3@contoso.com"),
+                ("challenge_type", "oob password redirect"),
+            ],
+        )
+        .await;
+    let sent = h
+        .post(
+            "/signup/v1.0/challenge",
+            &[("continuation_token", &started.token())],
+        )
+        .await;
+    let code = only_entry(&h.outbox().await).code.clone();
+    let verified = h
+        .post(
+            "/signup/v1.0/continue",
+            &[
+                ("continuation_token", &sent.token()),
+                ("grant_type", "oob"),
+                ("oob", &code),
+            ],
+        )
+        .await;
+    verified.assert_error(StatusCode::BAD_REQUEST, "credential_required", 55_103);
+    let password_challenge = h
+        .post(
+            "/signup/v1.0/challenge",
+            &[
+                ("continuation_token", &verified.token()),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(
+        &password_challenge,
+        "The client does not support the password challenge type sign-up requires",
+        "signup/challenge (password)",
+    );
+
+    // Password reset: start (no password to reset; no oob) and challenge.
+    let otp_user = h
+        .post(
+            "/resetpassword/v1.0/start",
+            &[
+                ("username", "otp@contoso.com"),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(
+        &otp_user,
+        "The user does not sign in with a password",
+        "resetpassword/start (email-OTP user)",
+    );
+    let needs_oob = "The client does not support the oob challenge type password reset requires";
+    let no_oob = h
+        .post(
+            "/resetpassword/v1.0/start",
+            &[
+                ("username", "password@contoso.com"),
+                ("challenge_type", "password redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(&no_oob, needs_oob, "resetpassword/start (no oob)");
+    let started = h
+        .post(
+            "/resetpassword/v1.0/start",
+            &[
+                ("username", "password@contoso.com"),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    let reset_challenge = h
+        .post(
+            "/resetpassword/v1.0/challenge",
+            &[
+                ("continuation_token", &started.token()),
+                ("challenge_type", "password redirect"),
+            ],
+        )
+        .await;
+    assert_redirect(&reset_challenge, needs_oob, "resetpassword/challenge");
 }

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 
 use super::config::{Channel, SignUpPolicy};
 use super::state::{Entry, FlowCtx, State, Step, User};
-use super::wire::{is_guid, Capabilities, ChallengeTypes, Endpoint, Fault, Params, Reply};
+use super::wire::{
+    is_guid, Capabilities, ChallengeTypes, Endpoint, Fault, Params, RedirectReason, Reply,
+};
 use super::{register, reset, signin, signup, OutboxEntry};
 
 /// The tenant's fixed facts, derived once from the config.
@@ -122,7 +124,7 @@ impl Cx<'_> {
     }
 
     /// Ends the flow with a redirect to the browser: the native flow cannot continue.
-    pub(crate) fn redirect(&mut self, token: &str, reason: Option<&'static str>) -> Reply {
+    pub(crate) fn redirect(&mut self, token: &str, reason: RedirectReason) -> Reply {
         self.state.flows.finish(token);
         Reply::Redirect { reason }
     }

@@ -10,7 +10,7 @@ use super::request::Cx;
 use super::signin::check_code;
 use super::signup::check_password;
 use super::state::{Step, User};
-use super::wire::{mask_email, ChallengeTypes, Fault, Reply};
+use super::wire::{mask_email, ChallengeTypes, Fault, RedirectReason, Reply};
 
 /// Seconds between polls that `submit` asks for (the reference's example).
 const POLL_INTERVAL_SECS: u64 = 2;
@@ -26,8 +26,15 @@ pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         .get(username)
         .ok_or_else(Fault::user_not_found)?;
     // Only email+password accounts have a password to reset, and the code goes by email.
-    if user.password.is_none() || !types.oob {
-        return Ok(Reply::Redirect { reason: None });
+    let refusal = if user.password.is_none() {
+        Some(RedirectReason::ResetWithoutPassword)
+    } else if !types.oob {
+        Some(RedirectReason::ResetNeedsOob)
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return Ok(Reply::Redirect { reason });
     }
     let step = Step::ResetStarted {
         user: user.username.clone(),
@@ -45,7 +52,7 @@ pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         _ => return Err(Fault::token_for_other_endpoint()),
     };
     if !types.oob {
-        return Ok(cx.redirect(&token, None));
+        return Ok(cx.redirect(&token, RedirectReason::ResetNeedsOob));
     }
     let user = cx.user(&username)?;
     let target = reset_address(&user);

@@ -7,7 +7,7 @@ use super::config::Channel;
 use super::request::Cx;
 use super::state::{FlowCtx, Step, User};
 use super::tokens::{self, Scopes};
-use super::wire::{mask_email, mask_phone, ChallengeTypes, Fault, Reply};
+use super::wire::{mask_email, mask_phone, ChallengeTypes, Fault, RedirectReason, Reply};
 
 pub(crate) fn initiate(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let username = cx.params.username()?;
@@ -18,7 +18,9 @@ pub(crate) fn initiate(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         .get(username)
         .ok_or_else(Fault::user_not_found)?;
     if !first_factor_supported(user, types) {
-        return Ok(Reply::Redirect { reason: None });
+        return Ok(Reply::Redirect {
+            reason: RedirectReason::UserChallengeTypeUnsupported,
+        });
     }
     let step = Step::SignInStarted {
         user: user.username.clone(),
@@ -65,7 +67,7 @@ fn first_factor(
 ) -> Result<Reply, Fault> {
     let user = cx.user(username)?;
     if !first_factor_supported(&user, types) {
-        return Ok(cx.redirect(token, None));
+        return Ok(cx.redirect(token, RedirectReason::UserChallengeTypeUnsupported));
     }
     if user.password.is_some() {
         let step = Step::PasswordRequested {
@@ -216,14 +218,13 @@ fn interrupt_for_mfa(
     let username = user.username.clone();
     if user.methods.is_empty() {
         if !flow.capabilities.registration_required {
-            let reason = Some("Client is missing registration_required capability");
-            return Ok(cx.redirect(token, reason));
+            return Ok(cx.redirect(token, RedirectReason::MissingRegistrationCapability));
         }
         let next = cx.advance(token, flow, Step::RegistrationRequired { user: username });
         return Err(Fault::registration_required(next));
     }
     if !flow.capabilities.mfa_required {
-        return Ok(cx.redirect(token, Some("Client is missing mfa_required capability")));
+        return Ok(cx.redirect(token, RedirectReason::MissingMfaCapability));
     }
     let next = cx.advance(token, flow, Step::MfaRequired { user: username });
     Err(Fault::mfa_required(next))

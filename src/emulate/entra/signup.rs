@@ -10,7 +10,7 @@ use super::config::Channel;
 use super::request::Cx;
 use super::signin::check_code;
 use super::state::{FlowCtx, SignUpDraft, Step};
-use super::wire::{mask_email, ChallengeTypes, Fault, Reply};
+use super::wire::{mask_email, ChallengeTypes, Fault, RedirectReason, Reply};
 
 /// Seconds a client should wait before asking for another sign-up code (reference §10).
 const RESEND_INTERVAL_SECS: u64 = 300;
@@ -23,7 +23,9 @@ pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     }
     // Every sign-up proves the address with an email code first.
     if !types.oob {
-        return Ok(Reply::Redirect { reason: None });
+        return Ok(Reply::Redirect {
+            reason: RedirectReason::SignUpNeedsOob,
+        });
     }
     let password = cx.params.secret("password");
     if let Some(password) = password {
@@ -50,7 +52,7 @@ pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     match entry.step {
         Step::SignUpStarted { draft } | Step::SignUpCodeSent { draft, .. } => {
             if !types.oob {
-                return Ok(cx.redirect(&token, None));
+                return Ok(cx.redirect(&token, RedirectReason::SignUpNeedsOob));
             }
             let code = cx.send_code(Channel::Email, &draft.username);
             let label = mask_email(&draft.username);
@@ -63,7 +65,7 @@ pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         }
         Step::SignUpCredentialRequired { draft } | Step::SignUpPasswordRequested { draft } => {
             if !types.password {
-                return Ok(cx.redirect(&token, None));
+                return Ok(cx.redirect(&token, RedirectReason::SignUpNeedsPassword));
             }
             let next = cx.advance(&token, entry.flow, Step::SignUpPasswordRequested { draft });
             Ok(Reply::Json(

@@ -207,12 +207,65 @@ impl Capabilities {
     }
 }
 
+/// Why a redirect answer sends the client to the browser: the `redirect_reason` every
+/// redirect carries. All three SDKs read it and show it: msal-browser's
+/// `BaseApiClient.handleApiResponse` throws `RedirectError(correlationId,
+/// responseData.redirect_reason)`, iOS decodes `redirectReason` on every response model
+/// and maps it to `.redirect(reason:)`, Android reads `@SerializedName("redirect_reason")`
+/// in `INativeAuthApiResponse`. The texts are short, stable and in Entra's style (the
+/// reference quotes "Client is missing registration_required capability"), so tests and
+/// gateways may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RedirectReason {
+    /// The `challenge_type` list lacks the user's first factor (`password` for an
+    /// email+password user, `oob` for an email-OTP user): initiate and challenge.
+    UserChallengeTypeUnsupported,
+    /// Sign-up proves the address with an email code, and the list lacks `oob`.
+    SignUpNeedsOob,
+    /// Sign-up asked for a password (`credential_required`), and the list lacks `password`.
+    SignUpNeedsPassword,
+    /// Password reset sends an email code, and the list lacks `oob`.
+    ResetNeedsOob,
+    /// An email-OTP user has no password to reset.
+    ResetWithoutPassword,
+    /// The user needs a second factor and the flow did not advertise `mfa_required`.
+    MissingMfaCapability,
+    /// The user must register a method and the flow did not advertise
+    /// `registration_required`.
+    MissingRegistrationCapability,
+}
+
+impl RedirectReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RedirectReason::UserChallengeTypeUnsupported => {
+                "The client does not support the challenge type the user signs in with"
+            }
+            RedirectReason::SignUpNeedsOob => {
+                "The client does not support the oob challenge type sign-up requires"
+            }
+            RedirectReason::SignUpNeedsPassword => {
+                "The client does not support the password challenge type sign-up requires"
+            }
+            RedirectReason::ResetNeedsOob => {
+                "The client does not support the oob challenge type password reset requires"
+            }
+            RedirectReason::ResetWithoutPassword => "The user does not sign in with a password",
+            RedirectReason::MissingMfaCapability => "Client is missing mfa_required capability",
+            RedirectReason::MissingRegistrationCapability => {
+                "Client is missing registration_required capability"
+            }
+        }
+    }
+}
+
 /// A successful answer (HTTP 200).
 pub(crate) enum Reply {
     Json(Value),
-    /// `{"challenge_type":"redirect"}`: the client must fall back to the browser.
+    /// `{"challenge_type":"redirect","redirect_reason":"…"}`: the client must fall back to
+    /// the browser.
     Redirect {
-        reason: Option<&'static str>,
+        reason: RedirectReason,
     },
 }
 
@@ -220,10 +273,9 @@ impl Reply {
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let body = match self {
             Reply::Json(value) => value,
-            Reply::Redirect { reason: None } => json!({ "challenge_type": "redirect" }),
-            Reply::Redirect {
-                reason: Some(reason),
-            } => json!({ "challenge_type": "redirect", "redirect_reason": reason }),
+            Reply::Redirect { reason } => {
+                json!({ "challenge_type": "redirect", "redirect_reason": reason.as_str() })
+            }
         };
         let request_id = uuid::Uuid::new_v4().to_string();
         json_response(
@@ -774,6 +826,37 @@ mod tests {
         assert!(fault
             .message
             .contains("username parameter is empty or not valid"));
+    }
+
+    #[tokio::test]
+    async fn every_redirect_reason_is_sent_and_distinct() {
+        use http_body_util::BodyExt as _;
+        let reasons = [
+            RedirectReason::UserChallengeTypeUnsupported,
+            RedirectReason::SignUpNeedsOob,
+            RedirectReason::SignUpNeedsPassword,
+            RedirectReason::ResetNeedsOob,
+            RedirectReason::ResetWithoutPassword,
+            RedirectReason::MissingMfaCapability,
+            RedirectReason::MissingRegistrationCapability,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for reason in reasons {
+            let response = Reply::Redirect { reason }.into_response();
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).expect("json");
+            assert_eq!(
+                body,
+                json!({ "challenge_type": "redirect", "redirect_reason": reason.as_str() })
+            );
+            assert!(seen.insert(reason.as_str()), "{reason:?} repeats a text");
+        }
     }
 
     #[test]
