@@ -535,7 +535,9 @@ async fn jit_registration_texts_the_chosen_phone_and_the_next_sign_in_uses_it() 
     assert_eq!(sent.body["challenge_type"], "oob");
     assert_eq!(sent.body["binding_method"], "prompt");
     assert_eq!(sent.body["challenge_channel"], "sms");
-    assert_eq!(sent.body["challenge_target"], "+44 7400 123999");
+    // Masked like the MFA labels, in the field the SDKs read and in the label field.
+    assert_eq!(sent.body["challenge_target"], "+44********99");
+    assert_eq!(sent.body["challenge_target_label"], "+44********99");
     assert_eq!(sent.body["code_length"], 8);
     let outbox = h.outbox().await;
     let sms = only_entry(&outbox);
@@ -1845,4 +1847,67 @@ async fn every_redirect_carries_a_redirect_reason() {
         )
         .await;
     assert_redirect(&reset_challenge, needs_oob, "resetpassword/challenge");
+}
+
+#[tokio::test]
+async fn register_challenge_names_the_target_in_both_fields() {
+    use otpgate::entra::classify::EndpointKind;
+    use otpgate::entra::learn::parse_response;
+
+    let h = start(EntraConfig::demo()).await;
+    let interrupted = h
+        .password_sign_in("newphone@contoso.com", DEMO_PASSWORD, MFA_CAPS)
+        .await;
+    let listed = h
+        .post(
+            "/register/v1.0/introspect",
+            &[("continuation_token", &interrupted.token())],
+        )
+        .await;
+    let sms = h
+        .post(
+            "/register/v1.0/challenge",
+            &[
+                ("continuation_token", &listed.token()),
+                ("challenge_type", "oob"),
+                ("challenge_channel", "sms"),
+                ("challenge_target", "+44 7400 123999"),
+            ],
+        )
+        .await;
+    assert_eq!(sms.status, StatusCode::OK, "{}", sms.body);
+    assert_eq!(sms.body["challenge_target"], "+44********99");
+    assert_eq!(sms.body["challenge_target_label"], "+44********99");
+    // The gateway's response reader picks up the masked label.
+    let learned = parse_response(
+        EndpointKind::RegisterChallenge,
+        200,
+        sms.body.to_string().as_bytes(),
+    );
+    assert_eq!(
+        learned.challenge_target_label.as_deref(),
+        Some("+44********99")
+    );
+    assert!(learned.continuation_token.is_some());
+
+    // Changing to an email address: echoed as given, masked in the label.
+    let email = h
+        .post(
+            "/register/v1.0/challenge",
+            &[
+                ("continuation_token", &sms.token()),
+                ("challenge_type", "oob"),
+                ("challenge_channel", "email"),
+                ("challenge_target", "Casey.Jensen@contoso.com"),
+            ],
+        )
+        .await;
+    assert_eq!(email.status, StatusCode::OK, "{}", email.body);
+    assert_eq!(email.body["challenge_channel"], "email");
+    assert_eq!(email.body["challenge_target"], "Casey.Jensen@contoso.com");
+    assert_eq!(email.body["challenge_target_label"], "C***n@co**o.com");
+    let outbox = h.outbox().await;
+    assert_eq!(outbox.len(), 2, "{outbox:?}");
+    assert_eq!(outbox[0].target, "+447400123999");
+    assert_eq!(outbox[1].target, "Casey.Jensen@contoso.com");
 }

@@ -1,7 +1,8 @@
 //! Just-in-time strong-auth registration (reference §5.4, §6.2): `introspect` offers email
 //! and SMS, `challenge` sends a code to a target the caller chooses (the IRSF hot spot),
 //! `continue` verifies it and stores the method on the user, so the next sign-in gets MFA
-//! over it.
+//! over it. The `challenge` answer names the target in `challenge_target` and
+//! `challenge_target_label`, a phone masked (see [`challenge`]).
 
 use serde_json::json;
 
@@ -9,7 +10,7 @@ use super::config::{Channel, MfaMethodSpec};
 use super::request::Cx;
 use super::signin::check_code;
 use super::state::Step;
-use super::wire::{is_email, normalize_phone, Fault, Reply};
+use super::wire::{is_email, mask_email, mask_phone, normalize_phone, Fault, Reply};
 
 pub(crate) fn introspect(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let (token, entry) = cx.entry()?;
@@ -48,6 +49,15 @@ fn registering_user(step: Step) -> Result<String, Fault> {
 
 /// Sends a code to `challenge_target`. Repeating it with the latest token resends, or
 /// switches to another target; the previous code stops working either way.
+///
+/// The answer names the target in `challenge_target`, the field every SDK reads (iOS
+/// `MSALNativeAuthJITChallengeResponse.challengeTarget`, Android `JITChallengeApiResponse`
+/// `@SerializedName("challenge_target")`, msal-browser `RegisterChallengeResponse`), and
+/// again in `challenge_target_label`, the field of the other challenge answers, since the
+/// sources disagree and a client may read either. A phone is masked in both
+/// ([`mask_phone`], as for MFA labels; iOS's mock server answers `"+3538331***"`); an
+/// email address is echoed as given in `challenge_target` (the SDK fixtures echo it) and
+/// masked in `challenge_target_label`.
 pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let (token, entry) = cx.entry()?;
     let username = registering_user(entry.step)?;
@@ -91,6 +101,13 @@ pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
             json!({ "continuation_token": next, "challenge_type": "preverified" }),
         ));
     }
+    let (shown_target, label) = match channel {
+        Channel::Sms => {
+            let masked = mask_phone(&method.target);
+            (masked.clone(), masked)
+        }
+        Channel::Email => (target.clone(), mask_email(&target)),
+    };
     let code = cx.send_code(channel, &method.target);
     let step = Step::RegistrationCodeSent {
         user: username,
@@ -102,7 +119,8 @@ pub(crate) fn challenge(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
         "continuation_token": next,
         "challenge_type": "oob",
         "binding_method": "prompt",
-        "challenge_target": target,
+        "challenge_target": shown_target,
+        "challenge_target_label": label,
         "challenge_channel": channel.as_str(),
         "code_length": cx.tenant.code_length,
     })))
