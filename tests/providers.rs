@@ -777,7 +777,7 @@ async fn prove_without_a_phone_number_says_so_and_uses_the_app_header() {
     // An MFA challenge: only the masked label is known.
     let mut req = sms_request("+447400123456");
     req.phone = None;
-    req.masked_target = Some("+44 ******123".into());
+    req.masked_target = Some("+44 *******456".into());
     let v = provider.evaluate(&req).await.unwrap();
     assert_eq!(v.action, RiskAction::StepUp);
     assert_eq!(v.reasons, vec!["prove:phone_unknown"]);
@@ -787,6 +787,27 @@ async fn prove_without_a_phone_number_says_so_and_uses_the_app_header() {
         .insert("x-otpgate-phone", HeaderValue::from_static("+447400123456"));
     let v = provider.evaluate(&req).await.unwrap();
     assert_eq!(v.action, RiskAction::Allow);
+    assert_eq!(emu.count(UNIFY_PATH), 1);
+
+    // The header claims a number the label rules out (another country, other visible
+    // digits): refused without asking Prove, since Entra would text the other one.
+    for claimed in ["+337400123456", "+447400123999", "+12025550456"] {
+        req.headers
+            .insert("x-otpgate-phone", HeaderValue::from_str(claimed).unwrap());
+        let v = provider.evaluate(&req).await.unwrap();
+        assert_eq!(v.action, RiskAction::Deny, "{claimed}");
+        assert_eq!(v.reasons, vec!["prove:phone_mismatch"], "{claimed}");
+    }
+    assert_eq!(emu.count(UNIFY_PATH), 1);
+
+    // No label learned (an unknown method): the header cannot be checked, so it is not
+    // believed.
+    req.masked_target = None;
+    req.headers
+        .insert("x-otpgate-phone", HeaderValue::from_static("+447400123456"));
+    let v = provider.evaluate(&req).await.unwrap();
+    assert_eq!(v.action, RiskAction::StepUp);
+    assert_eq!(v.reasons, vec!["prove:phone_unverified"]);
     assert_eq!(emu.count(UNIFY_PATH), 1);
     server.stop().await;
 }

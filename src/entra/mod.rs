@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod classify;
 pub mod error;
+pub mod label;
 pub mod learn;
 pub mod params;
 pub mod send;

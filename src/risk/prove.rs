@@ -9,9 +9,12 @@
 //! Prove needs the number. An MFA challenge names only a method id and Entra shows only a
 //! masked label, so the app may send the full number in a configured header
 //! (`phone_header`). That header is client-controlled: a client could name a clean number
-//! while Entra texts another, so the gateway should only pass it on when it agrees with the
-//! masked label's visible digits. Without a number the verdict is `missing_phone_action`
-//! (default StepUp) with the reason `prove:phone_unknown`, and Prove is not called.
+//! while Entra texts another, so the header's number is used only when it agrees with the
+//! masked label Entra gave for the method (country code and every visible digit,
+//! [`MaskedPhone`]). A number that disagrees is denied (`prove:phone_mismatch`); one that
+//! cannot be checked because no label was learned counts as no number. Without a number the
+//! verdict is `missing_phone_action` (default StepUp) with the reason `prove:phone_unknown`
+//! (or `prove:phone_unverified`), and Prove is not called.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,6 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
+
+use crate::entra::label::MaskedPhone;
 
 use super::{
     http_client, read_answer, retry_after, transport_error, BuildError, Channel, ProviderChallenge,
@@ -638,14 +643,39 @@ impl ProveProvider {
         }
     }
 
-    fn phone(&self, req: &RiskRequest) -> Option<String> {
+    /// The number to ask Prove about: the request's own, else the header's when the label
+    /// Entra showed for the method vouches for it.
+    fn phone(&self, req: &RiskRequest) -> KnownPhone {
         if let Some(p) = req.phone.as_deref().and_then(e164) {
-            return Some(p.to_owned());
+            return KnownPhone::Checked(p.to_owned());
         }
-        let h = self.inner.phone_header.as_ref()?;
-        let v = req.headers.get(h)?.to_str().ok()?.trim();
-        e164(v).map(str::to_owned)
+        let claimed = self
+            .inner
+            .phone_header
+            .as_ref()
+            .and_then(|h| req.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| e164(v.trim()));
+        let Some(claimed) = claimed else {
+            return KnownPhone::Unknown;
+        };
+        match req.masked_target.as_deref().and_then(MaskedPhone::parse) {
+            Some(label) if label.agrees_with(claimed) => KnownPhone::Checked(claimed.to_owned()),
+            Some(_) => KnownPhone::Mismatch,
+            None => KnownPhone::Unverified,
+        }
     }
+}
+
+/// The number a send goes to, as far as Prove may be told.
+enum KnownPhone {
+    /// The request's own number, or the header's when the masked label agrees.
+    Checked(String),
+    /// The header names a number the masked label rules out.
+    Mismatch,
+    /// The header names a number, but no label was learned to check it against.
+    Unverified,
+    Unknown,
 }
 
 /// Maps Prove's HTTP answer to a parsed body or an error (B7).
@@ -687,9 +717,19 @@ impl RiskProvider for ProveProvider {
         if req.channel != Channel::Sms {
             return Ok(RiskVerdict::allow().with_reason("prove:not_applicable_channel"));
         }
-        let Some(phone) = self.phone(req) else {
-            return Ok(RiskVerdict::new(self.inner.missing_phone_action)
-                .with_reason("prove:phone_unknown"));
+        let phone = match self.phone(req) {
+            KnownPhone::Checked(phone) => phone,
+            KnownPhone::Mismatch => {
+                return Ok(RiskVerdict::new(RiskAction::Deny).with_reason("prove:phone_mismatch"))
+            }
+            KnownPhone::Unverified => {
+                return Ok(RiskVerdict::new(self.inner.missing_phone_action)
+                    .with_reason("prove:phone_unverified"))
+            }
+            KnownPhone::Unknown => {
+                return Ok(RiskVerdict::new(self.inner.missing_phone_action)
+                    .with_reason("prove:phone_unknown"))
+            }
         };
         let ip = self.inner.send_ip.then_some(req.client_ip);
         let client_request_id = uuid::Uuid::new_v4().to_string();
