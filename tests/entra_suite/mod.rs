@@ -972,17 +972,35 @@ async fn password_reset_polls_in_progress_then_succeeded() {
             &[("continuation_token", &submitted.token())],
         )
         .await;
-    assert_eq!(first.body["status"], "in_progress");
-    // msal-browser polls again with the token `submit` gave it (ResetPasswordClient's
-    // polling loop), so that token must still be good while the reset is in progress.
-    assert_eq!(first.token(), submitted.token());
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // `in_progress` carries no token (msal-browser's and iOS's fixtures): every SDK polls
+    // again with the token `submit` gave it, which must still be good.
+    assert_eq!(
+        first.body,
+        serde_json::json!({ "status": "in_progress" }),
+        "in_progress carries only the status"
+    );
     let done = h
         .post(
             "/resetpassword/v1.0/poll_completion",
             &[("continuation_token", &submitted.token())],
         )
         .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.body["status"], "succeeded");
+    assert_ne!(
+        done.token(),
+        submitted.token(),
+        "succeeded gives a fresh token"
+    );
+    // Success retires the submit token.
+    let again = h
+        .post(
+            "/resetpassword/v1.0/poll_completion",
+            &[("continuation_token", &submitted.token())],
+        )
+        .await;
+    again.assert_error(StatusCode::BAD_REQUEST, "invalid_request", 55_200);
     // Signing in after the reset still asks an MFA user for the second factor.
     let interrupted = h.redeem("continuation_token", &done.token(), "").await;
     assert_eq!(

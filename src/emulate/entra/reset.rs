@@ -1,7 +1,21 @@
 //! Self-service password reset (reference §5.3): `start`, an email `challenge`, `continue`
 //! with the code, `submit` of the new password, and `poll_completion`, which answers
-//! `in_progress` once (keeping the token) and then `succeeded` with a token for
-//! `/oauth2/v2.0/token`.
+//! `in_progress` once and then `succeeded` with a fresh token for `/oauth2/v2.0/token`.
+//!
+//! Polling follows what the SDKs do and what their fixtures show: every poll sends the
+//! token `submit` answered (msal-browser `ResetPasswordClient.performPollCompletionRequest`
+//! loops with the same `continuation_token`, iOS `retryPollCompletion(continuationToken:)`,
+//! Android `resetPasswordPollCompletion`), so that token stays valid until the reset
+//! succeeds; `in_progress` carries no `continuation_token` (msal-browser's
+//! `ResetPassword.spec.ts` mocks `{"status":"in_progress"}`, iOS `SSPRPollInProgress`
+//! asserts a nil token); only `succeeded` carries one, and that retires the submit token.
+//! The emulator never answers `not_started` or `failed` (Android treats `not_started` as a
+//! failure).
+//!
+//! `start` answers a redirect with a `redirect_reason` for an email-OTP user (no password
+//! to reset) or a list without `oob`; an empty or non-email `username` is AADSTS90100
+//! (msal-browser's `ResetPasswordError.isInvalidUsername()` recognises it; unknown users
+//! stay `user_not_found`).
 
 use serde_json::json;
 
@@ -16,6 +30,8 @@ use super::wire::{mask_email, ChallengeTypes, Fault, RedirectReason, Reply};
 const POLL_INTERVAL_SECS: u64 = 2;
 /// `continue`'s `expires_in` never exceeds this (reference §5.3).
 const MAX_EXPIRES_IN_SECS: u64 = 600;
+/// How many polls answer `in_progress` before one answers `succeeded`.
+const IN_PROGRESS_POLLS: u32 = 1;
 
 pub(crate) fn start(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let username = cx.params.username()?;
@@ -120,14 +136,17 @@ pub(crate) fn poll_completion(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let Step::ResetSubmitted { user, polls } = entry.step else {
         return Err(Fault::token_for_other_endpoint());
     };
-    // One `in_progress` first, so clients exercise their polling loop. While in progress
-    // the token stays valid and is answered back: msal-browser polls again with the token
-    // `submit` gave it, not with the one a poll answered.
-    if polls == 0 {
-        cx.stay(&token, Step::ResetSubmitted { user, polls: 1 });
-        return Ok(Reply::Json(
-            json!({ "status": "in_progress", "continuation_token": token }),
-        ));
+    // One `in_progress` first, so clients exercise their polling loop. It carries no
+    // `continuation_token`, and the token `submit` gave stays valid for the next poll.
+    if polls < IN_PROGRESS_POLLS {
+        cx.stay(
+            &token,
+            Step::ResetSubmitted {
+                user,
+                polls: polls + 1,
+            },
+        );
+        return Ok(Reply::Json(json!({ "status": "in_progress" })));
     }
     let next = cx.advance(
         &token,
