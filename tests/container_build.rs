@@ -496,8 +496,8 @@ fn dockerignore_and_copy_patterns_match_as_docker_does() {
 /// `.dockerignore` lets through, copied to a directory; the stage's instructions run in
 /// order in a temporary root standing for the image's filesystem. `WORKDIR` and `ENV` set
 /// the directory and environment, `COPY` copies from the context copy (a source not in
-/// it fails the test), `RUN` runs its command with `bash -c` in the working directory
-/// (the image's `/bin/sh` is dash, so keep RUN commands POSIX).
+/// it fails the test), `RUN` runs its command with `sh -c` in the working directory, as
+/// Docker's shell form does (Debian's `/bin/sh` is dash, here as in the image).
 /// Absolute paths in a RUN command (a word starting with `/`, such as `--out /out`) are
 /// rewritten to the same path under the temporary root. A RUN that installs Debian
 /// packages (`apt-get install`, needing root and the network) is not run: the tools it
@@ -573,7 +573,7 @@ fn dockerfile_build_stage_builds_from_the_build_context() {
                             .collect();
                         assert!(!packages.is_empty(), "RUN {command}: installs nothing?");
                         for package in packages {
-                            let found = Command::new("bash")
+                            let found = Command::new("sh")
                                 .arg("-c")
                                 .arg(format!("command -v {package}"))
                                 .output()
@@ -596,7 +596,7 @@ fn dockerfile_build_stage_builds_from_the_build_context() {
                 let script = script.join(" ");
                 let cwd = in_root(&workdir);
                 eprintln!("RUN {command}");
-                let out = Command::new("bash")
+                let out = Command::new("sh")
                     .arg("-c")
                     .arg(&script)
                     .current_dir(&cwd)
