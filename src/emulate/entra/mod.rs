@@ -24,8 +24,33 @@
 //!   stops working. Tokens expire after `continuation_token_ttl` ([`tokio::time`], so
 //!   paused-time tests work).
 //! * MFA is asked for (`mfa_required`, `registration_required`) only when the flow's first
-//!   call advertised that capability; otherwise the token endpoint answers a redirect with a
-//!   `redirect_reason`.
+//!   call advertised that capability; otherwise the token endpoint answers a redirect.
+//! * Every redirect (`200 {"challenge_type":"redirect"}`, from initiate, challenge, token,
+//!   sign-up and reset) carries a `redirect_reason`, one short fixed text per cause
+//!   (`wire::RedirectReason`, e.g. "Client is missing registration_required capability",
+//!   the reference's example). All three SDKs read it: msal-browser's
+//!   `BaseApiClient.handleApiResponse` makes it the `RedirectError` message, iOS decodes
+//!   `redirectReason` on every response model (its mock-server tests assert it is not nil),
+//!   Android's `INativeAuthApiResponse` reads `redirect_reason`.
+//! * A `username` that is present but empty, or not an email address (the tenant has no
+//!   username aliases), on `/signup/v1.0/start`, `/oauth2/v2.0/initiate` and
+//!   `/resetpassword/v1.0/start` is `400 invalid_request` with `error_codes` `[90100]` and
+//!   "AADSTS90100: username parameter is empty or not valid.": iOS
+//!   `MSALNativeAuthSignUpResponseValidator` keys on `invalid_request`, `error_codes[0] ==
+//!   90100` and that exact substring; Android `SignUpStartApiResponse` on HTTP 400 and the
+//!   first code; msal-browser's `isInvalidUsername()` (sign-in, sign-up and reset) on 90100
+//!   and the substring. An absent `username` stays AADSTS900144, an unknown one
+//!   `user_not_found`, an existing one on sign-up `user_already_exists`.
+//! * `/register/v1.0/challenge` names the target in `challenge_target`, the field iOS
+//!   (`MSALNativeAuthJITChallengeResponse`), Android (`JITChallengeApiResponse`) and
+//!   msal-browser (`RegisterChallengeResponse`) read, and in `challenge_target_label` too.
+//!   A phone is masked in both like the MFA labels (`+44********99`; iOS's mock server
+//!   answers `+3538331***`); an email address is echoed as given in `challenge_target` (the
+//!   SDK fixtures echo it) and masked in the label.
+//! * `/resetpassword/v1.0/poll_completion` answers `{"status":"in_progress"}` once, with no
+//!   `continuation_token` (msal-browser's and iOS's fixtures have none), then `succeeded`
+//!   with a fresh token. All SDKs poll with the token `submit` gave, which stays valid until
+//!   the success retires it.
 //! * Registering a phone stores it on the user; the next sign-in gets SMS MFA over it.
 //!
 //! # Users file

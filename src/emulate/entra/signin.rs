@@ -1,5 +1,11 @@
 //! Sign-in (reference §5.1, §6.1): `initiate`, first-factor and MFA `challenge`,
 //! `introspect`, and every grant of `token`, including the MFA and registration interrupts.
+//!
+//! A client whose `challenge_type` list lacks the user's first factor, or whose flow lacks
+//! the capability an interrupt needs, gets a redirect with its `redirect_reason`
+//! ([`RedirectReason`]). `initiate` answers an empty or non-email `username` with
+//! AADSTS90100 ("username parameter is empty or not valid", which msal-browser's
+//! `SignInError.isInvalidUsername()` recognises) and an unknown one with `user_not_found`.
 
 use serde_json::json;
 

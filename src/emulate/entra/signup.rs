@@ -1,6 +1,14 @@
 //! Sign-up (reference §5.2): `start`, `challenge` (email code or password), and `continue`
 //! with a code, a password or attributes, until the account exists and a continuation token
 //! can be redeemed at `/oauth2/v2.0/token`.
+//!
+//! `start` answers an empty or non-email `username` with `400 invalid_request`,
+//! `error_codes` `[90100]`, "AADSTS90100: username parameter is empty or not valid." (the
+//! body all three SDKs map to an invalid username: iOS `MSALNativeAuthSignUpResponseValidator`
+//! and Android `SignUpStartApiResponse` key on `error_codes[0] == 90100`, iOS also on
+//! `invalid_request`, iOS and msal-browser on the case-sensitive text). A list without
+//! `oob`, or without `password` when a password is asked for, is a redirect with its
+//! `redirect_reason`.
 
 use std::collections::BTreeMap;
 
