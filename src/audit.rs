@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 pub enum AuditSink {
     Off,
     Stdout,
+    /// Standard error: apart from the logs, which go to standard output.
+    Stderr,
     /// A file, rotated to `<path>.1` … `<path>.<keep>` when it passes `max_bytes`, and
     /// reopened on SIGUSR1 (for external rotation).
     File {
@@ -203,6 +205,7 @@ pub fn hash_hex(value: &str) -> String {
 
 enum Out {
     Stdout(std::io::Stdout),
+    Stderr(std::io::Stderr),
     File(std::fs::File, u64),
     Broken,
 }
@@ -251,6 +254,7 @@ async fn writer(
 ) {
     let mut out = match &sink {
         AuditSink::File { path, .. } => open(path),
+        AuditSink::Stderr => Out::Stderr(std::io::stderr()),
         _ => Out::Stdout(std::io::stdout()),
     };
     loop {
@@ -275,6 +279,7 @@ async fn writer(
         // more than it saves.
         let ok = match &mut out {
             Out::Stdout(s) => s.write_all(&line).and_then(|_| s.flush()).is_ok(),
+            Out::Stderr(s) => s.write_all(&line).and_then(|_| s.flush()).is_ok(),
             Out::File(f, len) => {
                 let ok = f.write_all(&line).is_ok();
                 *len += line.len() as u64;

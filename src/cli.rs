@@ -10,7 +10,11 @@ use crate::server::Server;
 pub fn init_logging(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal: escape codes in a file or a pipe are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let _ = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -80,18 +84,29 @@ pub fn run(path: Option<&Path>) -> ExitCode {
     })
 }
 
-/// What identifies a config file's content without reading it: the file the path resolves
-/// to now (Kubernetes swaps a symlink to a new directory), its size and its mtime.
+/// What identifies a file's content without reading it: the file the path resolves to now
+/// (Kubernetes swaps a symlink to a new directory), its size and its mtime.
 fn fingerprint(path: &Path) -> Option<(std::path::PathBuf, u64, std::time::SystemTime)> {
     let real = std::fs::canonicalize(path).ok()?;
     let meta = std::fs::metadata(&real).ok()?;
     Some((real, meta.len(), meta.modified().ok()?))
 }
 
-/// Reload on SIGHUP, and when the config file changes (polled every second, which also
-/// sees Kubernetes' symlink swaps of mounted ConfigMaps).
+type Fingerprints = Vec<Option<(std::path::PathBuf, u64, std::time::SystemTime)>>;
+
+/// The config file's fingerprint, then the TLS certificate's and key's.
+fn fingerprints(path: &Path, reloader: &crate::server::Reloader) -> Fingerprints {
+    std::iter::once(path.to_path_buf())
+        .chain(reloader.tls_files())
+        .map(|p| fingerprint(&p))
+        .collect()
+}
+
+/// Reload on SIGHUP, and when the config file or the TLS certificate or key changes
+/// (polled every second, which also sees Kubernetes' symlink swaps of mounted ConfigMaps
+/// and Secrets, and cert-manager's renewals).
 async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Reloader) {
-    let mut seen = fingerprint(&path);
+    let mut seen = fingerprints(&path, &reloader);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -107,19 +122,20 @@ async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Rel
         let hangup = std::future::pending::<Option<()>>();
         tokio::select! {
             _ = tick.tick() => {
-                let now = fingerprint(&path);
-                if now.is_none() || now == seen {
+                let now = fingerprints(&path, &reloader);
+                // A file that vanished for a moment (mid-swap) is looked at again next tick.
+                if now == seen || now.iter().any(Option::is_none) {
                     continue;
                 }
-                seen = now;
-                tracing::info!(path = %path.display(), "config file changed: reloading");
+                let what = if now.first() == seen.first() { "certificate or key" } else { "config file" };
+                tracing::info!(path = %path.display(), "{what} changed: reloading");
             }
             Some(()) = hangup => {
-                seen = fingerprint(&path);
                 tracing::info!("SIGHUP: reloading");
             }
         }
         reloader.reload_from(Some(&path));
+        seen = fingerprints(&path, &reloader);
     }
 }
 

@@ -13,6 +13,10 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod source;
+
+pub use source::Dropped;
+
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
@@ -69,7 +73,9 @@ impl Checker {
     }
 
     pub fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
-        self.parse(key, value, humantime::parse_duration)
+        self.parse(key, value, |v| {
+            humantime::parse_duration(v).map_err(|_| "not a duration such as 300ms, 15s, 10m or 1h")
+        })
     }
 
     pub fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
@@ -150,33 +156,73 @@ pub struct RawConfig {
     pub audit: AuditConfig,
     pub cors: CorsConfig,
     pub defense: DefenseConfig,
+    /// Array elements refused while reading, so later problems name elements as written.
+    #[serde(skip)]
+    pub dropped: Dropped,
 }
 
 impl RawConfig {
-    /// Deserialize one top-level section from `value`. Each section is read on its own so a
-    /// mistake in one does not hide mistakes in another.
-    fn set_section(&mut self, name: &str, value: serde_json::Value) -> Result<(), String> {
-        fn read<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
-            serde_json::from_value(v).map_err(|e| e.to_string())
+    /// Read every section of `root`. A value serde refuses is reported with its full key
+    /// and left at its default, so one mistake hides neither another in the same section
+    /// nor the checks of the values around it.
+    fn read(root: serde_json::Map<String, serde_json::Value>, check: &mut Checker) -> Self {
+        fn read<T: DeserializeOwned>(
+            target: &mut T,
+            name: &str,
+            value: serde_json::Value,
+            dropped: &mut Dropped,
+            check: &mut Checker,
+        ) {
+            if let Some(read) = source::read_lenient(name, value, dropped, check) {
+                *target = read;
+            }
         }
-        match name {
-            "server" => self.server = read(value)?,
-            "tls" => self.tls = read(value)?,
-            "upstream" => self.upstream = read(value)?,
-            "admin" => self.admin = read(value)?,
-            "log" => self.log = read(value)?,
-            "entra" => self.entra = read(value)?,
-            "policy" => self.policy = read(value)?,
-            "routes" => self.routes = read(value)?,
-            "providers" => self.providers = read(value)?,
-            "stepup" => self.stepup = read(value)?,
-            "store" => self.store = read(value)?,
-            "audit" => self.audit = read(value)?,
-            "cors" => self.cors = read(value)?,
-            "defense" => self.defense = read(value)?,
-            _ => return Err("unknown section".into()),
+        let mut raw = RawConfig::default();
+        let mut dropped = Dropped::default();
+        for (name, value) in root {
+            let d = &mut dropped;
+            match name.as_str() {
+                "server" => read(&mut raw.server, &name, value, d, check),
+                "tls" => read(&mut raw.tls, &name, value, d, check),
+                "upstream" => read(&mut raw.upstream, &name, value, d, check),
+                "admin" => read(&mut raw.admin, &name, value, d, check),
+                "log" => read(&mut raw.log, &name, value, d, check),
+                "entra" => read(&mut raw.entra, &name, value, d, check),
+                "policy" => read(&mut raw.policy, &name, value, d, check),
+                "routes" => read(&mut raw.routes, &name, value, d, check),
+                "providers" => read(&mut raw.providers, &name, value, d, check),
+                "stepup" => read(&mut raw.stepup, &name, value, d, check),
+                "store" => read(&mut raw.store, &name, value, d, check),
+                "audit" => read(&mut raw.audit, &name, value, d, check),
+                "cors" => read(&mut raw.cors, &name, value, d, check),
+                "defense" => read(&mut raw.defense, &name, value, d, check),
+                _ => check.problem(
+                    &name,
+                    "unknown section (expected server, tls, upstream, admin, log, entra, policy, \
+                     routes, providers, stepup, store, audit, cors or defense)",
+                ),
+            }
         }
-        Ok(())
+        raw.dropped = dropped;
+        raw
+    }
+
+    /// The key of element `index` of the list at `key`, as the user wrote it.
+    pub fn element_key(&self, key: &str, index: usize) -> String {
+        format!("{key}[{}]", self.dropped.written_index(key, index))
+    }
+
+    /// What every key defaults to, for typing environment overrides (the providers'
+    /// defaults hold no secret).
+    fn shape() -> serde_json::Value {
+        let mut shape = serde_json::to_value(RawConfig::default()).unwrap_or_default();
+        if let Some(map) = shape.as_object_mut() {
+            map.insert(
+                "providers".into(),
+                serde_json::to_value(ProvidersConfig::default()).unwrap_or_default(),
+            );
+        }
+        shape
     }
 }
 
@@ -248,7 +294,7 @@ pub enum ProviderChoice {
 }
 
 /// `[providers]`: adapter settings; only the ones a route names are built.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
     /// HUMAN Security (Risk API, `_px3` / mobile token v3).
@@ -337,7 +383,8 @@ impl Default for CorsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
-    /// `stdout`, `file` or `off`.
+    /// `stdout` (with the logs; every audit line has `"type":"audit"`), `stderr` (apart from
+    /// the logs, which go to stdout), `file` or `off`.
     pub output: AuditOutput,
     /// The file, when `output = "file"`; reopened on SIGUSR1.
     pub path: Option<PathBuf>,
@@ -366,6 +413,7 @@ impl Default for AuditConfig {
 #[serde(rename_all = "lowercase")]
 pub enum AuditOutput {
     Stdout,
+    Stderr,
     File,
     Off,
 }
@@ -409,10 +457,18 @@ pub enum StoreBackend {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:6379/0`, or `rediss://` for TLS.
+    /// `redis://host:6379/0`, or `rediss://` for TLS. A username and password may also be
+    /// given in the URL (`redis://user:password@host`); `username` and `password` below
+    /// win over them.
     pub url: String,
+    /// ACL user for `AUTH username password` (Redis 6+, managed Redis ACL users); empty:
+    /// the URL's, or the `default` user.
+    pub username: String,
     /// AUTH password (secret; or `password_file`).
     pub password: Secret,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots (a private
+    /// CA, a self-run Redis with TLS).
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every key otpgate writes.
     pub key_prefix: String,
     /// Longest one store operation may take before the fallback answers.
@@ -423,7 +479,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
             password: Secret::default(),
+            ca_file: None,
             key_prefix: "otpgate:".into(),
             timeout: "50ms".into(),
         }
@@ -616,8 +674,9 @@ pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
 }
 
 /// The effective configuration as `check-config --print` shows it: every section with its
-/// defaults filled in, secrets as `***`, and `providers` named but not shown (its settings
-/// hold tokens and secrets in plain fields).
+/// defaults filled in, the velocity rules in force (the built-in ones when none are
+/// configured), secrets as `***` (passwords inside URLs included), and `providers` named
+/// but not shown (its settings hold tokens and secrets in plain fields).
 pub fn effective_json(raw: &RawConfig) -> serde_json::Value {
     let mut value = serde_json::to_value(raw).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
@@ -626,6 +685,16 @@ pub fn effective_json(raw: &RawConfig) -> serde_json::Value {
             serde_json::Value::String(PROVIDERS_NOT_PRINTED.into()),
         );
     }
+    if raw.defense.velocity.is_none() {
+        let rules = crate::defense::velocity::default_rules();
+        if let (Some(defense), Ok(rules)) = (
+            value.get_mut("defense").and_then(|d| d.as_object_mut()),
+            serde_json::to_value(rules),
+        ) {
+            defense.insert("velocity".into(), rules);
+        }
+    }
+    source::redact_url_secrets(&mut value);
     value
 }
 
@@ -679,46 +748,29 @@ where
     if let Some(source) = source {
         builder = builder.add_source(source);
     }
-    let env: config::Map<String, String> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("OTPGATE__"))
-        .collect();
-    builder = builder.add_source(
-        config::Environment::with_prefix("OTPGATE")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("server.hosts")
-            .with_list_parse_key("server.trusted_proxies")
-            .with_list_parse_key("cors.allowed_origins")
-            .with_list_parse_key("cors.allow_headers")
-            .with_list_parse_key("providers.human.cookie_secrets")
-            .source(Some(env)),
-    );
-    let root = match builder
+    let file = match builder
         .build()
         .and_then(|c| c.try_deserialize::<serde_json::Value>())
     {
-        Ok(serde_json::Value::Object(map)) => map,
-        Ok(_) => serde_json::Map::new(),
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        Ok(_) => serde_json::Value::Object(serde_json::Map::new()),
         Err(e) => {
             let key = path.map(|p| p.display().to_string()).unwrap_or_default();
             check.problem(&key, e.to_string());
             return Err(Problems(check.problems));
         }
     };
-    let mut root = serde_json::Value::Object(root);
+    let shape = source::merged(&RawConfig::shape(), &file);
+    let mut root = file;
+    source::apply_env(&mut root, &shape, env, &mut check);
     resolve_secret_files(&mut root, "", &mut check);
+    check_placeholders(&root, &mut check);
 
-    let mut raw = RawConfig::default();
-    if let serde_json::Value::Object(map) = &root {
-        for (name, value) in map {
-            if let Err(e) = raw.set_section(name, value.clone()) {
-                check.problem(name, e);
-            }
-        }
-    }
+    let root = match root {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let raw = RawConfig::read(root, &mut check);
     let settings = Settings::from_raw(&raw, &mut check);
     check.finish()?;
     match settings {
@@ -727,6 +779,36 @@ where
             key: String::new(),
             message: "invalid configuration".into(),
         }])),
+    }
+}
+
+/// What the example configs and Secrets put where a secret goes: accepted as a value, it
+/// would run with a key anyone can read in this repository.
+const PLACEHOLDER: &str = "replace-me";
+
+/// Every secret still holding the example placeholder is a problem.
+fn check_placeholders(root: &serde_json::Value, check: &mut Checker) {
+    for key in SECRET_KEYS {
+        let value = key
+            .split('.')
+            .try_fold(root, |node, part| node.as_object()?.get(part));
+        let texts: Vec<&str> = match value {
+            Some(serde_json::Value::String(s)) => vec![s.as_str()],
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(serde_json::Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        if texts
+            .iter()
+            .any(|t| t.to_ascii_lowercase().contains(PLACEHOLDER))
+        {
+            check.problem(
+                key,
+                "still the example placeholder (REPLACE-ME…): set a real secret, e.g. the \
+                 output of `openssl rand -hex 32`",
+            );
+        }
     }
 }
 
@@ -839,7 +921,9 @@ pub struct StoreSettings {
     pub max_entries: usize,
     pub key_secret: Secret,
     pub redis_url: String,
+    pub redis_username: String,
     pub redis_password: Secret,
+    pub redis_ca_file: Option<PathBuf>,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
 }
@@ -934,14 +1018,35 @@ impl Settings {
     /// logs them at start.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = Vec::new();
-        if self.store.backend == StoreBackend::Redis && self.store.key_secret.is_empty() {
+        let mut warn = |key: &str, message: &str| {
             warnings.push(Problem {
-                key: "store.key_secret".into(),
-                message: "empty with the redis backend: store keys hold plain SHA-256 hashes of \
-                          phone numbers and IPs, which anyone who can read Redis can reverse by \
-                          hashing every number; set one secret on every replica"
-                    .into(),
-            });
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.store.backend == StoreBackend::Redis && self.store.key_secret.is_empty() {
+            warn(
+                "store.key_secret",
+                "empty with the redis backend: store keys hold plain SHA-256 hashes of phone \
+                 numbers and IPs, which anyone who can read Redis can reverse by hashing every \
+                 number; set one secret on every replica",
+            );
+        }
+        if self.stepup.random_key {
+            warn(
+                "stepup.key",
+                "empty: each process signs proofs of work with a key of its own, so a proof \
+                 one replica issued is refused by another and after a restart; set one key on \
+                 every replica",
+            );
+        }
+        if self.audit_key.is_empty() && self.audit_sink != crate::audit::AuditSink::Off {
+            warn(
+                "audit.hmac_key",
+                "empty: each process hashes phone numbers under a key of its own, so audit \
+                 lines of one number do not correlate across replicas or restarts; set one \
+                 key on every replica",
+            );
         }
         warnings
     }
@@ -952,7 +1057,7 @@ impl Settings {
         let listen = check.addr("server.listen", &s.listen);
         let mut trusted_proxies = Vec::new();
         for (i, cidr) in s.trusted_proxies.iter().enumerate() {
-            let key = format!("server.trusted_proxies[{i}]");
+            let key = raw.element_key("server.trusted_proxies", i);
             if let Some(net) = check.parse(&key, cidr, parse_cidr) {
                 trusted_proxies.push(net);
             }
@@ -986,10 +1091,18 @@ impl Settings {
         }
         let tls = match (&raw.tls.cert_file, &raw.tls.key_file) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(TlsSettings {
-                cert_file: cert.clone(),
-                key_file: key.clone(),
-            }),
+            (Some(cert), Some(key)) => {
+                // What `run` loads: a chain and a key that belong together.
+                if cert.exists() && key.exists() {
+                    if let Err(e) = crate::tls::load_certified_key(cert, key) {
+                        check.problem("tls", e.to_string());
+                    }
+                }
+                Some(TlsSettings {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                })
+            }
             (Some(_), None) => {
                 check.problem("tls.key_file", "required when tls.cert_file is set");
                 None
@@ -1087,6 +1200,9 @@ impl Settings {
         {
             check.problem("store.redis.url", "must start with redis:// or rediss://");
         }
+        if let Some(ca) = &so.redis.ca_file {
+            check.readable_file("store.redis.ca_file", ca);
+        }
         if so.max_entries < 1000 {
             check.problem("store.max_entries", "must be at least 1000");
         }
@@ -1095,6 +1211,7 @@ impl Settings {
         let audit_sink = match (au.output, &au.path) {
             (AuditOutput::Off, _) => crate::audit::AuditSink::Off,
             (AuditOutput::Stdout, _) => crate::audit::AuditSink::Stdout,
+            (AuditOutput::Stderr, _) => crate::audit::AuditSink::Stderr,
             (AuditOutput::File, Some(path)) => crate::audit::AuditSink::File {
                 path: path.clone(),
                 max_bytes: au.max_bytes.max(4096),
@@ -1108,7 +1225,7 @@ impl Settings {
 
         let co = &raw.cors;
         for (i, origin) in co.allowed_origins.iter().enumerate() {
-            let key = format!("cors.allowed_origins[{i}]");
+            let key = raw.element_key("cors.allowed_origins", i);
             match origin.parse::<http::Uri>() {
                 Ok(u)
                     if matches!(u.scheme_str(), Some("http" | "https"))
@@ -1123,7 +1240,10 @@ impl Settings {
         }
         for (i, h) in co.allow_headers.iter().enumerate() {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                check.problem(&format!("cors.allow_headers[{i}]"), "not a header name");
+                check.problem(
+                    &raw.element_key("cors.allow_headers", i),
+                    format!("not a header name (got {h:?})"),
+                );
             }
         }
         let cors_max_age = check.duration("cors.max_age", &co.max_age);
@@ -1178,7 +1298,15 @@ impl Settings {
             Ok(v) => Some(v),
             Err(problems) => {
                 for p in problems {
-                    check.problem(&format!("defense.velocity{}", p.key), p.message);
+                    // Keys are `[i].field`, `i` counting the rules that were read.
+                    let key = match p.key.strip_prefix('[').and_then(|k| k.split_once(']')) {
+                        Some((i, rest)) => match i.parse::<usize>() {
+                            Ok(i) => format!("{}{rest}", raw.element_key("defense.velocity", i)),
+                            Err(_) => format!("defense.velocity{}", p.key),
+                        },
+                        None => format!("defense.velocity{}", p.key),
+                    };
+                    check.problem(&key, p.message);
                 }
                 None
             }
@@ -1207,7 +1335,9 @@ impl Settings {
                 max_entries: so.max_entries,
                 key_secret: so.key_secret.clone(),
                 redis_url: so.redis.url.clone(),
+                redis_username: so.redis.username.clone(),
                 redis_password: so.redis.password.clone(),
+                redis_ca_file: so.redis.ca_file.clone(),
                 redis_key_prefix: so.redis.key_prefix.clone(),
                 redis_timeout: redis_timeout?,
             },
@@ -1342,6 +1472,155 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_section_is_named_with_its_full_key_at_once() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [routes.sms]\nprovider = \"explode\"\nbudget = \"soon\"\nfail_mode = \"shut\"\n\
+             [defense.destination]\ndefault = \"explode\"\nmonitor = \"yes\"\n\
+             [defense.destination.countries]\nFR = \"explode\"\nGB = \"deny\"\n\
+             [[defense.velocity]]\nname = \"a\"\nkey = \"ip\"\nwindow = \"1h\"\nlimit = 0\naction = \"deny\"\n\
+             [[defense.velocity]]\nname = \"b\"\nkey = \"nowhere\"\nwindow = \"1h\"\nlimit = 1\naction = \"deny\"\n\
+             [[defense.velocity]]\nname = \"c\"\nkey = \"ip\"\nwindow = \"1h\"\nlimit = 0\naction = \"deny\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let find = |key: &str| {
+            err.0
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.message.clone())
+                .unwrap_or_else(|| panic!("no problem for {key} in:\n{err}"))
+        };
+        let provider = find("routes.sms.provider");
+        assert!(
+            provider.contains("explode") && provider.contains("human"),
+            "{provider}"
+        );
+        assert!(find("routes.sms.fail_mode").contains("shut"));
+        let budget = find("routes.sms.budget");
+        assert!(
+            budget.contains("\"soon\"") && budget.contains("300ms"),
+            "{budget}"
+        );
+        assert!(find("defense.destination.default").contains("explode"));
+        assert!(find("defense.destination.monitor").contains("\"yes\""));
+        let country = find("defense.destination.countries.FR");
+        assert!(
+            country.contains("explode") && country.contains("step_up"),
+            "{country}"
+        );
+        assert!(find("defense.velocity[1].key").contains("nowhere"));
+        // Found by validation of what was read, and named as written despite rule 1's gap.
+        assert!(find("defense.velocity[0].limit").contains("at least 1"));
+        assert!(find("defense.velocity[2].limit").contains("at least 1"));
+        assert_eq!(err.0.len(), 9, "{err}");
+    }
+
+    #[test]
+    fn every_list_key_takes_a_comma_separated_environment_value() {
+        let s = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+            &[
+                (
+                    "OTPGATE__DEFENSE__DESTINATION__DENY_PREFIXES",
+                    "+870,+44909",
+                ),
+                (
+                    "OTPGATE__SERVER__TRUSTED_PROXIES",
+                    "10.0.0.0/8, 192.168.1.1",
+                ),
+                ("OTPGATE__SERVER__HOSTS", "login.example.com"),
+                (
+                    "OTPGATE__CORS__ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+                ("OTPGATE__STEPUP__KEY", "00112233445566778899aabbccddeeff"),
+                ("OTPGATE__POLICY__MONITOR", "true"),
+                ("OTPGATE__SERVER__MAX_IN_FLIGHT", "64"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        assert_eq!(s.server.hosts, ["login.example.com"]);
+        assert!(s.policy.monitor);
+        assert_eq!(s.server.max_in_flight, 64);
+        assert!(!s.stepup.random_key);
+        let premium = s.destination.check("+870772123456");
+        assert_eq!(premium.action, crate::defense::DestinationAction::Deny);
+        let reasons = s.destination.check("+449090123456").reasons.join(",");
+        assert!(reasons.contains("+44909"), "{reasons}");
+    }
+
+    #[test]
+    fn example_placeholders_are_not_secrets() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [stepup]\nkey = \"REPLACE-ME-with-the-output-of-openssl-rand-hex-32\"\n\
+             [store]\nkey_secret = \"replace-me\"\n",
+            &[("OTPGATE__AUDIT__HMAC_KEY", "REPLACE-ME")],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["stepup.key", "store.key_secret", "audit.hmac_key"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_and_a_key_that_do_not_belong_together_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let one = rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap();
+        let two = rcgen::generate_simple_self_signed(vec!["b.example".into()]).unwrap();
+        let cert = write("cert.pem", one.cert.pem());
+        let own_key = write("own.pem", one.signing_key.serialize_pem());
+        let other_key = write("other.pem", two.signing_key.serialize_pem());
+        let toml = |key: &Path| {
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            )
+        };
+        assert!(load_str(&toml(&own_key), &[]).is_ok());
+        let err = load_str(&toml(&other_key), &[]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].key, "tls");
+    }
+
+    #[test]
+    fn the_printed_config_hides_url_passwords_and_shows_the_rules_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[store.redis]\nurl = \"redis://otpgate:hunter2@cache:6379\"\n",
+        )
+        .unwrap();
+        let (raw, _) = load_with_env(Some(&path), Vec::new()).unwrap();
+        let printed = effective_json(&raw);
+        let text = printed.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(
+            printed["store"]["redis"]["url"],
+            "redis://otpgate:***@cache:6379"
+        );
+        let names: Vec<&str> = printed["defense"]["velocity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert!(names.contains(&"sms-per-flow") && names.contains(&"email-per-user"));
+    }
+
+    #[test]
     fn unknown_keys_and_sections_are_problems() {
         let err = load_str(
             "[upstream]\nurl = \"http://127.0.0.1:1\"\nurll = \"x\"\n[servr]\nlisten = \"1\"\n",
@@ -1419,7 +1698,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keyed.store.key_secret.expose(), "store-key-s3cret");
-        assert!(keyed.warnings().is_empty());
+        let store_warnings = |s: &Settings| {
+            s.warnings()
+                .into_iter()
+                .map(|w| w.key)
+                .filter(|k| k.starts_with("store."))
+                .collect::<Vec<_>>()
+        };
+        assert!(store_warnings(&keyed).is_empty());
         let debug = format!("{keyed:?} {:?}", keyed.store.key_hasher());
         assert!(!debug.contains("s3cret"), "{debug}");
         let phone = "+447912345678";
@@ -1430,11 +1716,10 @@ mod tests {
         );
 
         let unkeyed = load_str(redis, &[]).unwrap();
-        let keys: Vec<String> = unkeyed.warnings().into_iter().map(|w| w.key).collect();
-        assert_eq!(keys, ["store.key_secret"]);
+        assert_eq!(store_warnings(&unkeyed), ["store.key_secret"]);
         assert!(!unkeyed.store.key_hasher().is_keyed());
         let memory = load_str("[upstream]\nurl = \"http://127.0.0.1:1\"\n", &[]).unwrap();
-        assert!(memory.warnings().is_empty());
+        assert!(store_warnings(&memory).is_empty());
         assert!(
             memory.store.key_hasher().is_keyed(),
             "a random key per process"

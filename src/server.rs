@@ -257,8 +257,14 @@ impl Reloader {
                 .collect()),
         };
         match result {
-            Ok(()) => {
+            Ok(restart) => {
                 self.metrics.config_reload("ok");
+                for key in restart {
+                    tracing::warn!(
+                        key,
+                        "changed, but takes effect only after a restart; the running value stays"
+                    );
+                }
                 tracing::info!("configuration reloaded");
                 true
             }
@@ -272,35 +278,11 @@ impl Reloader {
         }
     }
 
-    /// Apply validated settings.
-    pub fn apply(&self, settings: Settings) -> Result<(), Vec<String>> {
+    /// Apply validated settings. Returns the restart-only keys whose new value is not in
+    /// use (see [`restart_only_changes`]).
+    pub fn apply(&self, settings: Settings) -> Result<Vec<&'static str>, Vec<String>> {
         let current = self.live.load_full();
-        let old = current.settings().clone();
-        let mut restart = Vec::new();
-        if old.server.listen != settings.server.listen {
-            restart.push("server.listen");
-        }
-        if old.admin_listen != settings.admin_listen {
-            restart.push("admin.listen");
-        }
-        if old.tls.is_some() != settings.tls.is_some() {
-            restart.push("tls (on/off)");
-        }
-        if old.server.max_connections != settings.server.max_connections {
-            restart.push("server.max_connections");
-        }
-        if old.server.max_in_flight != settings.server.max_in_flight {
-            restart.push("server.max_in_flight");
-        }
-        if old.store.backend != settings.store.backend {
-            restart.push("store.backend");
-        }
-        if old.store.key_secret != settings.store.key_secret {
-            restart.push("store.key_secret");
-        }
-        for key in restart {
-            tracing::warn!(key, "changed, but takes effect only after a restart");
-        }
+        let restart = restart_only_changes(current.settings(), &settings);
         let key = match (&settings.tls, &self.cert) {
             (Some(t), Some(_)) => Some(
                 tls::load_certified_key(&t.cert_file, &t.key_file)
@@ -316,8 +298,81 @@ impl Reloader {
             resolver.swap(key);
         }
         self.live.store(Arc::new(next));
-        Ok(())
+        Ok(restart)
     }
+
+    /// The certificate and key files in use, to watch for replacement on disk.
+    pub fn tls_files(&self) -> Vec<std::path::PathBuf> {
+        match &self.live.load().settings().tls {
+            Some(t) if self.cert.is_some() => vec![t.cert_file.clone(), t.key_file.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The settings a running server cannot change: listeners and their limits, logging, the
+/// store and the audit writer are built once at start. Each key named here that differs
+/// between `old` and `new` keeps its old value until a restart.
+pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let (os, ns) = (&old.store, &new.store);
+    let checks = [
+        ("server.listen", o.listen != n.listen),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        ("server.max_in_flight", o.max_in_flight != n.max_in_flight),
+        (
+            "server.max_header_bytes",
+            o.max_header_bytes != n.max_header_bytes,
+        ),
+        (
+            "server.header_read_timeout",
+            o.header_read_timeout != n.header_read_timeout,
+        ),
+        ("server.idle_timeout", o.idle_timeout != n.idle_timeout),
+        (
+            "server.shutdown_grace",
+            o.shutdown_grace != n.shutdown_grace,
+        ),
+        (
+            "server.worker_threads",
+            o.worker_threads != n.worker_threads,
+        ),
+        ("admin.listen", old.admin_listen != new.admin_listen),
+        ("tls (on/off)", old.tls.is_some() != new.tls.is_some()),
+        ("log.format", old.log.format != new.log.format),
+        ("log.level", old.log.level != new.log.level),
+        ("store.backend", os.backend != ns.backend),
+        ("store.max_entries", os.max_entries != ns.max_entries),
+        ("store.key_secret", os.key_secret != ns.key_secret),
+        ("store.redis.url", os.redis_url != ns.redis_url),
+        (
+            "store.redis.username",
+            os.redis_username != ns.redis_username,
+        ),
+        (
+            "store.redis.password",
+            os.redis_password != ns.redis_password,
+        ),
+        (
+            "store.redis.key_prefix",
+            os.redis_key_prefix != ns.redis_key_prefix,
+        ),
+        ("store.redis.timeout", os.redis_timeout != ns.redis_timeout),
+        ("store.redis.ca_file", os.redis_ca_file != ns.redis_ca_file),
+        (
+            "audit (output, path, max_bytes, keep)",
+            old.audit_sink != new.audit_sink,
+        ),
+        ("audit.hmac_key", old.audit_key != new.audit_key),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect()
 }
 
 /// The store replicas share: memory only, or Redis with a local fallback that keeps
@@ -341,10 +396,12 @@ async fn build_store(
         StoreBackend::Redis => {
             let redis = RedisStore::connect_lazy(&RedisSettings {
                 url: s.redis_url.clone(),
+                username: (!s.redis_username.is_empty()).then(|| s.redis_username.clone()),
                 password: (!s.redis_password.is_empty())
                     .then(|| s.redis_password.expose().to_owned()),
                 key_prefix: s.redis_key_prefix.clone(),
                 timeout: s.redis_timeout,
+                ca_file: s.redis_ca_file.clone(),
                 ..RedisSettings::default()
             })?;
             let store = FallbackStore::new(Arc::new(redis), local.clone(), Duration::from_secs(1));

@@ -67,8 +67,147 @@ fn check_config_warns_when_redis_keys_would_hold_plain_hashes() {
     let stderr = check(&format!(
         "{redis}key_secret = \"shared-by-every-replica\"\n"
     ));
-    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("warning: store."), "{stderr}");
     assert!(!stderr.contains("shared-by-every-replica"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_every_problem_with_its_key_the_value_and_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n\
+         [routes.sms]\nbudget = \"soon\"\nfail_mode = \"explode\"\n\
+         [defense.destination.countries]\nFR = \"explode\"\n\
+         [[defense.velocity]]\nname = \"a\"\nkey = \"ip\"\nwindow = \"1h\"\nlimit = 0\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("4 problem(s)"), "{stderr}");
+    for line in [
+        "routes.sms.budget: not a duration such as 300ms, 15s, 10m or 1h (got \"soon\")",
+        "routes.sms.fail_mode: unknown variant `explode`, expected one of `open`, `closed`, `step_up`",
+        "defense.destination.countries.FR: unknown variant `explode`",
+        "defense.velocity[0].limit: must be at least 1",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_config_warns_about_keys_replicas_must_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in ["warning: stepup.key", "warning: audit.hmac_key"] {
+        assert!(stderr.contains(key), "{key} not in:\n{stderr}");
+    }
+}
+
+/// Text logs written to a pipe carry no colour codes, and audit lines sent to stderr
+/// leave stdout to the logs.
+#[tokio::test]
+async fn logs_in_a_pipe_are_plain_and_audit_lines_can_go_apart() {
+    let up = common::upstream(common::Upstream::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [upstream]\nurl = \"http://{up}\"\n[log]\nformat = \"text\"\n[audit]\noutput = \"stderr\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let mut logs = Vec::new();
+    let listen = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        logs.push(line.clone());
+        if let Some(at) = line.find("listen=") {
+            let addr: String = line[at + 7..].split_whitespace().next().unwrap().to_owned();
+            break addr;
+        }
+    };
+    let resp = common::client()
+        .post(format!(
+            "http://{listen}/contoso.onmicrosoft.com/oauth2/v2.0/initiate"
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=c&username=a%40b.c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    while let Some(line) = rx.recv().await {
+        logs.push(line);
+    }
+    let audit = errors.join().unwrap();
+    let logs = logs.join("\n");
+    assert!(!logs.contains('\u{1b}'), "colour codes in a pipe:\n{logs}");
+    assert!(logs.contains("otpgate serving"), "{logs}");
+    assert!(!logs.contains("\"type\":\"audit\""), "{logs}");
+    let audit_lines: Vec<serde_json::Value> = audit
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(audit_lines.len(), 1, "{audit:?}");
+    assert_eq!(audit_lines[0]["type"], "audit");
+    assert_eq!(audit_lines[0]["endpoint"], "sign_in_initiate");
 }
 
 #[tokio::test]

@@ -655,3 +655,81 @@ async fn tls_server_with_a_private_ca() {
         "the error says why: {untrusted}"
     );
 }
+
+/// An ACL user limited to otpgate's keys, as managed Redis services and hardened self-run
+/// ones give each client; `default` switched off.
+#[tokio::test]
+async fn an_acl_user_from_the_configuration() {
+    let server = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "otpgate",
+        "on",
+        ">acl-pw",
+        "~otpgate:*",
+        "+@read",
+        "+@write",
+        "+@scripting",
+        "+ping",
+        "+time",
+    ]);
+    let settings = |server: &RedisServer| RedisSettings {
+        key_prefix: "otpgate:".into(),
+        ..settings(server)
+    };
+    let store = RedisStore::connect(&RedisSettings {
+        username: Some("otpgate".into()),
+        password: Some("acl-pw".into()),
+        ..settings(&server)
+    })
+    .await
+    .unwrap();
+    assert!(store.reserve("k", "a", HOUR, 1).await.unwrap().reserved);
+    let with_url = RedisStore::connect(&RedisSettings {
+        url: format!("redis://otpgate:acl-pw@127.0.0.1:{}", server.port()),
+        ..settings(&server)
+    })
+    .await
+    .unwrap();
+    assert!(!with_url.reserve("k", "b", HOUR, 1).await.unwrap().reserved);
+    for user in [None, Some("default".to_owned()), Some("nobody".to_owned())] {
+        let refused = RedisStore::connect(&RedisSettings {
+            username: user.clone(),
+            password: Some("acl-pw".into()),
+            ..settings(&server)
+        })
+        .await;
+        assert!(refused.is_err(), "user {user:?} accepted");
+    }
+
+    // The same through the configuration keys: the gateway's store is Redis, not the
+    // fallback.
+    let toml_for = |user: &str| {
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[store]\nbackend = \"redis\"\nkey_secret = \"k\"\n\
+             [store.redis]\nurl = \"{}\"\nusername = \"{user}\"\npassword = \"acl-pw\"\n",
+            server.url()
+        )
+    };
+    let toml = toml_for("otpgate");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let (_, settings) = otpgate::config::load_with_env(Some(&path), Vec::new()).unwrap();
+    let gw = otpgate::server::Server::bind(settings).await.unwrap();
+    // Bind makes one store operation, so the store's state is known by now.
+    let metrics = gw.metrics().render();
+    assert!(
+        metrics.contains("otpgate_store_degraded 0"),
+        "the gateway fell back to memory: {metrics}"
+    );
+    // A wrong user is the fallback, and says so.
+    let wrong = toml_for("nobody");
+    std::fs::write(&path, wrong).unwrap();
+    let (_, settings) = otpgate::config::load_with_env(Some(&path), Vec::new()).unwrap();
+    let gw = otpgate::server::Server::bind(settings).await.unwrap();
+    assert!(gw.metrics().render().contains("otpgate_store_degraded 1"));
+}

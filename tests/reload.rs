@@ -275,6 +275,84 @@ async fn a_new_certificate_is_seen_by_new_tls_connections() {
     );
 }
 
+/// A reload that changes what only a restart applies keeps the running value of each, and
+/// the process says which in its log.
+#[tokio::test]
+async fn a_reload_names_every_restart_only_change_it_cannot_apply() {
+    let entra = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    let audit = dir.path().join("audit.log");
+    std::fs::write(&path, config(entra, "")).unwrap();
+    let mut otpgate = common::process::Otpgate::run(&path).await;
+    let changed = config(entra, "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n[admin]",
+            "listen = \"127.0.0.1:1\"\n[admin]",
+        )
+        .replace(
+            "[audit]\noutput = \"off\"\n",
+            &format!(
+                "[audit]\noutput = \"file\"\npath = \"{}\"\n",
+                audit.display()
+            ),
+        )
+        + "[store.redis]\nurl = \"redis://otpgate:hunter2@cache.example:6379\"\n";
+    std::fs::write(&path, changed).unwrap();
+    otpgate.signal("-HUP");
+    let reloaded = otpgate.wait_for("configuration reloaded").await;
+    let warned: Vec<String> = reloaded
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|j| {
+            j["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("only after a restart"))
+        })
+        .filter_map(|j| j["key"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "server.listen",
+            "store.redis.url",
+            "audit (output, path, max_bytes, keep)"
+        ],
+        "{reloaded:?}"
+    );
+    assert!(!audit.exists(), "the audit writer is the one started with");
+    let (_, output) = otpgate.terminate().await;
+    assert!(!output.join("\n").contains("hunter2"));
+}
+
+/// cert-manager and Kubernetes replace a Secret's files in place: the running process
+/// picks the new certificate up without a SIGHUP or a config change.
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_served_without_a_signal() {
+    let up = common::upstream(common::Upstream::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path(), "live");
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+             [upstream]\nurl = \"http://{up}\"\n[tls]\ncert_file = \"{d}/live.pem\"\nkey_file = \"{d}/live.key\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut otpgate = common::process::Otpgate::run(&path).await;
+    let addr: std::net::SocketAddr = otpgate.addr.parse().unwrap();
+    assert_eq!(tls_get(addr, &first).await, Ok(200));
+    let second = write_cert(dir.path(), "live");
+    otpgate.wait_for("configuration reloaded").await;
+    assert_eq!(tls_get(addr, &second).await, Ok(200));
+    assert!(tls_get(addr, &first).await.is_err(), "the old one is gone");
+    let (status, _) = otpgate.terminate().await;
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn no_secret_or_raw_phone_in_any_output_of_a_full_run() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

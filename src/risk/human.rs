@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{
@@ -44,7 +44,7 @@ pub const RISK_COOKIE: &str = "_px3";
 const MODULE_VERSION: &str = concat!("otpgate v", env!("CARGO_PKG_VERSION"));
 
 /// `px_module_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModuleMode {
     /// Decide and report, but never block: blocks become `simulated_block` activities and
@@ -57,7 +57,7 @@ pub enum ModuleMode {
 }
 
 /// Configuration of the HUMAN adapter; the NODE enforcer key of each field is named (A11).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HumanConfig {
     /// HUMAN application id, e.g. `PXabcd1234` (NODE `px_app_id`). Required.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::defense::destination::parse_phone;
 
@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Configuration of the mock provider.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockConfig {
     /// Rules tried in order; the first match decides.
@@ -32,7 +32,7 @@ pub struct MockConfig {
 }
 
 /// One rule: conditions (all must hold) and an outcome.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockRule {
     /// A name, reported as the reason `mock:<name>`.
@@ -65,7 +65,7 @@ pub struct MockRule {
 }
 
 /// A header condition.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name, case-insensitive.
@@ -76,7 +76,7 @@ pub struct HeaderMatch {
 }
 
 /// The error a rule injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MockError {
     /// [`RiskError::Timeout`] at once. For a real timeout, set a `latency` above the budget.
@@ -87,7 +87,7 @@ pub enum MockError {
 }
 
 /// A challenge response a rule attaches.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MockChallenge {
     /// HTTP status.

@@ -68,7 +68,7 @@ impl PossessionType {
 }
 
 /// Configuration of the Prove adapter.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProveConfig {
     /// Platform base URL. Default `https://platform.proveapis.com` (prod-us); others:

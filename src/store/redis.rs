@@ -31,6 +31,8 @@ pub struct RedisSettings {
     /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS (verified against the
     /// webpki roots, or [`RedisSettings::ca_file`] when set).
     pub url: String,
+    /// ACL user for `AUTH`; overrides one given in the URL.
+    pub username: Option<String>,
     /// Password for `AUTH`; overrides one given in the URL.
     pub password: Option<String>,
     /// Prepended to every key, so several deployments can share one Redis.
@@ -49,6 +51,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
+            username: None,
             password: None,
             key_prefix: "otpgate:".to_owned(),
             timeout: Duration::from_millis(50),
@@ -252,6 +255,10 @@ fn client(settings: &RedisSettings) -> Result<Client, StoreError> {
         .as_str()
         .into_connection_info()
         .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+    if let Some(username) = &settings.username {
+        let redis = info.redis_settings().clone().set_username(username);
+        info = info.set_redis_settings(redis);
+    }
     if let Some(password) = &settings.password {
         let redis = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(redis);

@@ -70,6 +70,24 @@ impl Otpgate {
         }
     }
 
+    /// Read output until a JSON line whose `message` is `message`; returns the lines read.
+    pub async fn wait_for(&mut self, message: &str) -> Vec<String> {
+        let mut read = Vec::new();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {message:?} line in:\n{}", read.join("\n")))
+                .unwrap_or_else(|| panic!("otpgate exited:\n{}", read.join("\n")));
+            self.output.push(line.clone());
+            read.push(line.clone());
+            if serde_json::from_str::<serde_json::Value>(&line)
+                .is_ok_and(|json| json["message"] == message)
+            {
+                return read;
+            }
+        }
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
