@@ -1247,3 +1247,255 @@ async fn many_sends_on_one_http2_connection_are_each_gated() {
     );
     assert!(env.outbox().is_empty());
 }
+
+/// An origin (or a middlebox before it) that honours URL and method overrides, as IIS URL
+/// Rewrite, ASP.NET and Express's method-override do, in front of the Entra emulator: it
+/// serves the path of `X-Original-URL` / `X-Rewrite-URL` and the method of
+/// `X-HTTP-Method-Override` and its kin, in either spelling (CGI reads `X_Original_URL` as
+/// the same variable). Returns its address.
+async fn lenient_origin(entra: std::net::SocketAddr) -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = common::client();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let client = client.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let client = client.clone();
+                        async move {
+                            let header = |names: &[&str]| {
+                                req.headers().iter().find_map(|(k, v)| {
+                                    let k = k.as_str().replace('_', "-");
+                                    names
+                                        .contains(&k.as_str())
+                                        .then(|| v.to_str().unwrap_or_default().to_owned())
+                                })
+                            };
+                            let path = header(&[
+                                "x-original-url",
+                                "x-rewrite-url",
+                                "x-original-uri",
+                                "x-override-url",
+                            ])
+                            .unwrap_or_else(|| req.uri().path().to_owned());
+                            let method = header(&[
+                                "x-http-method-override",
+                                "x-http-method",
+                                "x-method-override",
+                                "x-original-method",
+                            ])
+                            .unwrap_or_else(|| req.method().to_string());
+                            let query = req
+                                .uri()
+                                .query()
+                                .map(|q| format!("?{q}"))
+                                .unwrap_or_default();
+                            let content_type = req.headers().get("content-type").cloned();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let mut out = client.request(
+                                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                                format!("http://{entra}{path}{query}"),
+                            );
+                            if let Some(ct) = content_type {
+                                out = out.header("content-type", ct);
+                            }
+                            let answer = out.body(body).send().await.unwrap();
+                            let status = answer.status();
+                            let bytes = answer.bytes().await.unwrap();
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn url_and_method_overrides_cannot_steer_a_lenient_origin() {
+    let tokens = start(DENY_GB).await;
+    let origin = lenient_origin(tokens.entra).await;
+    let gw = common::gateway(&format!("[upstream]\nurl = \"http://{origin}\"\n{DENY_GB}")).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let h1 = common::client();
+    let mut failures = Vec::new();
+    let overrides = [
+        ("X-Original-URL", PATH, None),
+        ("X-Rewrite-URL", PATH, None),
+        ("X_Original_URL", PATH, None),
+        (
+            "X-Original-URL",
+            PATH,
+            Some(("X-HTTP-Method-Override", "POST")),
+        ),
+        ("X-Rewrite-URL", PATH, Some(("X_HTTP_Method", "POST"))),
+    ];
+    for (version, client) in [("HTTP/1.1", &h1), ("HTTP/2", &h2)] {
+        for (name, path, method) in overrides {
+            for phone in [DENIED, ALLOWED] {
+                let t = token(&tokens).await;
+                let before = tokens.outbox().len();
+                // A harmless-looking request: POST /favicon.ico, or GET with the form in the
+                // query when the method is overridden too.
+                let mut req = match method {
+                    None => client
+                        .post(gw.url("/favicon.ico"))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form(&t, phone)),
+                    Some((m, v)) => client
+                        .get(gw.url(&format!("/favicon.ico?{}", form(&t, phone))))
+                        .header(m, v),
+                };
+                req = req.header(name, path);
+                let status = req.send().await.unwrap().status();
+                if tokens.outbox().len() != before {
+                    failures.push(format!(
+                        "{version} {name} {method:?} {phone}: a code was sent ({status})"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The origin does honour overrides: sent to it directly, the same request sends a code.
+    let t = token(&tokens).await;
+    let direct = h1
+        .post(format!("http://{origin}/favicon.ico"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Original-URL", PATH)
+        .body(form(&t, ALLOWED))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(
+        tokens.outbox().last().map(|e| e.target.clone()).as_deref(),
+        Some(ALLOWED)
+    );
+}
+
+/// First-factor email codes and MFA challenges whose method is empty, hidden in a cookie or
+/// in an array spelling: each judged (and denied by a provider that denies everything) or
+/// refused; the outbox stays empty.
+#[tokio::test]
+async fn email_first_factor_and_hidden_method_ids_are_judged_or_refused() {
+    let env = start(
+        "[routes.sms]\nprovider = \"mock\"\n[routes.email]\nprovider = \"mock\"\n\
+         [providers.mock]\ndefault_action = \"deny\"\n[defense]\nvelocity = []\n[audit]\noutput = \"off\"\n",
+    )
+    .await;
+    let initiate = |challenge_type: &'static str| {
+        let env = &env;
+        async move {
+            env.post(
+                "/oauth2/v2.0/initiate",
+                &[
+                    ("username", "otp@contoso.com"),
+                    ("challenge_type", challenge_type),
+                ],
+            )
+            .await
+            .token()
+        }
+    };
+    let denied = |a: &common::entra::Answer| a.status == 400 && a.body["error"] == "access_denied";
+    let refused =
+        |a: &common::entra::Answer| a.status == 400 && a.body["error"] == "invalid_request";
+    let mut failures = Vec::new();
+    // The email code of an email-OTP sign-in, in the spellings of challenge_type.
+    for challenge_type in [
+        Some("oob redirect"),
+        Some("OOB Redirect"),
+        Some("redirect oob password"),
+        None,
+    ] {
+        let t = initiate("oob redirect").await;
+        let mut form = vec![("continuation_token", t.as_str())];
+        if let Some(ct) = challenge_type {
+            form.push(("challenge_type", ct));
+        }
+        let a = env.post("/oauth2/v2.0/challenge", &form).await;
+        if !denied(&a) {
+            failures.push(format!(
+                "first factor, challenge_type {challenge_type:?}: {} {}",
+                a.status, a.body
+            ));
+        }
+    }
+    // MFA method ids that are empty, hidden or in an array spelling.
+    let intro = env.introspect("sms@contoso.com").await;
+    let id = intro.body["methods"][0]["id"].as_str().unwrap().to_owned();
+    let intro_token = intro.token();
+    let hidden: Vec<(&str, Vec<(String, String)>, Vec<(&str, String)>)> = vec![
+        ("empty id", vec![("id".into(), String::new())], vec![]),
+        ("blank ID", vec![("ID".into(), " ".into())], vec![]),
+        ("id as an array", vec![("id[]".into(), id.clone())], vec![]),
+        (
+            "id with an index",
+            vec![("id[0]".into(), id.clone())],
+            vec![],
+        ),
+        (
+            "id in a cookie",
+            vec![],
+            vec![("cookie", format!("id={id}"))],
+        ),
+        (
+            "id in a cookie and empty in the form",
+            vec![("id".into(), String::new())],
+            vec![("cookie", format!("fpc=1; ID={id}"))],
+        ),
+    ];
+    for (name, fields, headers) in hidden {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("continuation_token", intro_token.as_str()),
+            ("challenge_type", "oob redirect"),
+        ];
+        form.extend(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let a = env
+            .post_with("/oauth2/v2.0/challenge", &form, &headers)
+            .await;
+        if !refused(&a) {
+            failures.push(format!("{name}: {} {}", a.status, a.body));
+        }
+    }
+    // After mfa_required, no id at all: judged as the MFA send it may be.
+    let a = env.password_steps("sms@contoso.com").await;
+    let c = env
+        .post(
+            "/oauth2/v2.0/challenge",
+            &[
+                ("continuation_token", &a.token()),
+                ("challenge_type", "oob redirect"),
+            ],
+        )
+        .await;
+    if !denied(&c) {
+        failures.push(format!("no id after mfa_required: {} {}", c.status, c.body));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(env.outbox().is_empty(), "{:?}", env.outbox());
+}
