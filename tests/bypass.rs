@@ -1448,7 +1448,9 @@ async fn email_first_factor_and_hidden_method_ids_are_judged_or_refused() {
     let intro = env.introspect("sms@contoso.com").await;
     let id = intro.body["methods"][0]["id"].as_str().unwrap().to_owned();
     let intro_token = intro.token();
-    let hidden: Vec<(&str, Vec<(String, String)>, Vec<(&str, String)>)> = vec![
+    /// A case's name, its extra form fields and its extra headers.
+    type Hidden<'a> = (&'a str, Vec<(String, String)>, Vec<(&'a str, String)>);
+    let hidden: Vec<Hidden> = vec![
         ("empty id", vec![("id".into(), String::new())], vec![]),
         ("blank ID", vec![("ID".into(), " ".into())], vec![]),
         ("id as an array", vec![("id[]".into(), id.clone())], vec![]),
