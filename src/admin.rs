@@ -79,12 +79,27 @@ fn text(
     resp
 }
 
+/// What `POST /demo/reset` runs; only `otpgate demo` sets one.
+pub type ResetHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Answer one admin request.
 pub fn answer(
     req: &Request<Incoming>,
     health: &Health,
     metrics: &Metrics,
+    reset: Option<&ResetHook>,
 ) -> Response<Full<Bytes>> {
+    if let (Some(reset), "/demo/reset") = (reset, req.uri().path()) {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n", "text/plain");
+        }
+        reset();
+        return text(
+            StatusCode::OK,
+            "reset: velocity counts, learned flows, proofs and the emulator's users and outbox\n",
+            "text/plain",
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -128,6 +143,7 @@ pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    reset: Option<ResetHook>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -144,9 +160,10 @@ pub async fn serve(
         };
         let health = health.clone();
         let metrics = metrics.clone();
+        let reset = reset.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let resp = answer(&req, &health, &metrics);
+                let resp = answer(&req, &health, &metrics, reset.as_ref());
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())

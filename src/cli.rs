@@ -173,6 +173,9 @@ pub struct DemoOptions {
     pub listen: std::net::SocketAddr,
     pub admin_listen: std::net::SocketAddr,
     pub entra_listen: std::net::SocketAddr,
+    /// A config file to run instead of `config/demo.toml`; the listen addresses and the
+    /// upstream (the emulator) still come from the options.
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -181,6 +184,7 @@ impl Default for DemoOptions {
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9090).into(),
             entra_listen: ([127, 0, 0, 1], 8081).into(),
+            config: None,
         }
     }
 }
@@ -337,10 +341,20 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .chain(std::env::vars());
-        let settings = match config::load_toml(DEMO_CONFIG, env) {
+        let loaded = match &opts.config {
+            Some(path) => config::load_with_env(Some(path), env),
+            None => config::load_toml(DEMO_CONFIG, env),
+        };
+        let settings = match loaded {
             Ok((_, s)) => s,
             Err(problems) => {
-                eprintln!("otpgate: invalid demo configuration:\n{problems}");
+                let what = opts
+                    .config
+                    .as_ref()
+                    .map_or("the demo configuration".to_owned(), |p| {
+                        p.display().to_string()
+                    });
+                eprintln!("otpgate: invalid configuration ({what}):\n{problems}");
                 return ExitCode::FAILURE;
             }
         };
@@ -350,7 +364,7 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
         let stop = tokio_util::sync::CancellationToken::new();
         let entra_task = tokio::spawn(crate::emulate::entra::serve(
             entra_listener,
-            emulator,
+            emulator.clone(),
             stop.clone().cancelled_owned(),
         ));
         let server = match Server::bind(settings).await {
@@ -360,6 +374,14 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // A clean slate on demand: the gateway's counters and flows, the emulator's users.
+        let memory = server.memory_store();
+        let server = server.with_reset(std::sync::Arc::new(move || {
+            if let Some(memory) = &memory {
+                memory.clear();
+            }
+            emulator.reset();
+        }));
         let gateway = server.local_addr().unwrap_or(opts.listen);
         let admin = server.admin_addr().unwrap_or(opts.admin_listen);
         println!("{}", walkthrough(gateway, admin, entra_addr, &entra_config));
@@ -370,7 +392,8 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
     })
 }
 
-/// The demo's printed walkthrough: a sign-in with SMS MFA through the gateway.
+/// The demo's printed walkthrough: a sign-in with SMS MFA, then a phone registration,
+/// through the gateway.
 pub fn walkthrough(
     gateway: std::net::SocketAddr,
     admin: std::net::SocketAddr,
@@ -384,8 +407,11 @@ pub fn walkthrough(
   gateway   http://{gateway}  →  emulated Entra http://{entra} (tenant {tenant} / {tid})
   admin     http://{admin}/metrics  /readyz  /livez
   outbox    curl -s http://{entra}/_emulator/outbox      (codes the emulator "sent")
+  reset     curl -s -X POST http://{admin}/demo/reset    (counters, flows, users: a clean slate)
   users     sms@contoso.com, both@contoso.com, email-mfa@contoso.com, newphone@contoso.com,
             password@contoso.com (password {password}); otp@contoso.com (email code)
+  decisions one JSON audit line per native-auth request on this console: "decision",
+            "reasons", "code_sent"
 
 Sign in with SMS MFA through the gateway (paste into a shell):
 
@@ -406,11 +432,36 @@ Sign in with SMS MFA through the gateway (paste into a shell):
   curl -s $G/oauth2/v2.0/token -d client_id=$C -d continuation_token=$CT \
         -d grant_type=mfa_oob -d oob=$CODE -d scope=openid; echo
 
-Then try the same SMS challenge step with -H 'x-demo-risk: high' (the mock risk provider
-denies: no SMS) or -H 'x-demo-risk: flaky' (the provider fails; fail mode step_up answers
-with a proof-of-work challenge), register a premium-rate number such as +449090123456 as
-newphone@contoso.com (destination policy denies it), or resend more than three times
-(velocity). See what was decided: curl -s http://{admin}/metrics | grep otpgate_decisions
+Register a phone as newphone@contoso.com: a premium-rate number is refused (no SMS), a
+French mobile gets its code (paste into a shell as well):
+
+  G=http://{gateway}/{tenant}; C={client}
+  ct() {{ sed -E 's/.*"continuation_token":"([^"]*)".*/\1/'; }}
+  CT=$(curl -s $G/oauth2/v2.0/initiate -d client_id=$C -d username=newphone@contoso.com \
+        --data-urlencode 'challenge_type=password redirect' \
+        --data-urlencode 'capabilities=mfa_required registration_required' | ct)
+  CT=$(curl -s $G/oauth2/v2.0/challenge -d client_id=$C -d continuation_token=$CT \
+        --data-urlencode 'challenge_type=password redirect' | ct)
+  CT=$(curl -s $G/oauth2/v2.0/token -d client_id=$C -d continuation_token=$CT \
+        -d grant_type=password --data-urlencode 'password={password}' -d scope=openid | ct)
+  CT=$(curl -s $G/register/v1.0/introspect -d client_id=$C -d continuation_token=$CT | ct)
+  curl -s $G/register/v1.0/challenge -d client_id=$C -d continuation_token=$CT \
+        -d challenge_type=oob -d challenge_channel=sms \
+        --data-urlencode 'challenge_target=+449090123456'; echo
+  CT=$(curl -s $G/register/v1.0/challenge -d client_id=$C -d continuation_token=$CT \
+        -d challenge_type=oob -d challenge_channel=sms \
+        --data-urlencode 'challenge_target=+33612345678' | tee /dev/stderr | ct); echo
+  CODE=$(curl -s http://{entra}/_emulator/outbox | sed -E 's/.*"code":"([0-9]+)".*/\1/')
+  CT=$(curl -s $G/register/v1.0/continue -d client_id=$C -d continuation_token=$CT \
+        -d grant_type=oob -d oob=$CODE | ct)
+  curl -s $G/oauth2/v2.0/token -d client_id=$C -d continuation_token=$CT \
+        -d grant_type=continuation_token -d scope=openid; echo
+
+Then try the SMS challenge step with -H 'x-demo-risk: high' (the mock risk provider denies:
+no SMS) or -H 'x-demo-risk: flaky' (the provider fails; fail mode step_up answers with a
+proof-of-work challenge), or resend more than three times in one flow (velocity denies the
+fourth). The registration works once per user: reset for another round. Decisions are
+counted too: curl -s http://{admin}/metrics | grep otpgate_decision
 "#,
         tid = config.tenant_id,
         password = crate::emulate::entra::DEMO_PASSWORD,
@@ -465,13 +516,16 @@ pub fn parse_recorded_request(text: &str) -> Result<(http::request::Parts, Vec<u
     Ok((parts, body))
 }
 
-/// `otpgate explain`: how the config at `config_path` would handle the recorded request,
-/// with the routes' provider replaced by a fixed verdict (`allow`, `step_up`, `deny`), a
-/// failure (`timeout`, `unavailable`, `bad_response`, `rate_limited`), or `none`.
+/// `otpgate explain`: how the config at `config_path` would handle the recorded request.
+/// With `provider`, every route's provider is replaced by a fixed verdict (`allow`,
+/// `step_up`, `deny`), a failure (`timeout`, `unavailable`, `bad_response`,
+/// `rate_limited`), or `none`; without it, the routes keep the config's provider (`none`
+/// or `mock`), and a route naming HUMAN or Prove, which cannot be asked offline, is an
+/// error that says so.
 pub fn explain(
     config_path: &Path,
     request_path: &Path,
-    provider: &str,
+    provider: Option<&str>,
     client_ip: std::net::IpAddr,
 ) -> ExitCode {
     use crate::config::ProviderChoice;
@@ -488,41 +542,68 @@ pub fn explain(
             return ExitCode::FAILURE;
         }
     };
-    let mut mock = MockConfig::default();
     match provider {
-        "none" => {}
-        "allow" | "step_up" | "deny" => {
-            mock.default_action = Some(match provider {
-                "allow" => RiskAction::Allow,
-                "step_up" => RiskAction::StepUp,
-                _ => RiskAction::Deny,
-            })
+        None => {
+            for (name, route) in [
+                ("sms", &settings.routes.sms),
+                ("email", &settings.routes.email),
+            ] {
+                if matches!(
+                    route.provider,
+                    ProviderChoice::Human | ProviderChoice::Prove
+                ) {
+                    eprintln!(
+                        "otpgate: routes.{name} asks {}, which explain cannot reach offline: pass \
+                         --provider allow, step_up, deny, timeout, unavailable, bad_response, \
+                         rate_limited or none to assume its answer",
+                        if route.provider == ProviderChoice::Human {
+                            "HUMAN"
+                        } else {
+                            "Prove"
+                        }
+                    );
+                    return ExitCode::from(2);
+                }
+            }
         }
-        "timeout" | "unavailable" | "bad_response" | "rate_limited" => {
-            mock.rules.push(MockRule {
-                name: Some("explain".into()),
-                error: Some(match provider {
-                    "timeout" => MockError::Timeout,
-                    "unavailable" => MockError::Unavailable,
-                    "bad_response" => MockError::BadResponse,
-                    _ => MockError::RateLimited,
-                }),
-                ..MockRule::default()
-            });
-        }
-        other => {
-            eprintln!("otpgate: --provider must be allow, step_up, deny, timeout, unavailable, bad_response, rate_limited or none (got {other:?})");
-            return ExitCode::from(2);
+        Some(provider) => {
+            let mut mock = MockConfig::default();
+            match provider {
+                "none" => {}
+                "allow" | "step_up" | "deny" => {
+                    mock.default_action = Some(match provider {
+                        "allow" => RiskAction::Allow,
+                        "step_up" => RiskAction::StepUp,
+                        _ => RiskAction::Deny,
+                    })
+                }
+                "timeout" | "unavailable" | "bad_response" | "rate_limited" => {
+                    mock.rules.push(MockRule {
+                        name: Some("explain".into()),
+                        error: Some(match provider {
+                            "timeout" => MockError::Timeout,
+                            "unavailable" => MockError::Unavailable,
+                            "bad_response" => MockError::BadResponse,
+                            _ => MockError::RateLimited,
+                        }),
+                        ..MockRule::default()
+                    });
+                }
+                other => {
+                    eprintln!("otpgate: --provider must be allow, step_up, deny, timeout, unavailable, bad_response, rate_limited or none (got {other:?})");
+                    return ExitCode::from(2);
+                }
+            }
+            let choice = if provider == "none" {
+                ProviderChoice::None
+            } else {
+                ProviderChoice::Mock
+            };
+            settings.routes.sms.provider = choice;
+            settings.routes.email.provider = choice;
+            settings.providers.mock = mock;
         }
     }
-    let choice = if provider == "none" {
-        ProviderChoice::None
-    } else {
-        ProviderChoice::Mock
-    };
-    settings.routes.sms.provider = choice;
-    settings.routes.email.provider = choice;
-    settings.providers.mock = mock;
     settings.audit_sink = crate::audit::AuditSink::Off;
     let text = match std::fs::read_to_string(request_path) {
         Ok(t) => t,

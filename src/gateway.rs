@@ -128,6 +128,10 @@ pub struct Explanation {
     pub channel_known: bool,
     /// The destination, masked, when the request names one.
     pub destination: Option<String>,
+    /// The risk provider asked (`mock`, …), empty when none was.
+    pub provider: String,
+    /// Its answer (`allow`, `step_up`, `deny`) or error label.
+    pub provider_verdict: String,
     pub decision: String,
     pub reasons: Vec<String>,
     pub outcome: String,
@@ -631,6 +635,8 @@ impl Gateway {
         let judgement = self.inner.judge.judge(&subject).await;
         out.decision = judgement.decision.label().into();
         out.reasons = judgement.decision.reasons.clone();
+        out.provider = judgement.provider.unwrap_or_default().into();
+        out.provider_verdict = judgement.provider_verdict.clone();
         out.destination = judgement.phone.as_ref().map(|p| {
             format!(
                 "{} ({})",

@@ -41,15 +41,19 @@ enum Command {
         /// The recorded request: `METHOD PATH HTTP/1.1`, headers, a blank line, the body.
         #[arg(long, value_name = "FILE")]
         request: PathBuf,
-        /// The risk provider's answer to assume: allow, step_up, deny, timeout,
-        /// unavailable, bad_response, rate_limited, or none (no provider).
-        #[arg(long, default_value = "allow")]
-        provider: String,
+        /// The risk provider's answer to assume on every route: allow, step_up, deny,
+        /// timeout, unavailable, bad_response, rate_limited, or none (no provider).
+        /// Without it, each route's provider is the config's: none and mock as configured;
+        /// HUMAN and Prove cannot be reached offline, so a route using one needs this.
+        #[arg(long)]
+        provider: Option<String>,
         /// The client address to assume.
         #[arg(long, default_value = "203.0.113.10")]
         client_ip: std::net::IpAddr,
     },
     /// The gateway in front of the built-in Entra emulator, in-memory store: try it out.
+    /// With --config, that file's rules instead of the built-in demo config (the listen
+    /// addresses and the upstream still come from these options).
     Demo {
         /// Gateway address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -112,7 +116,7 @@ fn main() -> ExitCode {
             provider,
             client_ip,
         } => match cli.config.as_deref() {
-            Some(config) => otpgate::cli::explain(config, &request, &provider, client_ip),
+            Some(config) => otpgate::cli::explain(config, &request, provider.as_deref(), client_ip),
             None => {
                 eprintln!("usage: otpgate explain --config FILE --request FILE");
                 ExitCode::from(2)
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             entra_listen,
+            config: cli.config.clone(),
         }),
         Command::Emulate { what } => match what {
             Emulator::Entra { listen, users } => {

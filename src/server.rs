@@ -60,6 +60,10 @@ pub struct Server {
     metrics: Arc<Metrics>,
     tls: Option<(TlsAcceptor, Arc<CertResolver>)>,
     settings: Arc<Settings>,
+    /// The in-process store, when it is the store (not a fallback).
+    memory: Option<MemoryStore>,
+    /// `POST /demo/reset` on the admin port, for `otpgate demo` only.
+    reset: Option<admin::ResetHook>,
 }
 
 impl Server {
@@ -72,7 +76,7 @@ impl Server {
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
         let health = Health::new();
-        let store = build_store(&settings, &health, &metrics).await?;
+        let (store, memory) = build_store(&settings, &health, &metrics).await?;
         let gateway = Arc::new(ArcSwap::from_pointee(Gateway::with_store(
             settings.clone(),
             metrics.clone(),
@@ -99,7 +103,21 @@ impl Server {
             metrics,
             tls,
             settings,
+            memory,
+            reset: None,
         })
+    }
+
+    /// The in-process store, when `store.backend = "memory"`.
+    pub fn memory_store(&self) -> Option<MemoryStore> {
+        self.memory.clone()
+    }
+
+    /// Answer `POST /demo/reset` on the admin port by running `hook` (the demo's clean
+    /// slate; nothing else sets one).
+    pub fn with_reset(mut self, hook: admin::ResetHook) -> Self {
+        self.reset = Some(hook);
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -143,6 +161,8 @@ impl Server {
             metrics,
             tls,
             settings,
+            memory: _,
+            reset,
         } = self;
         let admin_addr = admin
             .local_addr()
@@ -153,6 +173,7 @@ impl Server {
             admin,
             health.clone(),
             metrics.clone(),
+            reset,
             admin_stop.clone().cancelled_owned(),
         ));
 
@@ -381,7 +402,7 @@ async fn build_store(
     settings: &Settings,
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
-) -> Result<Arc<dyn Store>, StartError> {
+) -> Result<(Arc<dyn Store>, Option<MemoryStore>), StartError> {
     let s = &settings.store;
     let local = MemoryStore::new(s.max_entries);
     match s.backend {
@@ -391,7 +412,7 @@ async fn build_store(
                 evictions: report_from.evictions(),
                 ..StoreReport::default()
             });
-            Ok(Arc::new(local))
+            Ok((Arc::new(local.clone()), Some(local)))
         }
         StoreBackend::Redis => {
             let redis = RedisStore::connect_lazy(&RedisSettings {
@@ -430,7 +451,7 @@ async fn build_store(
             });
             // One operation at start, so an unreachable Redis shows in /readyz at once.
             let _ = store.get("otpgate:startup").await;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
     }
 }

@@ -268,8 +268,26 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// Run a pasted walkthrough block with bash; its stdout and stderr.
+async fn paste(script: &str) -> (String, String) {
+    let script = script.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 #[tokio::test]
-async fn demo_walkthrough_works_when_pasted() {
+async fn demo_walkthrough_works_when_pasted_and_again_after_a_reset() {
     let mut child = Command::new(BIN)
         .args([
             "demo",
@@ -293,46 +311,160 @@ async fn demo_walkthrough_works_when_pasted() {
             let _ = tx.send(line);
         }
     });
-    // The walkthrough is the indented block after "paste into a shell", up to a blank line.
-    let mut script = String::new();
+    // Each walkthrough is the indented block after a "paste into a shell" line, up to a
+    // blank line; the reset command is on the line that starts with "reset".
+    let mut blocks: Vec<String> = Vec::new();
+    let mut reset = String::new();
     let mut inside = false;
-    loop {
+    while blocks.len() < 2 || inside {
         let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .expect("demo printed its walkthrough")
             .expect("demo exited early");
+        if let Some(command) = line.trim_start().strip_prefix("reset") {
+            reset = command.split("  (").next().unwrap().trim().to_owned();
+        }
         if line.contains("paste into a shell") {
             inside = true;
+            blocks.push(String::new());
             continue;
         }
         if inside {
+            let script = blocks.last_mut().unwrap();
             if line.trim().is_empty() && !script.is_empty() {
-                break;
+                inside = false;
+                continue;
             }
             script.push_str(line.trim_start());
             script.push('\n');
         }
     }
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap()
-    })
-    .await
+    let (out, err) = paste(&blocks[0]).await;
+    assert!(
+        out.contains("\"challenge_channel\":\"sms\""),
+        "{out}\n{err}"
+    );
+    assert!(
+        out.contains("\"access_token\""),
+        "the sign-in completed: {out}\n{err}"
+    );
+
+    let register = |round: &'static str| {
+        let script = blocks[1].clone();
+        async move {
+            let (out, err) = paste(&script).await;
+            assert!(
+                out.contains("\"access_denied\"") && out.contains("provider_blocked_by_rep"),
+                "{round}: the premium-rate number is refused: {out}\n{err}"
+            );
+            assert!(
+                err.contains("\"challenge_channel\":\"sms\""),
+                "{round}: the mobile gets its code: {out}\n{err}"
+            );
+            assert!(out.contains("\"access_token\""), "{round}: {out}\n{err}");
+        }
+    };
+    register("first round").await;
+    let (answer, _) = paste(&reset).await;
+    assert!(answer.starts_with("reset:"), "{answer}");
+    register("after the reset").await;
+
+    // The decisions, with their reasons, were printed as audit lines.
+    let mut audit = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+            audit.push(json);
+        }
+    }
+    assert!(
+        audit.iter().any(|a| a["type"] == "audit"
+            && a["decision"] == "deny"
+            && a["reasons"][0] == "destination:type:premium_rate:deny"),
+        "{audit:?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn demo_runs_the_config_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.toml");
+    std::fs::write(
+        &path,
+        "[defense.destination.countries]\nFR = \"deny\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+    )
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[defense.destination]\ndefault = \"explode\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("\"challenge_channel\":\"sms\""),
-        "{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("\"access_token\""),
-        "the sign-in completed: {stdout}\n{stderr}"
-    );
+    assert!(stderr.contains("defense.destination.default"), "{stderr}");
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+
+    let mut child = Command::new(BIN)
+        .args(["demo", "--config"])
+        .arg(&path)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--entra-listen",
+            "127.0.0.1:0",
+        ])
+        .env("OTPGATE__LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read all of stdout (a closed pipe would end the demo at its next line).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let gateway = loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(rest) = line.trim_start().strip_prefix("gateway") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // The file's rule applies (France denied), the demo's listen address wins over the file's.
+    let env = common::client();
+    let register = format!("{gateway}/contoso.onmicrosoft.com/register/v1.0/challenge");
+    let answer = env
+        .post(&register)
+        .form(&[
+            ("client_id", otpgate::emulate::entra::DEMO_CLIENT_ID),
+            ("continuation_token", "x"),
+            ("challenge_type", "oob"),
+            ("challenge_channel", "sms"),
+            ("challenge_target", "+33612345678"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "access_denied", "{body}");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -378,6 +510,74 @@ fn explain_judges_a_recorded_request_offline() {
     assert_eq!(flaky["reasons"][0], "provider_error:timeout:fail_step_up");
     let denied = run("register-mobile.http", "deny");
     assert_eq!(denied["decision"], "deny");
+}
+
+#[test]
+fn explain_shows_what_the_config_does_unless_told_to_assume_a_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/requests/register-mobile.http"
+    );
+    let run = |toml: &str, provider: Option<&str>| {
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!("[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n{toml}"),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["explain", "--config"])
+            .arg(&config)
+            .args(["--request", request]);
+        if let Some(p) = provider {
+            cmd.args(["--provider", p]);
+        }
+        cmd.output().unwrap()
+    };
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // No provider configured: none is asked, and none is reported.
+    let plain = json(run("", None));
+    assert_eq!(plain["decision"], "allow");
+    assert_eq!(plain["provider"], "");
+    assert!(
+        plain["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r.as_str().unwrap().contains("mock")),
+        "{plain}"
+    );
+    // The config's own mock provider answers as configured.
+    let mocked = json(run(
+        "[routes.sms]\nprovider = \"mock\"\n[providers.mock]\ndefault_action = \"deny\"\n",
+        None,
+    ));
+    assert_eq!(
+        (mocked["decision"].as_str(), mocked["provider"].as_str()),
+        (Some("deny"), Some("mock"))
+    );
+    // An assumed answer replaces it.
+    let assumed = json(run("", Some("step_up")));
+    assert_eq!(assumed["decision"], "step_up");
+    // HUMAN cannot be asked offline: say so, and what to pass.
+    let human = run(
+        "[routes.sms]\nprovider = \"human\"\n[providers.human]\napp_id = \"PXabcd1234\"\nauth_token = \"t\"\n",
+        None,
+    );
+    assert_eq!(human.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&human.stderr);
+    assert!(
+        stderr.contains("routes.sms asks HUMAN") && stderr.contains("--provider"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -73,6 +73,13 @@ impl MemoryStore {
         }
     }
 
+    /// Forget everything: counters, learned flows, proofs (the demo's reset).
+    pub fn clear(&self) {
+        for shard in &self.inner.shards {
+            shard.lock().map.clear();
+        }
+    }
+
     /// Entries evicted to stay within the bound since start.
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)

@@ -154,6 +154,8 @@ pub struct EntraEmulator {
 struct Inner {
     tenant: Tenant,
     state: Mutex<State>,
+    /// What [`EntraEmulator::reset`] goes back to.
+    config: EntraConfig,
 }
 
 impl EntraEmulator {
@@ -182,6 +184,7 @@ impl EntraEmulator {
             inner: Arc::new(Inner {
                 tenant,
                 state: Mutex::new(State::new(&config)),
+                config,
             }),
         }
     }
@@ -199,6 +202,12 @@ impl EntraEmulator {
 
     pub fn clear_outbox(&self) {
         self.inner.state.lock().outbox.clear();
+    }
+
+    /// Back to the configured users with no flow, token or code: what the demo's reset
+    /// does, so a walkthrough that registered a phone can be run again.
+    pub fn reset(&self) {
+        *self.inner.state.lock() = State::new(&self.inner.config);
     }
 
     /// Answers one request.
