@@ -20,7 +20,8 @@ pub const STEP_UP_CODE: u32 = 500_572;
 /// A denied send. `AccessDenied` is `400 access_denied` with suberror
 /// `provider_blocked_by_rep`, which MSAL reports as a blocked verification contact
 /// (`isVerificationContactBlocked()`); `Redirect` is Entra's own answer when it blocks a
-/// risky SMS: `200 {"challenge_type":"redirect"}` (web fallback).
+/// risky SMS: `200 {"challenge_type":"redirect"}` (web fallback), with the
+/// `redirect_reason` every MSAL SDK reads (msal-browser shows it as the error text).
 pub fn deny(style: DenyStyle, correlation_id: Option<&str>) -> Response<Full<Bytes>> {
     match style {
         DenyStyle::AccessDenied => ErrorBody::new(
@@ -33,7 +34,9 @@ pub fn deny(style: DenyStyle, correlation_id: Option<&str>) -> Response<Full<Byt
         .into_response(StatusCode::BAD_REQUEST),
         DenyStyle::Redirect => json_response(
             StatusCode::OK,
-            Bytes::from_static(br#"{"challenge_type":"redirect"}"#),
+            Bytes::from_static(
+                br#"{"challenge_type":"redirect","redirect_reason":"The request was blocked by fraud protection."}"#,
+            ),
             None,
         ),
     }
@@ -110,7 +113,10 @@ mod tests {
         assert_eq!(resp.status(), 200);
         assert_eq!(
             json(resp).await,
-            serde_json::json!({"challenge_type": "redirect"})
+            serde_json::json!({
+                "challenge_type": "redirect",
+                "redirect_reason": "The request was blocked by fraud protection."
+            })
         );
     }
 
