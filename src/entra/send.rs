@@ -1,5 +1,5 @@
-//! Which requests make Entra send a one-time passcode, and to where (DESIGN.md's table,
-//! reference §6).
+//! Which requests make Entra send a one-time passcode, and to where (the table in
+//! README.md's "How a request is judged").
 //!
 //! The decision is in two steps: [`intent`] reads what the request itself says (pure), and
 //! the gateway resolves an MFA method id to its channel from what it learned earlier.
