@@ -286,11 +286,18 @@ async fn paste(script: &str) -> (String, String) {
     (stdout, stderr)
 }
 
-#[tokio::test]
-async fn demo_walkthrough_works_when_pasted_and_again_after_a_reset() {
+/// `otpgate demo` on free ports with `args` before them, and its stdout line by line (read
+/// to the end: a closed pipe would end the demo at its next line).
+fn spawn_demo(
+    args: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let mut child = Command::new(BIN)
+        .arg("demo")
+        .args(args)
         .args([
-            "demo",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -304,13 +311,21 @@ async fn demo_walkthrough_works_when_pasted_and_again_after_a_reset() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+#[tokio::test]
+async fn demo_walkthrough_works_when_pasted_and_again_after_a_reset() {
+    let (mut child, mut rx) = spawn_demo(&[]);
     // Each walkthrough is the indented block after a "paste into a shell" line, up to a
     // blank line; the reset command is on the line that starts with "reset".
     let mut blocks: Vec<String> = Vec::new();
@@ -412,33 +427,7 @@ async fn demo_runs_the_config_it_is_given() {
     assert!(stderr.contains("defense.destination.default"), "{stderr}");
     assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
 
-    let mut child = Command::new(BIN)
-        .args(["demo", "--config"])
-        .arg(&path)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--entra-listen",
-            "127.0.0.1:0",
-        ])
-        .env("OTPGATE__LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read all of stdout (a closed pipe would end the demo at its next line).
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, mut rx) = spawn_demo(&["--config".as_ref(), path.as_os_str()]);
     let gateway = loop {
         let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
