@@ -519,8 +519,15 @@ impl Gateway {
                 | EndpointKind::SignUpStart
                 | EndpointKind::ResetPasswordStart
         );
-        if let (true, Some(username)) = (starts, params.get("username")) {
-            self.inner.flows.set_user(&mut flow, username);
+        if starts {
+            if let Some(username) = params.get("username") {
+                self.inner.flows.set_user(&mut flow, username);
+            }
+            flow.password_only = params.get("challenge_type").is_some_and(|types| {
+                !types
+                    .split_ascii_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("oob"))
+            });
         }
         flow
     }
@@ -733,25 +740,29 @@ impl Gateway {
             }
             // After `mfa_required`, a challenge without `id` may go to the default method,
             // whose channel is unknown: judged as an MFA send to a method never seen.
-            Intent::FirstFactor { .. } if flow.mfa_required => Some(OtpSend {
-                endpoint: kind,
-                channel: assumed(),
-                target: Target::Account,
-                method_id: None,
-                label: None,
-                channel_known: false,
-            }),
-            // An email-OTP user gets a code, a password user a password prompt: judged as
-            // the email it may be; Entra's answer gives the slot back if it was neither.
-            Intent::FirstFactor { offers_code: true } => Some(OtpSend {
-                endpoint: kind,
-                channel: Channel::Email,
-                target: Target::Account,
-                method_id: None,
-                label: None,
-                channel_known: false,
-            }),
-            Intent::FirstFactor { offers_code: false } => None,
+            // Before it, an email-OTP user gets a code and a password user a password
+            // prompt: judged as the email it may be, and Entra's answer gives the slot back
+            // if it was neither. Only a flow whose `initiate` left out `oob`, and whose
+            // challenge does too or names no types, cannot get a code (whether Entra falls
+            // back to the types of `initiate` when the challenge names others is not
+            // documented, so a challenge without `oob` after an `initiate` with it is judged).
+            Intent::FirstFactor { offers_code } => {
+                let channel = if flow.mfa_required {
+                    assumed()
+                } else if offers_code == Some(true) || !flow.password_only {
+                    Channel::Email
+                } else {
+                    return Ok(None);
+                };
+                Some(OtpSend {
+                    endpoint: kind,
+                    channel,
+                    target: Target::Account,
+                    method_id: None,
+                    label: None,
+                    channel_known: false,
+                })
+            }
             Intent::Direct { channel, target } => Some(OtpSend {
                 endpoint: kind,
                 channel,

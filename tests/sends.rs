@@ -235,3 +235,71 @@ async fn after_mfa_required_a_challenge_without_id_is_judged_as_an_sms() {
     );
     assert!(env.outbox().is_empty());
 }
+
+/// Whether Entra falls back to the challenge types of `initiate` when the challenge names
+/// others is not documented, so a first-factor challenge is judged unless both left out
+/// `oob`; only a flow that never offered a code goes unjudged.
+#[tokio::test]
+async fn a_first_factor_challenge_is_judged_unless_no_step_offered_a_code() {
+    let env = start(
+        "[audit]\noutput = \"off\"\n[routes.email]\nprovider = \"mock\"\n\
+         [providers.mock]\ndefault_action = \"deny\"\n",
+    )
+    .await;
+    let judged = |m: &str| {
+        probe::value(
+            m,
+            "otpgate_otp_send_requests_total{endpoint=\"sign_in_challenge\",channel=\"email\"}",
+        )
+    };
+    let cases = [
+        // (user, initiate's types, the challenge's types, judged)
+        (OTP_USER, "oob redirect", Some("password redirect"), true),
+        (
+            "password@contoso.com",
+            "oob password redirect",
+            Some("password redirect"),
+            true,
+        ),
+        (
+            "password@contoso.com",
+            "password redirect",
+            Some("oob redirect"),
+            true,
+        ),
+        ("password@contoso.com", "password redirect", None, false),
+        (
+            "password@contoso.com",
+            "password redirect",
+            Some("password redirect"),
+            false,
+        ),
+    ];
+    for (user, initiate, challenge, want) in cases {
+        let before = judged(&env.metrics().await);
+        let a = env
+            .post(
+                "/oauth2/v2.0/initiate",
+                &[("username", user), ("challenge_type", initiate)],
+            )
+            .await;
+        let token = a.token();
+        let mut form = vec![("continuation_token", token.as_str())];
+        if let Some(types) = challenge {
+            form.push(("challenge_type", types));
+        }
+        let c = env.post("/oauth2/v2.0/challenge", &form).await;
+        let after = judged(&env.metrics().await);
+        assert_eq!(
+            after - before,
+            f64::from(u8::from(want)),
+            "{initiate} / {challenge:?}"
+        );
+        assert_eq!(
+            is_denial(&c),
+            want,
+            "{initiate} / {challenge:?}: {}",
+            c.body
+        );
+    }
+}

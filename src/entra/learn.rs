@@ -242,6 +242,9 @@ pub struct Flow {
     /// Entra asked this flow for a second factor (`mfa_required`): a challenge without an
     /// `id` may now send to the user's default MFA method.
     pub mfa_required: bool,
+    /// The flow's `initiate` named its challenge types and left out `oob`: the client
+    /// cannot take an email code (Entra would redirect rather than send one).
+    pub password_only: bool,
 }
 
 impl Flow {
@@ -250,11 +253,13 @@ impl Flow {
             id,
             user: None,
             mfa_required: false,
+            password_only: false,
         }
     }
 
-    /// `{id}`, then ` u={hash}` and ` m` when known: short, and the plain 16-character id
-    /// that earlier versions wrote still reads as a flow with nothing else known.
+    /// `{id}`, then ` u={hash}`, ` m` and ` p` when known: short, and the plain
+    /// 16-character id that earlier versions wrote still reads as a flow with nothing else
+    /// known.
     pub(crate) fn encode(&self) -> String {
         let mut out = self.id.as_str().to_owned();
         if let Some(user) = &self.user {
@@ -263,6 +268,9 @@ impl Flow {
         }
         if self.mfa_required {
             out.push_str(" m");
+        }
+        if self.password_only {
+            out.push_str(" p");
         }
         out
     }
@@ -274,6 +282,7 @@ impl Flow {
         for part in parts {
             match part {
                 "m" => flow.mfa_required = true,
+                "p" => flow.password_only = true,
                 _ => {
                     let hash = part.strip_prefix("u=")?;
                     if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -857,6 +866,7 @@ mod tests {
             id: id.clone(),
             user: Some("ab".repeat(32)),
             mfa_required: true,
+            password_only: true,
         };
         assert_eq!(Flow::decode(full.encode().as_bytes()), Some(full));
         // What earlier versions stored: the id alone.

@@ -23,9 +23,9 @@ pub enum Intent {
     MfaMethod { id: String },
     /// `/oauth2/v2.0/challenge` without `id`: an email code for an email-OTP user, nothing for
     /// a password user; after an `mfa_required` interrupt, possibly the default MFA method.
-    /// `offers_code`: the request lets Entra answer with a code (`challenge_type` names
-    /// `oob`, or is absent and the one sent at `initiate` applies).
-    FirstFactor { offers_code: bool },
+    /// `offers_code`: whether the request's `challenge_type` names `oob`; `None` when it
+    /// has none (Entra then goes by the types of `initiate`).
+    FirstFactor { offers_code: Option<bool> },
     /// `/oauth2/v2.0/challenge` with an empty or blank `id`: refused, since Entra might read
     /// it as no `id` (a first-factor code) or as a method, and no SDK sends it.
     EmptyMethodId,
@@ -60,7 +60,7 @@ pub fn intent(kind: EndpointKind, params: &Params) -> Intent {
             Some(id) if id.trim().is_empty() => Intent::EmptyMethodId,
             Some(id) => Intent::MfaMethod { id: id.to_owned() },
             None => Intent::FirstFactor {
-                offers_code: params.get("challenge_type").is_none_or(|types| {
+                offers_code: params.get("challenge_type").map(|types| {
                     types
                         .split_ascii_whitespace()
                         .any(|t| t.eq_ignore_ascii_case("oob"))
@@ -121,22 +121,28 @@ mod tests {
             (
                 SignInChallenge,
                 "continuation_token=x",
-                Intent::FirstFactor { offers_code: true },
+                Intent::FirstFactor { offers_code: None },
             ),
             (
                 SignInChallenge,
                 "challenge_type=oob+password+redirect",
-                Intent::FirstFactor { offers_code: true },
+                Intent::FirstFactor {
+                    offers_code: Some(true),
+                },
             ),
             (
                 SignInChallenge,
                 "challenge_type=OOB",
-                Intent::FirstFactor { offers_code: true },
+                Intent::FirstFactor {
+                    offers_code: Some(true),
+                },
             ),
             (
                 SignInChallenge,
                 "challenge_type=password+redirect",
-                Intent::FirstFactor { offers_code: false },
+                Intent::FirstFactor {
+                    offers_code: Some(false),
+                },
             ),
             (SignInChallenge, "id=", Intent::EmptyMethodId),
             (SignInChallenge, "id=+", Intent::EmptyMethodId),
