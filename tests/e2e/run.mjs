@@ -324,7 +324,7 @@ await scenario("5c the new password signs in", async ({ step }) => {
   assert.equal((await step("tokens")).signedIn, true);
 });
 
-await scenario("5d email one-time code sign-in passes through", async ({ step }) => {
+await scenario("5d email one-time code sign-in is judged and allowed", async ({ step }) => {
   const start = await step("signIn", "otp@contoso.com");
   assert.equal(start.error, null, "signIn");
   assert.equal(start.state, "SignInCodeRequiredState");
@@ -333,6 +333,28 @@ await scenario("5d email one-time code sign-in passes through", async ({ step })
   const r = await step("submitCode", mail[0].code);
   assert.equal(r.error, null, "submitCode");
   assert.equal(r.state, "SignInCompletedState");
+  assert.equal((await step("tokens")).signedIn, true);
+});
+
+await scenario("5e email code resends are judged: the per-flow rule stops the sixth", async ({ step }) => {
+  const start = await step("signIn", "otp@contoso.com");
+  assert.equal(start.error, null, "signIn");
+  assert.equal(start.state, "SignInCodeRequiredState");
+  const before = (await sent("email", "otp@contoso.com")).length;
+  // One code at sign-in, four resends: the five the e2e config's email-per-flow allows.
+  for (let n = 1; n <= 4; n++) {
+    const r = await step("resendCode");
+    assert.equal(r.error, null, `resend ${n}`);
+  }
+  assert.equal((await sent("email", "otp@contoso.com")).length, before + 4, "five codes in this flow");
+  const sixth = await step("resendCode");
+  assert.ok(sixth.error, "the sixth code is refused");
+  assert.equal(sixth.error.error, "access_denied");
+  assert.equal((await sent("email", "otp@contoso.com")).length, before + 4, "no sixth email");
+  // The last code still signs the user in.
+  const last = (await sent("email", "otp@contoso.com")).at(-1);
+  const done = await step("submitCode", last.code);
+  assert.equal(done.error, null, "submitCode");
   assert.equal((await step("tokens")).signedIn, true);
 });
 
