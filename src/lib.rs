@@ -20,6 +20,8 @@
 //! * [`tls`]: the crypto provider, certificates, upstream trust roots.
 //! * [`risk`]: risk providers (HUMAN, Prove, mock) behind a time budget and a circuit breaker.
 //! * [`policy`]: `decide`: deny beats throttle beats step-up beats allow, monitor modes.
+//! * [`problem`]: configuration problems and secrets, the vocabulary every subsystem's
+//!   validation shares.
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis; the
 //!   keyed hash that keeps phone numbers and tokens out of its keys.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
@@ -39,6 +41,7 @@ pub mod gateway;
 pub mod judge;
 pub mod metrics;
 pub mod policy;
+pub mod problem;
 pub mod proxy;
 pub mod refusal;
 pub mod risk;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
-use super::Checker;
+use crate::problem::Checker;
 
 /// Most problems reported for one section before the reader gives up on it.
 const MAX_PROBLEMS_PER_SECTION: usize = 100;
@@ -326,7 +326,7 @@ mod tests {
         let mut check = Checker::default();
         let mut dropped = Dropped::default();
         let read: Section = read_lenient("s", value, &mut dropped, &mut check).unwrap();
-        let mut keys: Vec<&str> = check.problems.iter().map(|p| p.key.as_str()).collect();
+        let mut keys: Vec<&str> = check.problems().iter().map(|p| p.key.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
@@ -343,7 +343,7 @@ mod tests {
         );
         let message = |key: &str| {
             check
-                .problems
+                .problems()
                 .iter()
                 .find(|p| p.key == key)
                 .map(|p| p.message.clone())
@@ -393,8 +393,8 @@ mod tests {
             &mut check,
         );
         assert_eq!(read, None);
-        assert_eq!(check.problems.len(), 1);
-        assert_eq!(check.problems[0].key, "s");
+        assert_eq!(check.problems().len(), 1);
+        assert_eq!(check.problems()[0].key, "s");
     }
 
     #[test]
@@ -422,7 +422,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let mut check = Checker::default();
         apply_env(&mut root, &shape, env, &mut check);
-        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        assert!(check.problems().is_empty(), "{:?}", check.problems());
         assert_eq!(
             root,
             serde_json::json!({
@@ -442,7 +442,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let mut check = Checker::default();
         apply_env(&mut root, &shape, bad, &mut check);
-        let keys: Vec<&str> = check.problems.iter().map(|p| p.key.as_str()).collect();
+        let keys: Vec<&str> = check.problems().iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [
@@ -452,8 +452,8 @@ mod tests {
                 "OTPGATE__SERVER____LISTEN",
             ]
         );
-        assert!(check.problems[0].message.contains("true or false"));
-        assert!(check.problems[2]
+        assert!(check.problems()[0].message.contains("true or false"));
+        assert!(check.problems()[2]
             .message
             .contains("OTPGATE__SERVER__MAX_IN_FLIGHT"));
     }

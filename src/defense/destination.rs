@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use phonenumber::metadata::DATABASE;
-use phonenumber::Type;
 use serde::{Deserialize, Serialize};
 
-use super::numbering;
-use crate::config::Problem;
+use super::numbering::{self, NumberKind};
+use crate::problem::Problem;
 
 /// Longest E.164 number: 15 digits after the `+` (ITU-T E.164 §6.1).
 const MAX_E164_DIGITS: usize = 15;
@@ -143,105 +142,6 @@ impl DestinationAction {
             Self::Allow => "allow",
             Self::StepUp => "step_up",
             Self::Deny => "deny",
-        }
-    }
-}
-
-/// A number's type. One variant per libphonenumber type, plus `invalid` for a number that
-/// parses but fits no range of its country (or has no country).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NumberKind {
-    FixedLine,
-    Mobile,
-    /// Regions (such as the NANP) where fixed and mobile ranges cannot be told apart.
-    FixedLineOrMobile,
-    TollFree,
-    PremiumRate,
-    SharedCost,
-    PersonalNumber,
-    Voip,
-    Pager,
-    Uan,
-    Emergency,
-    Voicemail,
-    ShortCode,
-    StandardRate,
-    Carrier,
-    NoInternational,
-    Unknown,
-    Invalid,
-}
-
-impl NumberKind {
-    /// Every kind, for documentation and tests.
-    pub const ALL: [NumberKind; 18] = [
-        Self::FixedLine,
-        Self::Mobile,
-        Self::FixedLineOrMobile,
-        Self::TollFree,
-        Self::PremiumRate,
-        Self::SharedCost,
-        Self::PersonalNumber,
-        Self::Voip,
-        Self::Pager,
-        Self::Uan,
-        Self::Emergency,
-        Self::Voicemail,
-        Self::ShortCode,
-        Self::StandardRate,
-        Self::Carrier,
-        Self::NoInternational,
-        Self::Unknown,
-        Self::Invalid,
-    ];
-
-    /// The config and label spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::FixedLine => "fixed_line",
-            Self::Mobile => "mobile",
-            Self::FixedLineOrMobile => "fixed_line_or_mobile",
-            Self::TollFree => "toll_free",
-            Self::PremiumRate => "premium_rate",
-            Self::SharedCost => "shared_cost",
-            Self::PersonalNumber => "personal_number",
-            Self::Voip => "voip",
-            Self::Pager => "pager",
-            Self::Uan => "uan",
-            Self::Emergency => "emergency",
-            Self::Voicemail => "voicemail",
-            Self::ShortCode => "short_code",
-            Self::StandardRate => "standard_rate",
-            Self::Carrier => "carrier",
-            Self::NoInternational => "no_international",
-            Self::Unknown => "unknown",
-            Self::Invalid => "invalid",
-        }
-    }
-}
-
-impl From<Type> for NumberKind {
-    fn from(kind: Type) -> Self {
-        // Exhaustive on purpose: a new libphonenumber type must be placed by hand.
-        match kind {
-            Type::FixedLine => Self::FixedLine,
-            Type::Mobile => Self::Mobile,
-            Type::FixedLineOrMobile => Self::FixedLineOrMobile,
-            Type::TollFree => Self::TollFree,
-            Type::PremiumRate => Self::PremiumRate,
-            Type::SharedCost => Self::SharedCost,
-            Type::PersonalNumber => Self::PersonalNumber,
-            Type::Voip => Self::Voip,
-            Type::Pager => Self::Pager,
-            Type::Uan => Self::Uan,
-            Type::Emergency => Self::Emergency,
-            Type::Voicemail => Self::Voicemail,
-            Type::ShortCode => Self::ShortCode,
-            Type::StandardRate => Self::StandardRate,
-            Type::Carrier => Self::Carrier,
-            Type::NoInternational => Self::NoInternational,
-            Type::Unknown => Self::Unknown,
         }
     }
 }
@@ -619,6 +519,7 @@ fn as_typed(target: &str, phone: &Phone) -> Option<Phone> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phonenumber::Type;
     use DestinationAction::{Allow, Deny, StepUp};
 
     fn policy(config: DestinationConfig) -> DestinationPolicy {

@@ -13,8 +13,9 @@ mod numbering;
 pub mod velocity;
 
 pub use destination::{
-    DestinationAction, DestinationConfig, DestinationPolicy, DestinationVerdict, NumberKind, Phone,
+    DestinationAction, DestinationConfig, DestinationPolicy, DestinationVerdict, Phone,
 };
+pub use numbering::NumberKind;
 pub use velocity::{
     RuleHit, Subject, VelocityAction, VelocityKey, VelocityOutcome, VelocityRule, VelocityRules,
 };

@@ -19,8 +19,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problem;
 use crate::entra::learn::Channel;
+use crate::problem::Problem;
 use crate::store::{KeyHasher, Store, WindowSpec};
 
 /// Longest rule name; names are part of store keys and reason labels.

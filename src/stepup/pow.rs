@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Checker, Problem, Secret};
+use crate::problem::{Checker, Problem, Secret};
 use crate::store::keys::keyed_mac;
 use crate::store::Store;
 
