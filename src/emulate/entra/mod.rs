@@ -145,6 +145,36 @@ pub struct OutboxEntry {
     pub at: String,
 }
 
+/// Runs one V1 endpoint under the state lock.
+fn dispatch(
+    tenant: &request::Tenant,
+    state: &mut state::State,
+    params: &wire::Params,
+    endpoint: wire::Endpoint,
+    now: tokio::time::Instant,
+) -> Result<wire::Reply, wire::Fault> {
+    use wire::Endpoint;
+    let mut cx = request::Cx::new(tenant, state, params, endpoint, now)?;
+    let cx = &mut cx;
+    match endpoint {
+        Endpoint::Initiate => signin::initiate(cx),
+        Endpoint::Challenge => signin::challenge(cx),
+        Endpoint::Introspect => signin::introspect(cx),
+        Endpoint::Token => signin::token(cx),
+        Endpoint::SignUpStart => signup::start(cx),
+        Endpoint::SignUpChallenge => signup::challenge(cx),
+        Endpoint::SignUpContinue => signup::continue_(cx),
+        Endpoint::ResetStart => reset::start(cx),
+        Endpoint::ResetChallenge => reset::challenge(cx),
+        Endpoint::ResetContinue => reset::continue_(cx),
+        Endpoint::ResetSubmit => reset::submit(cx),
+        Endpoint::ResetPoll => reset::poll_completion(cx),
+        Endpoint::RegisterIntrospect => register::introspect(cx),
+        Endpoint::RegisterChallenge => register::challenge(cx),
+        Endpoint::RegisterContinue => register::continue_(cx),
+    }
+}
+
 /// The emulated tenant; cheap to clone, all clones share state.
 #[derive(Clone)]
 pub struct EntraEmulator {
@@ -256,7 +286,7 @@ impl EntraEmulator {
         let now = tokio::time::Instant::now();
         let result = {
             let mut state = self.inner.state.lock();
-            request::dispatch(&self.inner.tenant, &mut state, &params, endpoint, now)
+            dispatch(&self.inner.tenant, &mut state, &params, endpoint, now)
         };
         match result {
             Ok(reply) => {

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::config::{Channel, MfaMethodSpec};
 use super::request::Cx;
-use super::signin::check_code;
 use super::state::Step;
 use super::wire::{is_email, mask_email, mask_phone, normalize_phone, Fault, Reply};
 
@@ -134,7 +133,7 @@ pub(crate) fn continue_(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let (token, entry) = cx.entry()?;
     let (username, method) = match (grant, entry.step) {
         ("oob", Step::RegistrationCodeSent { user, method, code }) => {
-            check_code(cx, &code)?;
+            cx.check_code(&code)?;
             (user, method)
         }
         ("continuation_token", Step::RegistrationPreverified { user, method }) => (user, method),

@@ -1,5 +1,5 @@
-//! One request against the tenant: the context every endpoint handler gets, the checks
-//! common to all of them, and the dispatch from endpoint to handler.
+//! One request against the tenant: the context every endpoint handler gets, and the checks
+//! common to all of them. The dispatch from endpoint to handler is the parent module's.
 
 use rand::Rng as _;
 use serde_json::{json, Value};
@@ -10,7 +10,7 @@ use super::state::{Entry, FlowCtx, State, Step, User};
 use super::wire::{
     is_guid, Capabilities, ChallengeTypes, Endpoint, Fault, Params, RedirectReason, Reply,
 };
-use super::{register, reset, signin, signup, OutboxEntry};
+use super::OutboxEntry;
 
 /// The tenant's fixed facts, derived once from the config.
 pub(crate) struct Tenant {
@@ -40,39 +40,34 @@ pub(crate) struct Cx<'a> {
     pub now: Instant,
 }
 
-/// Runs one V1 endpoint under the state lock.
-pub(crate) fn dispatch(
-    tenant: &Tenant,
-    state: &mut State,
-    params: &Params,
-    endpoint: Endpoint,
-    now: Instant,
-) -> Result<Reply, Fault> {
-    let client_id = checked_client_id(tenant, params)?;
-    let mut cx = Cx {
-        tenant,
-        state,
-        params,
-        endpoint,
-        client_id,
-        now,
-    };
-    match endpoint {
-        Endpoint::Initiate => signin::initiate(&mut cx),
-        Endpoint::Challenge => signin::challenge(&mut cx),
-        Endpoint::Introspect => signin::introspect(&mut cx),
-        Endpoint::Token => signin::token(&mut cx),
-        Endpoint::SignUpStart => signup::start(&mut cx),
-        Endpoint::SignUpChallenge => signup::challenge(&mut cx),
-        Endpoint::SignUpContinue => signup::continue_(&mut cx),
-        Endpoint::ResetStart => reset::start(&mut cx),
-        Endpoint::ResetChallenge => reset::challenge(&mut cx),
-        Endpoint::ResetContinue => reset::continue_(&mut cx),
-        Endpoint::ResetSubmit => reset::submit(&mut cx),
-        Endpoint::ResetPoll => reset::poll_completion(&mut cx),
-        Endpoint::RegisterIntrospect => register::introspect(&mut cx),
-        Endpoint::RegisterChallenge => register::challenge(&mut cx),
-        Endpoint::RegisterContinue => register::continue_(&mut cx),
+impl<'a> Cx<'a> {
+    /// The context of one request, once its `client_id` is one the tenant accepts.
+    pub(crate) fn new(
+        tenant: &'a Tenant,
+        state: &'a mut State,
+        params: &'a Params,
+        endpoint: Endpoint,
+        now: Instant,
+    ) -> Result<Self, Fault> {
+        let client_id = checked_client_id(tenant, params)?;
+        Ok(Self {
+            tenant,
+            state,
+            params,
+            endpoint,
+            client_id,
+            now,
+        })
+    }
+
+    /// The request's `oob` is the code that was sent.
+    pub(crate) fn check_code(&self, expected: &str) -> Result<(), Fault> {
+        let given = self.params.required("oob")?;
+        if given == expected {
+            Ok(())
+        } else {
+            Err(Fault::wrong_code())
+        }
     }
 }
 

@@ -21,7 +21,6 @@ use serde_json::json;
 
 use super::config::Channel;
 use super::request::Cx;
-use super::signin::check_code;
 use super::signup::check_password;
 use super::state::{Step, User};
 use super::wire::{mask_email, ChallengeTypes, Fault, RedirectReason, Reply};
@@ -106,7 +105,7 @@ pub(crate) fn continue_(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let Step::ResetCodeSent { user, code } = entry.step else {
         return Err(Fault::token_for_other_endpoint());
     };
-    check_code(cx, &code)?;
+    cx.check_code(&code)?;
     let next = cx.advance(&token, entry.flow, Step::ResetVerified { user });
     let expires_in = cx.state.flows.ttl().as_secs().min(MAX_EXPIRES_IN_SECS);
     Ok(Reply::Json(

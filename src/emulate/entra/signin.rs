@@ -185,12 +185,12 @@ pub(crate) fn token(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
             (user, false)
         }
         ("oob", Step::SignInCodeSent { user, code }) => {
-            check_code(cx, &code)?;
+            cx.check_code(&code)?;
             entry.flow.verified_email = Some(user.clone());
             (user, false)
         }
         ("mfa_oob", Step::MfaCodeSent { user, code }) => {
-            check_code(cx, &code)?;
+            cx.check_code(&code)?;
             (user, true)
         }
         ("continuation_token", Step::ReadyForTokens { user, mfa_done }) => (user, mfa_done),
@@ -202,15 +202,6 @@ pub(crate) fn token(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     }
     cx.state.flows.finish(&token);
     Ok(tokens::issue(cx, &user, &scopes))
-}
-
-pub(crate) fn check_code(cx: &Cx<'_>, expected: &str) -> Result<(), Fault> {
-    let given = cx.params.required("oob")?;
-    if given == expected {
-        Ok(())
-    } else {
-        Err(Fault::wrong_code())
-    }
 }
 
 /// The first factor passed but the user needs a second one: ask for it when the client

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 
 use super::config::Channel;
 use super::request::Cx;
-use super::signin::check_code;
 use super::state::{FlowCtx, SignUpDraft, Step};
 use super::wire::{mask_email, ChallengeTypes, Fault, RedirectReason, Reply};
 
@@ -92,7 +91,7 @@ pub(crate) fn continue_(cx: &mut Cx<'_>) -> Result<Reply, Fault> {
     let (token, mut entry) = cx.entry()?;
     let draft = match (grant, entry.step) {
         ("oob", Step::SignUpCodeSent { draft, code }) => {
-            check_code(cx, &code)?;
+            cx.check_code(&code)?;
             entry.flow.verified_email = Some(draft.username.clone());
             draft
         }
