@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Checker, Secret};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -195,6 +197,66 @@ impl Audit {
     /// Lines written so far.
     pub fn written(&self) -> u64 {
         self.inner.written.load(Ordering::Relaxed)
+    }
+}
+
+/// `[audit]`: one JSON line per gated request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout` (with the logs; every audit line has `"type":"audit"`), `stderr` (apart from
+    /// the logs, which go to stdout), `file` or `off`.
+    pub output: AuditOutput,
+    /// The file, when `output = "file"`; reopened on SIGUSR1.
+    pub path: Option<PathBuf>,
+    /// Rotate the file when it passes this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`).
+    pub keep: usize,
+    /// Key of the HMAC-SHA256 over phone numbers (secret; or `hmac_key_file`). Set it, and
+    /// keep it across restarts and replicas, so hashes correlate.
+    pub hmac_key: Secret,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            output: AuditOutput::Stdout,
+            path: None,
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+            hmac_key: Secret::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutput {
+    Stdout,
+    Stderr,
+    File,
+    Off,
+}
+
+impl AuditConfig {
+    /// Where audit lines go; `None` with the problem recorded when a file is asked for
+    /// without a path.
+    pub fn build(&self, check: &mut Checker) -> Option<AuditSink> {
+        Some(match (self.output, &self.path) {
+            (AuditOutput::Off, _) => AuditSink::Off,
+            (AuditOutput::Stdout, _) => AuditSink::Stdout,
+            (AuditOutput::Stderr, _) => AuditSink::Stderr,
+            (AuditOutput::File, Some(path)) => AuditSink::File {
+                path: path.clone(),
+                max_bytes: self.max_bytes.max(4096),
+                keep: self.keep,
+            },
+            (AuditOutput::File, None) => {
+                check.problem("audit.path", "required when audit.output = \"file\"");
+                return None;
+            }
+        })
     }
 }
 

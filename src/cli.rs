@@ -3,23 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{self, LogConfig, LogFormat};
+use crate::config::{self, LogConfig};
 use crate::server::Server;
-
-/// Set up logging per `[log]`. Safe to call once per process.
-pub fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal: escape codes in a file or a pipe are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 /// `otpgate check-config FILE`: every problem, one per line; non-zero exit if any. A
 /// valid file may still get warnings (on stderr, exit zero).
@@ -59,7 +44,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&settings.log);
+    crate::logging::init(&settings.log);
     let runtime = match request_runtime(settings.server.workers()) {
         Ok(rt) => rt,
         Err(e) => {
@@ -224,7 +209,7 @@ where
     F: FnOnce(tokio::net::TcpListener) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>>,
 {
-    init_logging(&LogConfig::default());
+    crate::logging::init(&LogConfig::default());
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -358,7 +343,7 @@ pub fn demo(opts: DemoOptions) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        init_logging(&settings.log);
+        crate::logging::init(&settings.log);
         let entra_config = EntraConfig::demo();
         let emulator = EntraEmulator::new(entra_config.clone());
         let stop = tokio_util::sync::CancellationToken::new();

@@ -4,19 +4,33 @@
 //!
 //! `config/otpgate.toml` documents every key with its default; it is the config reference.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod source;
 
-pub use crate::problem::{Checker, Problem, Problems, Secret};
-pub use source::Dropped;
+pub use crate::problem::{Checker, Dropped, Problem, Problems, Secret};
+// Each section's types live with the subsystem that uses them; these are named here too,
+// as the configuration's vocabulary.
+pub use crate::entra::settings::{DenyStyle, UnknownChannel, V2Mode};
+pub use crate::logging::{LogConfig, LogFormat};
+pub use crate::risk::routes::{ProviderChoice, Route};
+pub use crate::server::settings::parse_cidr;
+pub use crate::store::settings::StoreBackend;
+
+use crate::audit::{AuditConfig, AuditSink};
+use crate::cors::{Cors, CorsConfig};
+use crate::defense::{DefenseConfig, DestinationPolicy, VelocityRules};
+use crate::entra::settings::{EntraConfig, EntraSettings};
+use crate::policy::PolicyConfig;
+use crate::risk::routes::{ProvidersConfig, RouteSettings, RoutesConfig};
+use crate::server::settings::{AdminConfig, ServerConfig, ServerSettings, TlsConfig, TlsSettings};
+use crate::stepup::{PowConfig, StepUpSettings};
+use crate::store::settings::{StoreConfig, StoreSettings};
 
 /// The configuration as written: each section deserialized on its own so that a mistake in
 /// one does not hide mistakes in another.
@@ -34,7 +48,7 @@ pub struct RawConfig {
     #[serde(skip_serializing)]
     pub providers: ProvidersConfig,
     /// `[stepup]`: the built-in proof of work (ALTCHA format).
-    pub stepup: crate::stepup::PowConfig,
+    pub stepup: PowConfig,
     pub store: StoreConfig,
     pub audit: AuditConfig,
     pub cors: CorsConfig,
@@ -92,7 +106,7 @@ impl RawConfig {
 
     /// The key of element `index` of the list at `key`, as the user wrote it.
     pub fn element_key(&self, key: &str, index: usize) -> String {
-        format!("{key}[{}]", self.dropped.written_index(key, index))
+        self.dropped.element_key(key, index)
     }
 
     /// What every key defaults to, for typing environment overrides (the providers'
@@ -109,324 +123,6 @@ impl RawConfig {
     }
 }
 
-/// `[policy]`: global decision settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Monitor mode for everything: decisions are computed, counted and audited as
-    /// "would deny/step up", and every request is forwarded.
-    pub monitor: bool,
-}
-
-/// `[routes]`: how OTP sends are judged, per channel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RoutesConfig {
-    /// Sends by SMS: MFA challenges to SMS methods, phone registration.
-    pub sms: RouteConfig,
-    /// Sends by email: sign-up, password reset, email MFA, email-OTP sign-in.
-    pub email: RouteConfig,
-}
-
-impl Default for RoutesConfig {
-    fn default() -> Self {
-        Self {
-            sms: RouteConfig::default(),
-            email: RouteConfig {
-                provider: ProviderChoice::None,
-                ..RouteConfig::default()
-            },
-        }
-    }
-}
-
-/// One route.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteConfig {
-    /// Risk provider asked before a send: `none`, `mock`, `human` or `prove` (configured
-    /// under `[providers.*]`).
-    pub provider: ProviderChoice,
-    /// What a provider failure (timeout, error, 5xx, 429, malformed answer, open circuit)
-    /// means: `open` (send), `closed` (deny), `step_up` (built-in proof of work).
-    pub fail_mode: crate::risk::FailMode,
-    /// Longest the provider may take before the fail mode applies.
-    pub budget: String,
-    /// Monitor mode for this route only.
-    pub monitor: bool,
-}
-
-impl Default for RouteConfig {
-    fn default() -> Self {
-        Self {
-            provider: ProviderChoice::None,
-            fail_mode: crate::risk::FailMode::StepUp,
-            budget: "300ms".into(),
-            monitor: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderChoice {
-    None,
-    Mock,
-    Human,
-    Prove,
-}
-
-/// `[providers]`: adapter settings; only the ones a route names are built.
-#[derive(Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProvidersConfig {
-    /// HUMAN Security (Risk API, `_px3` / mobile token v3).
-    pub human: crate::risk::HumanConfig,
-    /// Prove (Unify possession + reputation).
-    pub prove: crate::risk::ProveConfig,
-    /// Verdicts from rules, for demos and tests.
-    pub mock: crate::risk::MockConfig,
-    /// Circuit breaker shared by the settings of every provider.
-    pub circuit: CircuitConfig,
-}
-
-impl fmt::Debug for ProvidersConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProvidersConfig { .. }")
-    }
-}
-
-/// `[providers.circuit]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CircuitConfig {
-    /// Consecutive failures that open the circuit (the fail mode then applies at once).
-    pub failure_threshold: u32,
-    /// How long an open circuit stays open before one probe call is let through.
-    pub open_for: String,
-}
-
-impl Default for CircuitConfig {
-    fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: "30s".into(),
-        }
-    }
-}
-
-/// `[defense]`: local defenses, needing no provider.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DefenseConfig {
-    /// `[defense.destination]`: where SMS codes may go.
-    pub destination: crate::defense::DestinationConfig,
-    /// `[[defense.velocity]]`: sliding-window rules. Absent: the built-in defaults
-    /// (`defense::velocity::default_rules`); `velocity = []` turns them all off.
-    pub velocity: Option<Vec<crate::defense::VelocityRule>>,
-}
-
-/// `[cors]`: SPA proxy mode for msal-browser's `customAuth.authApiProxyUrl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CorsConfig {
-    /// Exact origins allowed to call through the gateway from a browser, e.g.
-    /// `https://app.example`. Empty = no CORS. No wildcard.
-    pub allowed_origins: Vec<String>,
-    /// Extra request headers allowed in preflights besides MSAL's own (`x-client-*`,
-    /// `client-request-id`, …): the `x-` headers your fraud SDK's interceptor adds.
-    pub allow_headers: Vec<String>,
-    /// How long browsers may cache a preflight answer.
-    pub max_age: String,
-    /// Send `Access-Control-Allow-Credentials: true` (cookies, e.g. HUMAN's `_px3`).
-    pub allow_credentials: bool,
-    /// A path prefix mapped onto the tenant: with `path_prefix = "/api/auth"` and
-    /// `tenant = "contoso.onmicrosoft.com"`, `/api/auth/oauth2/v2.0/initiate` is served as
-    /// `/contoso.onmicrosoft.com/oauth2/v2.0/initiate`. Set `authApiProxyUrl` to
-    /// `https://<gateway>/api/auth`.
-    pub path_prefix: String,
-    /// The tenant segment the prefix maps to (tenant id or `{name}.onmicrosoft.com`).
-    pub tenant: String,
-}
-
-impl Default for CorsConfig {
-    fn default() -> Self {
-        Self {
-            allowed_origins: Vec::new(),
-            allow_headers: Vec::new(),
-            max_age: "10m".into(),
-            allow_credentials: false,
-            path_prefix: String::new(),
-            tenant: String::new(),
-        }
-    }
-}
-
-/// `[audit]`: one JSON line per gated request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// `stdout` (with the logs; every audit line has `"type":"audit"`), `stderr` (apart from
-    /// the logs, which go to stdout), `file` or `off`.
-    pub output: AuditOutput,
-    /// The file, when `output = "file"`; reopened on SIGUSR1.
-    pub path: Option<PathBuf>,
-    /// Rotate the file when it passes this many bytes.
-    pub max_bytes: u64,
-    /// Rotated files kept (`path.1` … `path.N`).
-    pub keep: usize,
-    /// Key of the HMAC-SHA256 over phone numbers (secret; or `hmac_key_file`). Set it, and
-    /// keep it across restarts and replicas, so hashes correlate.
-    pub hmac_key: Secret,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            output: AuditOutput::Stdout,
-            path: None,
-            max_bytes: 100 * 1024 * 1024,
-            keep: 5,
-            hmac_key: Secret::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuditOutput {
-    Stdout,
-    Stderr,
-    File,
-    Off,
-}
-
-/// `[store]`: where shared state lives.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// `memory` (this process only) or `redis` (shared by replicas; memory as fallback).
-    pub backend: StoreBackend,
-    /// Most keys the memory store holds before it evicts.
-    pub max_entries: usize,
-    /// Key of the HMAC-SHA256 that turns phone numbers, IPs, continuation tokens and
-    /// method ids into store keys (secret; or `key_secret_file`), so reading Redis does not
-    /// reveal them. Every replica needs the same one. Empty: a random key per process with
-    /// the memory backend; with Redis, plain SHA-256 (a warning: phone numbers can be
-    /// recovered from it by trying them all).
-    pub key_secret: Secret,
-    pub redis: RedisConfig,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: StoreBackend::Memory,
-            max_entries: 1_000_000,
-            key_secret: Secret::default(),
-            redis: RedisConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    Memory,
-    Redis,
-}
-
-/// `[store.redis]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    /// `redis://host:6379/0`, or `rediss://` for TLS. A username and password may also be
-    /// given in the URL (`redis://user:password@host`); `username` and `password` below
-    /// win over them.
-    pub url: String,
-    /// ACL user for `AUTH username password` (Redis 6+, managed Redis ACL users); empty:
-    /// the URL's, or the `default` user.
-    pub username: String,
-    /// AUTH password (secret; or `password_file`).
-    pub password: Secret,
-    /// PEM CA certificates trusted for `rediss://` instead of the public roots (a private
-    /// CA, a self-run Redis with TLS).
-    pub ca_file: Option<PathBuf>,
-    /// Prefix of every key otpgate writes.
-    pub key_prefix: String,
-    /// Longest one store operation may take before the fallback answers.
-    pub timeout: String,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            username: String::new(),
-            password: Secret::default(),
-            ca_file: None,
-            key_prefix: "otpgate:".into(),
-            timeout: "50ms".into(),
-        }
-    }
-}
-
-/// `[server]`: the public listener.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address the gateway listens on.
-    pub listen: String,
-    /// Host names (without port) the gateway answers for; empty = any. Others get 400.
-    pub hosts: Vec<String>,
-    /// Peers (CIDRs) whose `X-Forwarded-For` is trusted, e.g. a load balancer.
-    pub trusted_proxies: Vec<String>,
-    /// Time a client has to send its request headers (also bounds the TLS handshake, a new
-    /// connection's first request and a gated request's body).
-    pub header_read_timeout: String,
-    /// Time without an open request before a connection is closed; an open request that
-    /// moves no byte for this long is asked to finish, and cut off after as long again.
-    pub idle_timeout: String,
-    /// Largest request head (request line and headers) accepted, in bytes.
-    pub max_header_bytes: usize,
-    /// Most client connections open at once; more wait in the accept backlog.
-    pub max_connections: usize,
-    /// Most requests in flight at once; excess gets a fast 503.
-    pub max_in_flight: usize,
-    /// How long in-flight requests may take to finish after SIGTERM.
-    pub shutdown_grace: String,
-    /// Threads that run requests: 0 = `TOKIO_WORKER_THREADS` when set, else one per CPU
-    /// the process may use. With 1, one thread runs everything (no work-stealing queues).
-    pub worker_threads: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:8080".into(),
-            hosts: Vec::new(),
-            trusted_proxies: Vec::new(),
-            header_read_timeout: "10s".into(),
-            idle_timeout: "60s".into(),
-            max_header_bytes: 16 * 1024,
-            max_connections: 10_000,
-            max_in_flight: 4096,
-            shutdown_grace: "30s".into(),
-            worker_threads: 0,
-        }
-    }
-}
-
-/// `[tls]`: TLS on the public listener; off when both files are empty.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM certificate chain.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: Option<PathBuf>,
-}
-
 /// `[upstream]`: the Entra host otpgate protects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -436,13 +132,42 @@ pub struct UpstreamConfig {
     /// Extra PEM CA certificates trusted for the upstream, besides the webpki roots.
     pub ca_file: Option<PathBuf>,
     /// Time allowed to open a connection to the upstream.
-    pub connect_timeout: String,
+    #[serde(with = "crate::problem::duration")]
+    pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers.
-    pub response_timeout: String,
+    #[serde(with = "crate::problem::duration")]
+    pub response_timeout: Duration,
     /// Idle pooled connections are closed after this long.
-    pub pool_idle_timeout: String,
+    #[serde(with = "crate::problem::duration")]
+    pub pool_idle_timeout: Duration,
     /// Most idle pooled connections kept to the upstream.
     pub pool_max_idle: usize,
+}
+
+impl UpstreamConfig {
+    /// The upstream as configured, or `None` with the problems recorded.
+    pub fn build(&self, check: &mut Checker) -> Option<UpstreamSettings> {
+        if let Some(ca) = &self.ca_file {
+            check.readable_file("upstream.ca_file", ca);
+        }
+        let url = if self.url.is_empty() {
+            check.problem(
+                "upstream.url",
+                "required, e.g. https://contoso.ciamlogin.com",
+            );
+            None
+        } else {
+            check.parse("upstream.url", &self.url, parse_upstream_url)
+        };
+        Some(UpstreamSettings {
+            url: url?,
+            ca_file: self.ca_file.clone(),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+            pool_max_idle: self.pool_max_idle,
+        })
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -450,104 +175,12 @@ impl Default for UpstreamConfig {
         Self {
             url: String::new(),
             ca_file: None,
-            connect_timeout: "2s".into(),
-            response_timeout: "15s".into(),
-            pool_idle_timeout: "90s".into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(15),
+            pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle: 256,
         }
     }
-}
-
-/// `[admin]`: liveness, readiness and metrics, on their own port.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Address of the admin listener; keep it off the public network.
-    pub listen: String,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9090".into(),
-        }
-    }
-}
-
-/// `[log]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` for people, `json` for log pipelines.
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `otpgate=debug,info`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// `[entra]`: native-auth handling.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EntraConfig {
-    /// V2 (experimental) native-auth endpoints: `block` or `pass`.
-    pub v2: V2Mode,
-    /// Largest form body accepted on a gated endpoint, in bytes; larger gets 413.
-    pub max_body_bytes: usize,
-    /// Channel assumed for an MFA method id that was never seen in an introspect answer.
-    pub unknown_method_channel: UnknownChannel,
-    /// How long learned flows and method channels are kept.
-    pub flow_ttl: String,
-    /// How a denied OTP send is answered: `access_denied` (400, suberror
-    /// `provider_blocked_by_rep`) or `redirect` (200 `{"challenge_type":"redirect"}`).
-    pub deny_style: DenyStyle,
-}
-
-impl Default for EntraConfig {
-    fn default() -> Self {
-        Self {
-            v2: V2Mode::Block,
-            max_body_bytes: 16 * 1024,
-            unknown_method_channel: UnknownChannel::Sms,
-            flow_ttl: "15m".into(),
-            deny_style: DenyStyle::AccessDenied,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum V2Mode {
-    Block,
-    Pass,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownChannel {
-    Sms,
-    Email,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DenyStyle {
-    AccessDenied,
-    Redirect,
 }
 
 /// Load a config file (or only defaults when `path` is `None`) with env overrides, and
@@ -766,105 +399,13 @@ pub struct Settings {
     pub policy: PolicyConfig,
     pub routes: RouteSettings,
     pub providers: ProvidersConfig,
-    pub circuit_open_for: Duration,
     pub stepup: StepUpSettings,
     pub store: StoreSettings,
-    pub audit_sink: crate::audit::AuditSink,
+    pub audit_sink: AuditSink,
     pub audit_key: Secret,
-    pub cors: crate::cors::Cors,
-    pub destination: crate::defense::DestinationPolicy,
-    pub velocity: crate::defense::VelocityRules,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteSettings {
-    pub sms: Route,
-    pub email: Route,
-}
-
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub provider: ProviderChoice,
-    pub fail_mode: crate::risk::FailMode,
-    pub budget: Duration,
-    pub monitor: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepUpSettings {
-    pub pow: crate::stepup::Pow,
-    pub header: http::HeaderName,
-    /// The key was generated at start (none configured).
-    pub random_key: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    pub backend: StoreBackend,
-    pub max_entries: usize,
-    pub key_secret: Secret,
-    pub redis_url: String,
-    pub redis_username: String,
-    pub redis_password: Secret,
-    pub redis_ca_file: Option<PathBuf>,
-    pub redis_key_prefix: String,
-    pub redis_timeout: Duration,
-}
-
-impl StoreSettings {
-    /// The hasher for sensitive parts of store keys (see [`StoreConfig::key_secret`]).
-    /// Without a key, replicas sharing Redis can only agree on plain SHA-256; a process
-    /// alone picks a random key.
-    pub fn key_hasher(&self) -> crate::store::KeyHasher {
-        use crate::store::KeyHasher;
-        match (self.key_secret.is_empty(), self.backend) {
-            (false, _) => KeyHasher::keyed(self.key_secret.expose().as_bytes()),
-            (true, StoreBackend::Redis) => KeyHasher::unkeyed(),
-            (true, StoreBackend::Memory) => KeyHasher::random(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    pub listen: SocketAddr,
-    /// Lowercased host names; empty = any.
-    pub hosts: Vec<String>,
-    pub trusted_proxies: Vec<IpNet>,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
-    pub max_in_flight: usize,
-    pub shutdown_grace: Duration,
-    /// As configured: 0 = automatic, see [`ServerSettings::workers`].
-    pub worker_threads: usize,
-}
-
-/// Most request threads `server.worker_threads` may ask for.
-pub const MAX_WORKER_THREADS: usize = 1024;
-
-impl ServerSettings {
-    /// How many threads run requests: `server.worker_threads`, else a valid
-    /// `TOKIO_WORKER_THREADS`, else the CPUs this process may use (its cgroup quota
-    /// included).
-    pub fn workers(&self) -> usize {
-        if self.worker_threads > 0 {
-            return self.worker_threads;
-        }
-        std::env::var("TOKIO_WORKER_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| (1..=MAX_WORKER_THREADS).contains(n))
-            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-            .unwrap_or(1)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub cors: Cors,
+    pub destination: DestinationPolicy,
+    pub velocity: VelocityRules,
 }
 
 #[derive(Debug, Clone)]
@@ -885,15 +426,6 @@ impl UpstreamSettings {
     pub fn authority(&self) -> &str {
         self.url.authority().map(|a| a.as_str()).unwrap_or_default()
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct EntraSettings {
-    pub v2: V2Mode,
-    pub max_body_bytes: usize,
-    pub unknown_method_channel: UnknownChannel,
-    pub flow_ttl: Duration,
-    pub deny_style: DenyStyle,
 }
 
 impl Settings {
@@ -923,7 +455,7 @@ impl Settings {
                  every replica",
             );
         }
-        if self.audit_key.is_empty() && self.audit_sink != crate::audit::AuditSink::Off {
+        if self.audit_key.is_empty() && self.audit_sink != AuditSink::Off {
             warn(
                 "audit.hmac_key",
                 "empty: each process hashes phone numbers under a key of its own, so audit \
@@ -934,338 +466,42 @@ impl Settings {
         warnings
     }
 
-    /// Type and cross-check `raw`; returns `None` (with problems recorded) when invalid.
+    /// Build every section of `raw`, each recording its problems; `None` when any had one.
     pub fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
-        let s = &raw.server;
-        let listen = check.addr("server.listen", &s.listen);
-        let mut trusted_proxies = Vec::new();
-        for (i, cidr) in s.trusted_proxies.iter().enumerate() {
-            let key = raw.element_key("server.trusted_proxies", i);
-            if let Some(net) = check.parse(&key, cidr, parse_cidr) {
-                trusted_proxies.push(net);
-            }
-        }
-        let header_read_timeout =
-            check.duration("server.header_read_timeout", &s.header_read_timeout);
-        let idle_timeout = check.duration("server.idle_timeout", &s.idle_timeout);
-        let shutdown_grace = check.duration("server.shutdown_grace", &s.shutdown_grace);
-        if s.max_header_bytes < 1024 {
-            check.problem("server.max_header_bytes", "must be at least 1024");
-        }
-        if s.max_connections == 0 {
-            check.problem("server.max_connections", "must be at least 1");
-        }
-        if s.max_in_flight == 0 {
-            check.problem("server.max_in_flight", "must be at least 1");
-        }
-        if s.worker_threads > MAX_WORKER_THREADS {
-            check.problem(
-                "server.worker_threads",
-                format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU)"),
-            );
-        }
-        let hosts = s.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-
-        if let Some(cert) = &raw.tls.cert_file {
-            check.readable_file("tls.cert_file", cert);
-        }
-        if let Some(key) = &raw.tls.key_file {
-            check.readable_file("tls.key_file", key);
-        }
-        let tls = match (&raw.tls.cert_file, &raw.tls.key_file) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                // What `run` loads: a chain and a key that belong together.
-                if cert.exists() && key.exists() {
-                    if let Err(e) = crate::tls::load_certified_key(cert, key) {
-                        check.problem("tls", e.to_string());
-                    }
-                }
-                Some(TlsSettings {
-                    cert_file: cert.clone(),
-                    key_file: key.clone(),
-                })
-            }
-            (Some(_), None) => {
-                check.problem("tls.key_file", "required when tls.cert_file is set");
-                None
-            }
-            (None, Some(_)) => {
-                check.problem("tls.cert_file", "required when tls.key_file is set");
-                None
-            }
-        };
-
-        let u = &raw.upstream;
-        let url = if u.url.is_empty() {
-            check.problem(
-                "upstream.url",
-                "required, e.g. https://contoso.ciamlogin.com",
-            );
-            None
-        } else {
-            check.parse("upstream.url", &u.url, parse_upstream_url)
-        };
-        if let Some(ca) = &u.ca_file {
-            check.readable_file("upstream.ca_file", ca);
-        }
-        let connect_timeout = check.duration("upstream.connect_timeout", &u.connect_timeout);
-        let response_timeout = check.duration("upstream.response_timeout", &u.response_timeout);
-        let pool_idle_timeout = check.duration("upstream.pool_idle_timeout", &u.pool_idle_timeout);
-
-        let admin_listen = check.addr("admin.listen", &raw.admin.listen);
-        if let (Some(a), Some(l)) = (admin_listen, listen) {
-            if a == l && a.port() != 0 {
-                check.problem("admin.listen", "must differ from server.listen");
-            }
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-            check.problem("log.level", e.to_string());
-        }
-
-        let e = &raw.entra;
-        let flow_ttl = check.duration("entra.flow_ttl", &e.flow_ttl);
-        if e.max_body_bytes == 0 || e.max_body_bytes > 1024 * 1024 {
-            check.problem("entra.max_body_bytes", "must be between 1 and 1048576");
-        }
-
-        let mut route = |name: &str, r: &RouteConfig| {
-            let budget = check.duration(&format!("routes.{name}.budget"), &r.budget);
-            let problems = match r.provider {
-                ProviderChoice::Human => raw.providers.human.validate(),
-                ProviderChoice::Prove => raw.providers.prove.validate(),
-                ProviderChoice::Mock => raw.providers.mock.validate(),
-                ProviderChoice::None => Vec::new(),
-            };
-            let section = match r.provider {
-                ProviderChoice::Human => "providers.human",
-                ProviderChoice::Prove => "providers.prove",
-                ProviderChoice::Mock => "providers.mock",
-                ProviderChoice::None => "",
-            };
-            for p in problems {
-                let (k, m) = p.split_once(": ").unwrap_or(("", &p));
-                check.problem(&format!("{section}.{k}"), m.to_owned());
-            }
-            budget.map(|budget| Route {
-                provider: r.provider,
-                fail_mode: r.fail_mode,
-                budget,
-                monitor: r.monitor,
-            })
-        };
-        let sms_route = route("sms", &raw.routes.sms);
-        let email_route = route("email", &raw.routes.email);
-        let circuit_open_for = check.duration(
-            "providers.circuit.open_for",
-            &raw.providers.circuit.open_for,
-        );
-        if raw.providers.circuit.failure_threshold == 0 {
-            check.problem("providers.circuit.failure_threshold", "must be at least 1");
-        }
-
-        let st = &raw.stepup;
-        let pow = match st.build() {
-            Ok(pow) => Some(pow),
-            Err(problems) => {
-                for p in problems {
-                    check.problem(&format!("stepup.{}", p.key), p.message);
-                }
-                None
-            }
-        };
-        let stepup_header = http::HeaderName::from_bytes(st.header.as_bytes()).ok();
-
-        let so = &raw.store;
-        let redis_timeout = check.duration("store.redis.timeout", &so.redis.timeout);
-        if so.backend == StoreBackend::Redis
-            && !(so.redis.url.starts_with("redis://") || so.redis.url.starts_with("rediss://"))
-        {
-            check.problem("store.redis.url", "must start with redis:// or rediss://");
-        }
-        if let Some(ca) = &so.redis.ca_file {
-            check.readable_file("store.redis.ca_file", ca);
-        }
-        if so.max_entries < 1000 {
-            check.problem("store.max_entries", "must be at least 1000");
-        }
-
-        let au = &raw.audit;
-        let audit_sink = match (au.output, &au.path) {
-            (AuditOutput::Off, _) => crate::audit::AuditSink::Off,
-            (AuditOutput::Stdout, _) => crate::audit::AuditSink::Stdout,
-            (AuditOutput::Stderr, _) => crate::audit::AuditSink::Stderr,
-            (AuditOutput::File, Some(path)) => crate::audit::AuditSink::File {
-                path: path.clone(),
-                max_bytes: au.max_bytes.max(4096),
-                keep: au.keep,
-            },
-            (AuditOutput::File, None) => {
-                check.problem("audit.path", "required when audit.output = \"file\"");
-                crate::audit::AuditSink::Off
-            }
-        };
-
-        let co = &raw.cors;
-        for (i, origin) in co.allowed_origins.iter().enumerate() {
-            let key = raw.element_key("cors.allowed_origins", i);
-            match origin.parse::<http::Uri>() {
-                Ok(u)
-                    if matches!(u.scheme_str(), Some("http" | "https"))
-                        && u.authority().is_some()
-                        && matches!(u.path(), "" | "/")
-                        && u.query().is_none() => {}
-                _ => check.problem(
-                    &key,
-                    format!("not an origin such as https://app.example (got {origin:?})"),
-                ),
-            }
-        }
-        for (i, h) in co.allow_headers.iter().enumerate() {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                check.problem(
-                    &raw.element_key("cors.allow_headers", i),
-                    format!("not a header name (got {h:?})"),
-                );
-            }
-        }
-        let cors_max_age = check.duration("cors.max_age", &co.max_age);
-        let mapping = match (co.path_prefix.as_str(), co.tenant.as_str()) {
-            ("", "") => None,
-            (prefix, tenant) => {
-                if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
-                    check.problem(
-                        "cors.path_prefix",
-                        "must start with / and not end with /, e.g. /api/auth",
-                    );
-                }
-                if tenant.is_empty() || tenant.contains('/') {
-                    check.problem(
-                        "cors.tenant",
-                        "required with cors.path_prefix: a tenant id or name.onmicrosoft.com",
-                    );
-                }
-                Some((prefix.to_owned(), tenant.to_owned()))
-            }
-        };
-        // The step-up proof header is ours: a browser must be allowed to send it, or our own
-        // step-up answers could never be satisfied from an SPA.
-        let mut cors_headers = co.allow_headers.clone();
-        if let Some(h) = &stepup_header {
-            cors_headers.push(h.as_str().to_owned());
-        }
-        let cors = crate::cors::Cors::new(
-            &co.allowed_origins,
-            &cors_headers,
-            cors_max_age.map(|d| d.as_secs()).unwrap_or(600),
-            co.allow_credentials,
-            mapping,
-        );
-
-        let destination =
-            match crate::defense::DestinationPolicy::from_config(&raw.defense.destination) {
-                Ok(p) => Some(p),
-                Err(problems) => {
-                    for p in problems {
-                        check.problem(&format!("defense.destination.{}", p.key), p.message);
-                    }
-                    None
-                }
-            };
-        let rules = raw
-            .defense
-            .velocity
-            .clone()
-            .unwrap_or_else(crate::defense::velocity::default_rules);
-        let velocity = match crate::defense::VelocityRules::new(rules) {
-            Ok(v) => Some(v),
-            Err(problems) => {
-                for p in problems {
-                    // Keys are `[i].field`, `i` counting the rules that were read.
-                    let key = match p.key.strip_prefix('[').and_then(|k| k.split_once(']')) {
-                        Some((i, rest)) => match i.parse::<usize>() {
-                            Ok(i) => format!("{}{rest}", raw.element_key("defense.velocity", i)),
-                            Err(_) => format!("defense.velocity{}", p.key),
-                        },
-                        None => format!("defense.velocity{}", p.key),
-                    };
-                    check.problem(&key, p.message);
-                }
-                None
-            }
-        };
-
+        let server = raw.server.build(&raw.dropped, check);
+        let admin_listen = raw.admin.build(server.as_ref().map(|s| s.listen), check);
+        let tls = raw.tls.build(check);
+        let upstream = raw.upstream.build(check);
+        let log = raw.log.build(check);
+        let entra = raw.entra.build(check);
+        let routes = raw.routes.build(&raw.providers, check);
+        let stepup = raw.stepup.build(check);
+        let store = raw.store.build(check);
+        let audit_sink = raw.audit.build(check);
+        let cors = raw
+            .cors
+            .build(&raw.dropped, stepup.as_ref().map(|s| &s.header), check);
+        let defense = raw.defense.build(&raw.dropped, check);
+        let (destination, velocity) = defense?;
         Some(Settings {
-            destination: destination?,
-            velocity: velocity?,
-            cors,
-            audit_sink,
-            audit_key: au.hmac_key.clone(),
-            policy: raw.policy.clone(),
-            routes: RouteSettings {
-                sms: sms_route?,
-                email: email_route?,
-            },
-            providers: raw.providers.clone(),
-            circuit_open_for: circuit_open_for?,
-            stepup: StepUpSettings {
-                pow: pow?,
-                header: stepup_header?,
-                random_key: st.key.is_empty(),
-            },
-            store: StoreSettings {
-                backend: so.backend,
-                max_entries: so.max_entries,
-                key_secret: so.key_secret.clone(),
-                redis_url: so.redis.url.clone(),
-                redis_username: so.redis.username.clone(),
-                redis_password: so.redis.password.clone(),
-                redis_ca_file: so.redis.ca_file.clone(),
-                redis_key_prefix: so.redis.key_prefix.clone(),
-                redis_timeout: redis_timeout?,
-            },
-            server: ServerSettings {
-                listen: listen?,
-                hosts,
-                trusted_proxies,
-                header_read_timeout: header_read_timeout?,
-                idle_timeout: idle_timeout?,
-                max_header_bytes: s.max_header_bytes,
-                max_connections: s.max_connections,
-                max_in_flight: s.max_in_flight,
-                shutdown_grace: shutdown_grace?,
-                worker_threads: s.worker_threads,
-            },
-            tls,
-            upstream: UpstreamSettings {
-                url: url?,
-                ca_file: u.ca_file.clone(),
-                connect_timeout: connect_timeout?,
-                response_timeout: response_timeout?,
-                pool_idle_timeout: pool_idle_timeout?,
-                pool_max_idle: u.pool_max_idle,
-            },
+            server: server?,
+            tls: tls?,
+            upstream: upstream?,
             admin_listen: admin_listen?,
-            log: raw.log.clone(),
-            entra: EntraSettings {
-                v2: e.v2,
-                max_body_bytes: e.max_body_bytes,
-                unknown_method_channel: e.unknown_method_channel,
-                flow_ttl: flow_ttl?,
-                deny_style: e.deny_style,
-            },
+            log: log?,
+            entra: entra?,
+            policy: raw.policy.clone(),
+            routes: routes?,
+            providers: raw.providers.clone(),
+            stepup: stepup?,
+            store: store?,
+            audit_sink: audit_sink?,
+            audit_key: raw.audit.hmac_key.clone(),
+            cors,
+            destination,
+            velocity,
         })
     }
-}
-
-/// A CIDR, or a bare address meaning a single host.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    s.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| "not a CIDR such as 10.0.0.0/8 or an IP address".to_owned())
 }
 
 /// An absolute `http`/`https` URL with a host and no path beyond `/`, query or userinfo:

@@ -3,8 +3,113 @@
 //! (reference §1.3, §7.2). otpgate answers the preflights, adds CORS headers for the
 //! configured origins, and can map a path prefix (`/api/auth/...`) onto `/{tenant}/...`.
 
+use std::time::Duration;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Checker, Dropped};
+
+/// `[cors]`: SPA proxy mode for msal-browser's `customAuth.authApiProxyUrl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins allowed to call through the gateway from a browser, e.g.
+    /// `https://app.example`. Empty = no CORS. No wildcard.
+    pub allowed_origins: Vec<String>,
+    /// Extra request headers allowed in preflights besides MSAL's own (`x-client-*`,
+    /// `client-request-id`, …): the `x-` headers your fraud SDK's interceptor adds.
+    pub allow_headers: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(with = "crate::problem::duration")]
+    pub max_age: Duration,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, e.g. HUMAN's `_px3`).
+    pub allow_credentials: bool,
+    /// A path prefix mapped onto the tenant: with `path_prefix = "/api/auth"` and
+    /// `tenant = "contoso.onmicrosoft.com"`, `/api/auth/oauth2/v2.0/initiate` is served as
+    /// `/contoso.onmicrosoft.com/oauth2/v2.0/initiate`. Set `authApiProxyUrl` to
+    /// `https://<gateway>/api/auth`.
+    pub path_prefix: String,
+    /// The tenant segment the prefix maps to (tenant id or `{name}.onmicrosoft.com`).
+    pub tenant: String,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allow_headers: Vec::new(),
+            max_age: Duration::from_secs(600),
+            allow_credentials: false,
+            path_prefix: String::new(),
+            tenant: String::new(),
+        }
+    }
+}
+
+impl CorsConfig {
+    /// The SPA proxy mode's runtime rules. `proof_header` (the step-up proof header) is
+    /// always allowed: a browser must be able to send it, or our own step-up answers could
+    /// never be satisfied from an SPA.
+    pub fn build(
+        &self,
+        dropped: &Dropped,
+        proof_header: Option<&HeaderName>,
+        check: &mut Checker,
+    ) -> Cors {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            match origin.parse::<http::Uri>() {
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.authority().is_some()
+                        && matches!(u.path(), "" | "/")
+                        && u.query().is_none() => {}
+                _ => check.problem(
+                    &dropped.element_key("cors.allowed_origins", i),
+                    format!("not an origin such as https://app.example (got {origin:?})"),
+                ),
+            }
+        }
+        for (i, h) in self.allow_headers.iter().enumerate() {
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                check.problem(
+                    &dropped.element_key("cors.allow_headers", i),
+                    format!("not a header name (got {h:?})"),
+                );
+            }
+        }
+        let mapping = match (self.path_prefix.as_str(), self.tenant.as_str()) {
+            ("", "") => None,
+            (prefix, tenant) => {
+                if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.len() < 2 {
+                    check.problem(
+                        "cors.path_prefix",
+                        "must start with / and not end with /, e.g. /api/auth",
+                    );
+                }
+                if tenant.is_empty() || tenant.contains('/') {
+                    check.problem(
+                        "cors.tenant",
+                        "required with cors.path_prefix: a tenant id or name.onmicrosoft.com",
+                    );
+                }
+                Some((prefix.to_owned(), tenant.to_owned()))
+            }
+        };
+        let mut headers = self.allow_headers.clone();
+        if let Some(h) = proof_header {
+            headers.push(h.as_str().to_owned());
+        }
+        Cors::new(
+            &self.allowed_origins,
+            &headers,
+            self.max_age.as_secs(),
+            self.allow_credentials,
+            mapping,
+        )
+    }
+}
 
 /// Request headers MSAL's custom-auth client sends on every call (reference §7.1), allowed
 /// in every preflight answer.

@@ -177,7 +177,7 @@ impl Judge {
                     GuardConfig {
                         budget: route.budget,
                         failure_threshold: settings.providers.circuit.failure_threshold,
-                        open_for: settings.circuit_open_for,
+                        open_for: settings.providers.circuit.open_for,
                         ..GuardConfig::default()
                     },
                 )

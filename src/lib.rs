@@ -11,6 +11,7 @@
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
 //! * [`gateway`]: the request path, phase by phase.
 //! * [`judge`]: judging one OTP send: local defenses, the route's provider, proofs, decide.
+//! * [`logging`]: `[log]`, and setting up the process's logs.
 //! * [`proxy`]: header hygiene both ways, client IP.
 //! * [`refusal`]: Entra-shaped answers in place of the HTTP layer's own refusals.
 //! * [`upstream`]: the client for the one upstream and its connection pool.
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fuzz_checks;
 pub mod gateway;
 pub mod judge;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod problem;

@@ -5,7 +5,18 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::risk::{FailMode, RiskAction};
+
+/// `[policy]`: global decision settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Monitor mode for everything: decisions are computed, counted and audited as
+    /// "would deny/step up", and every request is forwarded.
+    pub monitor: bool,
+}
 
 /// What a local defense (destination policy, a velocity rule) says about a send.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! The vocabulary of configuration problems and secrets, shared by every subsystem that
 //! validates its own settings: a leaf, so those subsystems need nothing else of `config`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,7 +66,7 @@ impl Checker {
 
     pub fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
         self.parse(key, value, |v| {
-            humantime::parse_duration(v).map_err(|_| "not a duration such as 300ms, 15s, 10m or 1h")
+            humantime::parse_duration(v).map_err(|_| duration::EXPECTED)
         })
     }
 
@@ -101,6 +102,37 @@ impl Checker {
     }
 }
 
+/// Array elements the reader dropped, by the array's dotted key, as indices *as written*:
+/// so problems found later (by validation of what was read) still name the element the
+/// user wrote, not its place among the survivors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped(BTreeMap<String, Vec<usize>>);
+
+impl Dropped {
+    /// The index as written of the element now at `index` of the array at `key`.
+    pub fn written_index(&self, key: &str, index: usize) -> usize {
+        let mut at = index;
+        for &gone in self.0.get(key).map(Vec::as_slice).unwrap_or_default() {
+            if gone <= at {
+                at += 1;
+            }
+        }
+        at
+    }
+
+    /// The key of element `index` of the list at `key`, as the user wrote it.
+    pub fn element_key(&self, key: &str, index: usize) -> String {
+        format!("{key}[{}]", self.written_index(key, index))
+    }
+
+    /// Note that the element written at index `written` of the list at `key` was dropped.
+    pub fn record(&mut self, key: &str, written: usize) {
+        let gone = self.0.entry(key.to_owned()).or_default();
+        let at = gone.partition_point(|&g| g < written);
+        gone.insert(at, written);
+    }
+}
+
 /// A secret value: redacted in `Debug` and when the effective config is printed.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -132,5 +164,26 @@ impl Serialize for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret)
+    }
+}
+
+/// The one way durations are written in configuration: `"300ms"`, `"15s"`, `"10m"`,
+/// `"1h"` (humantime), for `#[serde(with = "crate::problem::duration")]`. A value that is
+/// not one is refused naming the value and the accepted form.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub const EXPECTED: &str = "not a duration such as 300ms, 15s, 10m or 1h";
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|_| serde::de::Error::custom(format!("{EXPECTED} (got {text:?})")))
     }
 }

@@ -26,6 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod settings;
+
 use crate::admin::{self, Health, Phase};
 use arc_swap::ArcSwap;
 

@@ -1,42 +1,16 @@
 //! How configuration values are read: environment overrides typed by the schema, and a
 //! reader that reports every field serde refuses, with its full key, instead of the first.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
-use crate::problem::Checker;
+use crate::problem::{Checker, Dropped};
 
 /// Most problems reported for one section before the reader gives up on it.
 const MAX_PROBLEMS_PER_SECTION: usize = 100;
-
-/// Array elements the reader dropped, by the array's dotted key, as indices *as written*:
-/// so problems found later (by validation of what was read) still name the element the
-/// user wrote, not its place among the survivors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dropped(BTreeMap<String, Vec<usize>>);
-
-impl Dropped {
-    /// The index as written of the element now at `index` of the array at `key`.
-    pub fn written_index(&self, key: &str, index: usize) -> usize {
-        let mut at = index;
-        for &gone in self.0.get(key).map(Vec::as_slice).unwrap_or_default() {
-            if gone <= at {
-                at += 1;
-            }
-        }
-        at
-    }
-
-    fn record(&mut self, key: &str, written: usize) {
-        let gone = self.0.entry(key.to_owned()).or_default();
-        let at = gone.partition_point(|&g| g < written);
-        gone.insert(at, written);
-    }
-}
 
 /// Deserialize `value` as `T`, reporting every value serde refuses under `prefix` (one
 /// problem each, keyed `prefix.field`, `prefix.list[2]`, `prefix.map.KEY`, with serde's
@@ -287,6 +261,7 @@ fn redact_url(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Default, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields, default)]

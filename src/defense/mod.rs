@@ -19,3 +19,64 @@ pub use numbering::NumberKind;
 pub use velocity::{
     RuleHit, Subject, VelocityAction, VelocityKey, VelocityOutcome, VelocityRule, VelocityRules,
 };
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Checker, Dropped};
+
+/// `[defense]`: local defenses, needing no provider.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenseConfig {
+    /// `[defense.destination]`: where SMS codes may go.
+    pub destination: DestinationConfig,
+    /// `[[defense.velocity]]`: sliding-window rules. Absent: the built-in defaults
+    /// (`defense::velocity::default_rules`); `velocity = []` turns them all off.
+    pub velocity: Option<Vec<VelocityRule>>,
+}
+
+impl DefenseConfig {
+    /// The destination policy and the velocity rules (the built-in ones when none are
+    /// configured), or `None` with every problem recorded.
+    pub fn build(
+        &self,
+        dropped: &Dropped,
+        check: &mut Checker,
+    ) -> Option<(DestinationPolicy, VelocityRules)> {
+        let destination = match DestinationPolicy::from_config(&self.destination) {
+            Ok(p) => Some(p),
+            Err(problems) => {
+                for p in problems {
+                    check.problem(&format!("defense.destination.{}", p.key), p.message);
+                }
+                None
+            }
+        };
+        let rules = self
+            .velocity
+            .clone()
+            .unwrap_or_else(velocity::default_rules);
+        let velocity = match VelocityRules::new(rules) {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                for p in problems {
+                    // Keys are `[i].field`, `i` counting the rules that were read.
+                    let written = p
+                        .key
+                        .strip_prefix('[')
+                        .and_then(|k| k.split_once(']'))
+                        .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest)));
+                    let key = match written {
+                        Some((i, rest)) => {
+                            format!("{}{rest}", dropped.element_key("defense.velocity", i))
+                        }
+                        None => format!("defense.velocity{}", p.key),
+                    };
+                    check.problem(&key, p.message);
+                }
+                None
+            }
+        };
+        Some((destination?, velocity?))
+    }
+}

@@ -9,3 +9,4 @@ pub mod label;
 pub mod learn;
 pub mod params;
 pub mod send;
+pub mod settings;

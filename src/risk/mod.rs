@@ -20,6 +20,7 @@ use tokio::time::Instant;
 pub mod human;
 pub mod mock;
 pub mod prove;
+pub mod routes;
 
 pub use human::{HumanConfig, HumanProvider};
 pub use mock::{MockConfig, MockProvider};

@@ -4,4 +4,4 @@
 
 pub mod pow;
 
-pub use pow::{AltchaChallenge, Binding, Pow, PowConfig, ProofError};
+pub use pow::{AltchaChallenge, Binding, Pow, PowConfig, ProofError, StepUpSettings};

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::problem::{Checker, Problem, Secret};
+use crate::problem::{Checker, Secret};
 use crate::store::keys::keyed_mac;
 use crate::store::Store;
 
@@ -78,11 +78,20 @@ impl Default for PowConfig {
     }
 }
 
+/// The built-in step-up as built from `[stepup]`.
+#[derive(Debug, Clone)]
+pub struct StepUpSettings {
+    pub pow: Pow,
+    pub header: http::HeaderName,
+    /// The key was generated at start (none configured).
+    pub random_key: bool,
+}
+
 impl PowConfig {
-    /// Check the config and build the verifier. Every problem is returned at once; keys
-    /// are relative to the section (`key`, `ttl`, …).
-    pub fn build(&self) -> Result<Pow, Vec<Problem>> {
-        let mut check = Checker::default();
+    /// Check the config and build the verifier, recording every problem under
+    /// `stepup.*`.
+    pub fn build(&self, check: &mut Checker) -> Option<StepUpSettings> {
+        let before = check.problems().len();
         let key = if self.key.is_empty() {
             Secret::new(hex::encode(rand::random::<[u8; 32]>()))
         } else {
@@ -90,21 +99,28 @@ impl PowConfig {
         };
         if key.expose().chars().count() < MIN_KEY_CHARS {
             check.problem(
-                "key",
+                "stepup.key",
                 "at least 32 random characters, the same on every replica",
             );
         }
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(3600) {
-            check.problem("ttl", "must be between 1s and 1h");
+            check.problem("stepup.ttl", "must be between 1s and 1h");
         }
         if self.max_number == 0 || self.max_number > MAX_MAX_NUMBER {
-            check.problem("max_number", "must be 1 to 10000000");
+            check.problem("stepup.max_number", "must be 1 to 10000000");
         }
-        if http::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
-            check.problem("header", "not a valid header name");
+        let header = http::HeaderName::from_bytes(self.header.as_bytes());
+        if header.is_err() {
+            check.problem("stepup.header", "not a valid header name");
         }
-        check.finish().map_err(|problems| problems.0)?;
-        Ok(Pow::new(key.expose().as_bytes(), self.ttl, self.max_number))
+        if check.problems().len() > before {
+            return None;
+        }
+        Some(StepUpSettings {
+            pow: Pow::new(key.expose().as_bytes(), self.ttl, self.max_number),
+            header: header.ok()?,
+            random_key: self.key.is_empty(),
+        })
     }
 }
 
@@ -682,16 +698,25 @@ mod tests {
 
     #[test]
     fn config_is_checked_as_a_whole() {
-        let problems = PowConfig {
+        let mut check = Checker::default();
+        let built = PowConfig {
             key: Secret::new("short"),
             ttl: Duration::ZERO,
             max_number: 0,
             header: "bad header".into(),
         }
-        .build()
-        .unwrap_err();
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["key", "ttl", "max_number", "header"]);
+        .build(&mut check);
+        assert!(built.is_none());
+        let keys: Vec<&str> = check.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "stepup.key",
+                "stepup.ttl",
+                "stepup.max_number",
+                "stepup.header"
+            ]
+        );
 
         let config: PowConfig = serde_json::from_value(serde_json::json!({
             "key": "k".repeat(32),
@@ -700,8 +725,9 @@ mod tests {
         .unwrap();
         assert_eq!(config.header, "x-otpgate-proof");
         assert_eq!(config.max_number, 50_000);
-        let pow = config.build().unwrap();
-        assert_eq!(pow.ttl(), Duration::from_secs(120));
+        let built = config.build(&mut Checker::default()).unwrap();
+        assert_eq!(built.pow.ttl(), Duration::from_secs(120));
+        assert!(!built.random_key);
         assert!(!format!("{config:?}").contains("kkkk"));
     }
 }

@@ -13,6 +13,7 @@ pub mod fallback;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod settings;
 
 pub use fallback::{FallbackCounts, FallbackStats, FallbackStore};
 pub use keys::KeyHasher;

@@ -1,0 +1,136 @@
+//! `[store]`: where shared state lives, as configured and as built.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Checker, Secret};
+
+/// `[store]`: where shared state lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` (this process only) or `redis` (shared by replicas; memory as fallback).
+    pub backend: StoreBackend,
+    /// Most keys the memory store holds before it evicts.
+    pub max_entries: usize,
+    /// Key of the HMAC-SHA256 that turns phone numbers, IPs, continuation tokens and
+    /// method ids into store keys (secret; or `key_secret_file`), so reading Redis does not
+    /// reveal them. Every replica needs the same one. Empty: a random key per process with
+    /// the memory backend; with Redis, plain SHA-256 (a warning: phone numbers can be
+    /// recovered from it by trying them all).
+    pub key_secret: Secret,
+    pub redis: RedisConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            max_entries: 1_000_000,
+            key_secret: Secret::default(),
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Memory,
+    Redis,
+}
+
+/// `[store.redis]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`, or `rediss://` for TLS. A username and password may also be
+    /// given in the URL (`redis://user:password@host`); `username` and `password` below
+    /// win over them.
+    pub url: String,
+    /// ACL user for `AUTH username password` (Redis 6+, managed Redis ACL users); empty:
+    /// the URL's, or the `default` user.
+    pub username: String,
+    /// AUTH password (secret; or `password_file`).
+    pub password: Secret,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots (a private
+    /// CA, a self-run Redis with TLS).
+    pub ca_file: Option<PathBuf>,
+    /// Prefix of every key otpgate writes.
+    pub key_prefix: String,
+    /// Longest one store operation may take before the fallback answers.
+    #[serde(with = "crate::problem::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            username: String::new(),
+            password: Secret::default(),
+            ca_file: None,
+            key_prefix: "otpgate:".into(),
+            timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub max_entries: usize,
+    pub key_secret: Secret,
+    pub redis_url: String,
+    pub redis_username: String,
+    pub redis_password: Secret,
+    pub redis_ca_file: Option<PathBuf>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+}
+
+impl StoreSettings {
+    /// The hasher for sensitive parts of store keys (see [`StoreConfig::key_secret`]).
+    /// Without a key, replicas sharing Redis can only agree on plain SHA-256; a process
+    /// alone picks a random key.
+    pub fn key_hasher(&self) -> super::KeyHasher {
+        use super::KeyHasher;
+        match (self.key_secret.is_empty(), self.backend) {
+            (false, _) => KeyHasher::keyed(self.key_secret.expose().as_bytes()),
+            (true, StoreBackend::Redis) => KeyHasher::unkeyed(),
+            (true, StoreBackend::Memory) => KeyHasher::random(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The store's settings, or `None` with the problems recorded.
+    pub fn build(&self, check: &mut Checker) -> Option<StoreSettings> {
+        let r = &self.redis;
+        if self.backend == StoreBackend::Redis
+            && !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))
+        {
+            check.problem("store.redis.url", "must start with redis:// or rediss://");
+        }
+        if let Some(ca) = &r.ca_file {
+            check.readable_file("store.redis.ca_file", ca);
+        }
+        if self.max_entries < 1000 {
+            check.problem("store.max_entries", "must be at least 1000");
+            return None;
+        }
+        Some(StoreSettings {
+            backend: self.backend,
+            max_entries: self.max_entries,
+            key_secret: self.key_secret.clone(),
+            redis_url: r.url.clone(),
+            redis_username: r.username.clone(),
+            redis_password: r.password.clone(),
+            redis_ca_file: r.ca_file.clone(),
+            redis_key_prefix: r.key_prefix.clone(),
+            redis_timeout: r.timeout,
+        })
+    }
+}
