@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -62,12 +61,6 @@ impl Checker {
                 None
             }
         }
-    }
-
-    pub fn duration(&mut self, key: &str, value: &str) -> Option<Duration> {
-        self.parse(key, value, |v| {
-            humantime::parse_duration(v).map_err(|_| duration::EXPECTED)
-        })
     }
 
     pub fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
