@@ -4,7 +4,9 @@
 //! `s2s_call_reason` (A2, A3) and response validation (A4).
 
 use super::*;
-use http::StatusCode;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
 
 const UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_11_4) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.84 Safari/537.36";
 const SALT_CT: &str = "MTIzNDU2NzgxMjM0NTY3ODEyMzQ1Njc4MTIzNDU2Nzg=:1000:HB1PdCSaEhMrRm5SSozR82/+fM4sLmcs98KJYvcSdLaoQr6cAK1iDGL6cLxHXS5ZLcrdUoDhZ5NER8Z9hxU6qv0g9RmrGgTGZyeDhMrQt3";
