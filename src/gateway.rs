@@ -155,6 +155,17 @@ impl Gateway {
         store: Arc<dyn Store>,
     ) -> Result<Self, BuildError> {
         let upstream = Upstream::new(&settings.upstream)?;
+        Self::with_upstream(settings, metrics, store, upstream)
+    }
+
+    /// [`Self::with_store`] with the upstream client given, e.g. [`Upstream::in_process`]
+    /// (`otpgate simulate`). [`Self::rebuild`] makes a socket upstream from the settings.
+    pub fn with_upstream(
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+    ) -> Result<Self, BuildError> {
         let keys = settings.store.key_hasher();
         let judge = Judge::build(&settings, store.clone(), keys.clone(), metrics.clone())?;
         let reopen = reopen_signal(&settings.audit_sink);

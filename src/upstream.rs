@@ -18,9 +18,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
@@ -60,6 +62,8 @@ pub struct Upstream {
     authority: http::uri::Authority,
     host_header: HeaderValue,
     response_timeout: Duration,
+    /// Set by [`Upstream::in_process`]: every request goes to this handler, not the pool.
+    in_process: Option<InProcessHandler>,
 }
 
 struct Pool {
@@ -148,12 +152,16 @@ impl Upstream {
             authority,
             host_header,
             response_timeout: settings.response_timeout,
+            in_process: None,
         })
     }
 
     /// Send `req` (already cleaned by `proxy::prepare_request`) and wait for the response
     /// head within the response timeout. The body streams afterwards.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, ForwardError> {
+        if let Some(handler) = &self.in_process {
+            return self.send_in_process(handler.clone(), req).await;
+        }
         match tokio::time::timeout(self.response_timeout, self.send_now(req)).await {
             Err(_) => Err(ForwardError::Timeout),
             Ok(result) => result,
@@ -239,6 +247,61 @@ impl Upstream {
             .as_ref()
             .is_some_and(|tx| !tx.is_closed());
         (idle, shared)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process upstream (`otpgate simulate`): a handler called directly, no socket.
+
+/// A handler answering upstream requests in this process instead of over a connection:
+/// `otpgate simulate` puts the Entra emulator behind the gateway this way, so the whole
+/// request path runs on paused tokio time with nothing waiting on real I/O. It gets the
+/// request as [`Upstream::send`] would write it (origin-form target, `Host` set), body read.
+pub type InProcessHandler =
+    Arc<dyn Fn(Request<Bytes>) -> BoxFuture<'static, Response<Bytes>> + Send + Sync>;
+
+impl Upstream {
+    /// An upstream that hands every request to `handler`: no connection, no pool. The
+    /// `Host` header and the response timeout come from `settings`, as for [`Upstream::new`].
+    pub fn in_process(
+        settings: &UpstreamSettings,
+        handler: InProcessHandler,
+    ) -> Result<Self, tls::TlsError> {
+        let mut upstream = Self::new(settings)?;
+        upstream.in_process = Some(handler);
+        Ok(upstream)
+    }
+
+    /// Boxed: only `otpgate simulate` takes this path, the future of every other request
+    /// holds just the pointer.
+    fn send_in_process(
+        &self,
+        handler: InProcessHandler,
+        req: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, ForwardError>> + Send>> {
+        let host_header = self.host_header.clone();
+        let timeout = self.response_timeout;
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| ForwardError::Unreachable(error_chain(&*e)))?
+                .to_bytes();
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(path_and_query);
+            parts.version = Version::HTTP_11;
+            parts.headers.insert(header::HOST, host_header);
+            let answer = handler(Request::from_parts(parts, body));
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::complete)),
+                Err(_) => Err(ForwardError::Timeout),
+            }
+        })
     }
 }
 
@@ -413,20 +476,46 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// An upstream answer's body. Over HTTP/1.1 it holds the connection until the body has
 /// been read to its end, and then puts it back in the pool; dropped earlier, it closes it.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Source,
     back: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
+}
+
+enum Source {
+    Incoming(Incoming),
+    /// An in-process answer ([`Upstream::in_process`]): the whole body until it is read,
+    /// `None` once read (or when empty).
+    Complete(Option<Bytes>),
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Incoming(inner) => inner.is_end_stream(),
+            Source::Complete(data) => data.is_none(),
+        }
+    }
 }
 
 impl UpstreamBody {
     fn pooled(inner: Incoming, tx: http1::SendRequest<Body>, pool: &Arc<Pool>) -> Self {
         Self {
-            inner,
+            inner: Source::Incoming(inner),
             back: Some((tx, pool.clone())),
         }
     }
 
     fn shared(inner: Incoming) -> Self {
-        Self { inner, back: None }
+        Self {
+            inner: Source::Incoming(inner),
+            back: None,
+        }
+    }
+
+    fn complete(data: Bytes) -> Self {
+        Self {
+            inner: Source::Complete((!data.is_empty()).then_some(data)),
+            back: None,
+        }
     }
 
     fn release(&mut self) {
@@ -445,11 +534,16 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let inner = match &mut this.inner {
+            Source::Incoming(inner) => inner,
+            Source::Complete(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let ended = inner.is_end_stream();
         match &polled {
             Poll::Ready(None) => this.release(),
             // A reader may stop at the last frame without asking again.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Ok(_))) if ended => this.release(),
             // The connection broke mid-answer: it is not reused.
             Poll::Ready(Some(Err(_))) => this.back = None,
             _ => {}
@@ -462,7 +556,12 @@ impl http_body::Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Incoming(inner) => inner.size_hint(),
+            Source::Complete(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 
