@@ -6,31 +6,13 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http_body_util::combinators::BoxBody;
 use ipnet::IpNet;
 
+pub mod body;
+
 pub use crate::upstream::{ForwardError, Upstream, UpstreamBody};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of everything the gateway sends, upstream or to clients.
-pub type Body = BoxBody<Bytes, BoxError>;
-
-/// A complete body as a [`Body`].
-pub fn full(body: http_body_util::Full<Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    body.map_err(|never| match never {}).boxed()
-}
-
-/// A streamed body (client request or upstream response) as a [`Body`].
-pub fn streamed<B>(body: B) -> Body
-where
-    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
-{
-    use http_body_util::BodyExt;
-    body.map_err(BoxError::from).boxed()
-}
+pub use body::{full, streamed, Body, BoxError};
 
 /// Declares a list of header names (lowercase) and a function that tells whether a name
 /// is on it, from one list: the list is what the docs and tests read, the function is the

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use tower::Service;
 
 use crate::config::UpstreamSettings;
-use crate::proxy::Body;
+use crate::proxy::body::Body;
 use crate::tls;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
