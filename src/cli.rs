@@ -629,3 +629,47 @@ pub fn explain(
         ExitCode::SUCCESS
     })
 }
+
+/// `otpgate simulate`: one simulated day per seed (see [`crate::simulate`]), printed as a
+/// table each (or one JSON array), with the real time each took on stderr.
+pub fn simulate(
+    config: Option<&Path>,
+    seeds: &[u64],
+    hours: f64,
+    scale: f64,
+    json: bool,
+) -> ExitCode {
+    let mut reports = Vec::new();
+    for &seed in seeds {
+        let options = crate::simulate::Options {
+            config: config.map(Path::to_path_buf),
+            seed,
+            hours,
+            scale,
+        };
+        let started = std::time::Instant::now();
+        match crate::simulate::run(&options) {
+            Ok(report) => {
+                eprintln!(
+                    "otpgate simulate: seed {seed} took {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                if !json {
+                    println!("{}", crate::simulate::render(&report));
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!("otpgate simulate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    }
+    ExitCode::SUCCESS
+}

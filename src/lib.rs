@@ -23,6 +23,8 @@
 //! * [`policy`]: `decide`: deny beats throttle beats step-up beats allow, monitor modes.
 //! * [`problem`]: configuration problems and secrets, the vocabulary every subsystem's
 //!   validation shares.
+//! * [`simulate`]: `otpgate simulate`: a seeded day of legitimate and attack traffic through
+//!   the gateway and the Entra emulator, in-process on paused time (SIMULATION.md).
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis; the
 //!   keyed hash that keeps phone numbers and tokens out of its keys.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
@@ -48,6 +50,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod risk;
 pub mod server;
+pub mod simulate;
 pub mod stepup;
 pub mod store;
 pub mod tls;

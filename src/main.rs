@@ -65,6 +65,23 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         entra_listen: SocketAddr,
     },
+    /// Simulate a day of legitimate and attack traffic through the gateway (this config, or
+    /// the shipped defaults) in front of the Entra emulator, in-process and time-compressed,
+    /// and print per traffic class what was sent, stopped and challenged (SIMULATION.md).
+    Simulate {
+        /// Random seed; repeat for several runs (`--seed 1 --seed 2 --seed 3`).
+        #[arg(long = "seed", value_name = "N", default_values_t = [1u64])]
+        seeds: Vec<u64>,
+        /// Hours of the day simulated, from midnight.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Multiplies every volume (users, attackers' rates and resources).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one of the emulators on its own.
     Emulate {
         #[command(subcommand)]
@@ -132,6 +149,12 @@ fn main() -> ExitCode {
             entra_listen,
             config: cli.config.clone(),
         }),
+        Command::Simulate {
+            seeds,
+            hours,
+            scale,
+            json,
+        } => otpgate::cli::simulate(cli.config.as_deref(), &seeds, hours, scale, json),
         Command::Emulate { what } => match what {
             Emulator::Entra { listen, users } => {
                 otpgate::cli::emulate_entra(listen, users.as_deref())
