@@ -407,7 +407,7 @@ fn edges_of(src: &Path) -> BTreeMap<Module, BTreeSet<Module>> {
 
 /// Cycles the redesign step (ARCHITECTURE.md) has yet to break. A cycle not listed fails
 /// the test, and so does a listed one that is gone: the list only shrinks.
-const STILL_TO_BREAK: &[&str] = &["proxy <-> upstream", "gateway <-> judge"];
+const STILL_TO_BREAK: &[&str] = &["gateway <-> judge"];
 
 #[test]
 fn the_module_graph_has_no_cycles() {
