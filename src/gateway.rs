@@ -25,7 +25,7 @@ use crate::entra::answer;
 use crate::entra::classify::{self, Classification, EndpointKind};
 use crate::entra::learn::{self, Channel, Flow, FlowBook, FlowId, Learned};
 use crate::entra::params::{self, ParamError, Params};
-use crate::entra::send::{self, Intent, Target};
+use crate::entra::send::{self, OtpSend};
 use crate::error::GatewayError;
 use crate::judge::{Judge, Judgement, Subject};
 use crate::metrics::Metrics;
@@ -101,20 +101,6 @@ impl RequestCtx {
             .as_ref()
             .and_then(|v| v.to_str().ok())
     }
-}
-
-/// An OTP send a gated request would cause, as far as we can tell.
-#[derive(Debug, Clone)]
-pub struct OtpSend {
-    pub endpoint: EndpointKind,
-    pub channel: Channel,
-    pub target: Target,
-    /// The MFA method id (`/oauth2/v2.0/challenge` with `id`).
-    pub method_id: Option<String>,
-    /// The masked label Entra showed for the method, when learned.
-    pub label: Option<String>,
-    /// Whether the channel was learned (`true`) or assumed per config (`false`).
-    pub channel_known: bool,
 }
 
 /// What `otpgate explain` prints: how a recorded request would be handled.
@@ -737,67 +723,13 @@ impl Gateway {
         gated: &Gated,
         flow: &Flow,
     ) -> Result<Option<OtpSend>, GatewayError> {
-        let kind = gated.kind;
-        let assumed = || match self.inner.settings.entra.unknown_method_channel {
+        let unknown = match self.inner.settings.entra.unknown_method_channel {
             UnknownChannel::Sms => Channel::Sms,
             UnknownChannel::Email => Channel::Email,
         };
-        Ok(match send::intent(kind, &gated.params) {
-            Intent::None => None,
-            Intent::EmptyMethodId => {
-                return Err(GatewayError::BadRequest(
-                    "The id parameter is empty: name an authentication method, or leave it out.",
-                ))
-            }
-            // After `mfa_required`, a challenge without `id` may go to the default method,
-            // whose channel is unknown: judged as an MFA send to a method never seen.
-            // Before it, an email-OTP user gets a code and a password user a password
-            // prompt: judged as the email it may be, and Entra's answer gives the slot back
-            // if it was neither. Only a flow whose `initiate` left out `oob`, and whose
-            // challenge does too or names no types, cannot get a code (whether Entra falls
-            // back to the types of `initiate` when the challenge names others is not
-            // documented, so a challenge without `oob` after an `initiate` with it is judged).
-            Intent::FirstFactor { offers_code } => {
-                let channel = if flow.mfa_required {
-                    assumed()
-                } else if offers_code == Some(true) || !flow.password_only {
-                    Channel::Email
-                } else {
-                    return Ok(None);
-                };
-                Some(OtpSend {
-                    endpoint: kind,
-                    channel,
-                    target: Target::Account,
-                    method_id: None,
-                    label: None,
-                    channel_known: false,
-                })
-            }
-            Intent::Direct { channel, target } => Some(OtpSend {
-                endpoint: kind,
-                channel,
-                target,
-                method_id: None,
-                label: None,
-                channel_known: true,
-            }),
-            Intent::MfaMethod { id } => {
-                let learned = self.inner.flows.method_channel(&flow.id, &id).await;
-                let (channel, label, known) = match learned {
-                    Some(info) => (info.channel, info.label, true),
-                    None => (assumed(), None, false),
-                };
-                Some(OtpSend {
-                    endpoint: kind,
-                    channel,
-                    target: Target::Account,
-                    method_id: Some(id),
-                    label,
-                    channel_known: known,
-                })
-            }
-        })
+        send::label(gated.kind, &gated.params, flow, &self.inner.flows, unknown)
+            .await
+            .map_err(|send::Ambiguous(why)| GatewayError::BadRequest(why))
     }
 
     /// Learn from a native-auth answer (bounded), and pass its bytes on unchanged. Returns

@@ -13,8 +13,7 @@ use crate::defense::{
     DestinationAction, DestinationPolicy, Phone, VelocityAction, VelocityOutcome, VelocityRules,
 };
 use crate::entra::learn::{Channel, FlowId};
-use crate::entra::send::Target;
-use crate::gateway::OtpSend;
+use crate::entra::send::{OtpSend, Target};
 use crate::metrics::Metrics;
 use crate::policy::StepUpBy;
 use crate::policy::{

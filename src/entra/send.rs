@@ -7,8 +7,84 @@
 use std::fmt;
 
 use super::classify::EndpointKind;
-use super::learn::Channel;
+use super::learn::{Channel, Flow, FlowBook};
 use super::params::Params;
+
+/// An OTP send a gated request would cause, as far as otpgate can tell.
+#[derive(Debug, Clone)]
+pub struct OtpSend {
+    pub endpoint: EndpointKind,
+    pub channel: Channel,
+    pub target: Target,
+    /// The MFA method id (`/oauth2/v2.0/challenge` with `id`).
+    pub method_id: Option<String>,
+    /// The masked label Entra showed for the method, when learned.
+    pub label: Option<String>,
+    /// Whether the channel was learned (`true`) or assumed per config (`false`).
+    pub channel_known: bool,
+}
+
+/// A request refused because the send it would cause is ambiguous; the text is the
+/// answer's description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ambiguous(pub &'static str);
+
+/// The send a request of `kind` with `params` in `flow` would cause: what the request says
+/// ([`intent`]), an MFA method id resolved to its channel from what the flow book learned,
+/// and `unknown` the channel assumed for an id never seen.
+pub async fn label(
+    kind: EndpointKind,
+    params: &Params,
+    flow: &Flow,
+    flows: &FlowBook,
+    unknown: Channel,
+) -> Result<Option<OtpSend>, Ambiguous> {
+    let account = |channel, channel_known, method_id, label| OtpSend {
+        endpoint: kind,
+        channel,
+        target: Target::Account,
+        method_id,
+        label,
+        channel_known,
+    };
+    Ok(match intent(kind, params) {
+        Intent::None => None,
+        Intent::EmptyMethodId => {
+            return Err(Ambiguous(
+                "The id parameter is empty: name an authentication method, or leave it out.",
+            ))
+        }
+        // After `mfa_required`, a challenge without `id` may go to the default method,
+        // whose channel is unknown: judged as an MFA send to a method never seen. Before
+        // it, an email-OTP user gets a code and a password user a password prompt: judged
+        // as the email it may be, and Entra's answer gives the slot back if it was
+        // neither. Only a flow whose `initiate` left out `oob`, and whose challenge does
+        // too or names no types, cannot get a code (whether Entra falls back to the types
+        // of `initiate` when the challenge names others is not documented, so a challenge
+        // without `oob` after an `initiate` with it is judged).
+        Intent::FirstFactor { offers_code } => {
+            if flow.mfa_required {
+                Some(account(unknown, false, None, None))
+            } else if offers_code == Some(true) || !flow.password_only {
+                Some(account(Channel::Email, false, None, None))
+            } else {
+                None
+            }
+        }
+        Intent::Direct { channel, target } => Some(OtpSend {
+            endpoint: kind,
+            channel,
+            target,
+            method_id: None,
+            label: None,
+            channel_known: true,
+        }),
+        Intent::MfaMethod { id } => Some(match flows.method_channel(&flow.id, &id).await {
+            Some(info) => account(info.channel, true, Some(id), info.label),
+            None => account(unknown, false, Some(id), None),
+        }),
+    })
+}
 
 /// What a request says about the code it would make Entra send.
 #[derive(Debug, Clone, PartialEq, Eq)]
