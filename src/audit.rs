@@ -61,7 +61,7 @@ pub struct AuditEvent {
     pub flow: String,
     pub provider: &'static str,
     /// The provider's answer: `allow`, `step_up`, `deny`, or the error label.
-    pub provider_verdict: String,
+    pub provider_verdict: &'static str,
     /// `allow`, `step_up`, `throttle`, `deny`, `would_*`, or empty (no decision needed).
     pub decision: &'static str,
     pub reasons: Vec<String>,

@@ -624,7 +624,7 @@ pub fn explain(
         let explanation = gateway.explain(&parts, &body, client_ip).await;
         println!(
             "{}",
-            serde_json::to_string_pretty(&explanation).unwrap_or_default()
+            serde_json::to_string_pretty(&explanation.to_json()).unwrap_or_default()
         );
         ExitCode::SUCCESS
     })

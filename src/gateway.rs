@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{header, HeaderMap, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Semaphore;
 use tokio_util::either::Either;
@@ -27,7 +27,7 @@ use crate::entra::learn::{self, Channel, Flow, FlowBook, FlowId, Learned};
 use crate::entra::params::{self, ParamError, Params};
 use crate::entra::send::{self, OtpSend};
 use crate::error::GatewayError;
-use crate::judge::{Judge, Judgement, Subject};
+use crate::judge::{Judge, Subject, Verdict};
 use crate::metrics::Metrics;
 use crate::policy::{Outcome, StepUpBy};
 use crate::proxy::{self, Body, BoxError, ConnInfo, ForwardError, Upstream};
@@ -74,14 +74,14 @@ struct RequestCtx {
     method: Method,
     /// Logged by path only: queries may carry continuation tokens, which are never logged.
     uri: Uri,
-    kind: &'static str,
+    kind: RequestKind,
     flow: Option<FlowId>,
     send: Option<OtpSend>,
     upstream_status: Option<u16>,
     /// For a forwarded send: whether Entra's answer says it sent the code.
     code_sent: Option<bool>,
     client_ip: Option<IpAddr>,
-    judgement: Option<Box<Judgement>>,
+    verdict: Option<Box<Verdict>>,
     /// Arrival time, for the audit line.
     received: SystemTime,
 }
@@ -103,27 +103,96 @@ impl RequestCtx {
     }
 }
 
-/// What `otpgate explain` prints: how a recorded request would be handled.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Explanation {
-    pub endpoint: String,
-    /// `sms` / `email` when the request would send a code.
-    pub channel: String,
-    /// The channel was learned (always `false` offline for MFA method ids: the configured
-    /// default applies).
-    pub channel_known: bool,
-    /// The destination, masked, when the request names one.
-    pub destination: Option<String>,
-    /// The risk provider asked (`mock`, …), empty when none was.
-    pub provider: String,
-    /// Its answer (`allow`, `step_up`, `deny`) or error label.
-    pub provider_verdict: String,
-    pub decision: String,
-    pub reasons: Vec<String>,
-    pub outcome: String,
+/// What a request is to the gateway: the label of its metrics, access log and audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    PassThrough,
+    Preflight,
+    /// A path on (or near) a native-auth prefix that is not canonical: refused.
+    Ambiguous,
+    /// A native-auth endpoint (also when refused for its method).
+    Endpoint(EndpointKind),
+    /// The request's task ended without an answer (it panicked).
+    Unfinished,
 }
 
-/// The parts of a gated request the later phases need, with the body held in memory.
+impl RequestKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::PassThrough => "pass_through",
+            Self::Preflight => "preflight",
+            Self::Ambiguous => "ambiguous",
+            Self::Endpoint(kind) => kind.as_str(),
+            Self::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// Where a request goes once its target is known.
+enum Passage {
+    /// Streamed to Entra ungated.
+    Forward,
+    /// A native-auth endpoint: read, judged, then answered or forwarded.
+    Gated(EndpointKind),
+}
+
+/// What `otpgate explain` finds: how the gateway would handle a recorded request, from the
+/// same phases a live request goes through.
+pub struct Explanation {
+    pub kind: RequestKind,
+    /// The send the request would cause, when it would cause one.
+    pub send: Option<OtpSend>,
+    pub verdict: Option<Verdict>,
+    /// The answer the gateway gives itself instead of forwarding, or why it refuses.
+    pub answer: Option<StatusCode>,
+    pub refused: Option<GatewayError>,
+}
+
+impl Explanation {
+    fn new(kind: RequestKind) -> Self {
+        Self {
+            kind,
+            send: None,
+            verdict: None,
+            answer: None,
+            refused: None,
+        }
+    }
+
+    /// The explanation as `otpgate explain` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let verdict = self.verdict.as_ref();
+        let outcome = match (&self.refused, self.answer, &self.send, self.kind) {
+            (Some(fault), _, _, _) => format!("refused: {fault}"),
+            (None, Some(status), _, _) => {
+                format!("answered {status} instead of forwarding: no code is sent")
+            }
+            (None, None, Some(_), _) => "forwarded: Entra sends the code".to_owned(),
+            (None, None, None, RequestKind::PassThrough) => {
+                "forwarded ungated (not a native-auth endpoint)".to_owned()
+            }
+            (None, None, None, RequestKind::Endpoint(kind)) if kind.is_v2() => {
+                "forwarded ungated (entra.v2 = \"pass\")".to_owned()
+            }
+            (None, None, None, _) => "forwarded (gated, parsed; sends no code)".to_owned(),
+        };
+        serde_json::json!({
+            "endpoint": self.kind.as_str(),
+            "channel": self.send.as_ref().map(|s| s.channel.as_str()).unwrap_or(""),
+            "channel_known": self.send.as_ref().is_some_and(|s| s.channel_known),
+            "destination": verdict.and_then(|v| v.phone.as_ref()).map(|p| {
+                format!("{} ({})", p.masked(), p.region.as_deref().unwrap_or("no region"))
+            }),
+            "provider": verdict.and_then(|v| v.provider).unwrap_or(""),
+            "provider_verdict": verdict.map(|v| v.provider_answer.as_str()).unwrap_or(""),
+            "decision": verdict.map(|v| v.decision.label()).unwrap_or(""),
+            "reasons": verdict.map(|v| v.decision.reasons.clone()).unwrap_or_default(),
+            "outcome": outcome,
+        })
+    }
+}
+
+/// A gated request's parsed parameters, for the phases after `read`.
 struct Gated {
     kind: EndpointKind,
     params: Params,
@@ -254,13 +323,13 @@ impl Gateway {
             started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            kind: "pass_through",
+            kind: RequestKind::PassThrough,
             flow: None,
             send: None,
             upstream_status: None,
             code_sent: None,
             client_ip: None,
-            judgement: None,
+            verdict: None,
             received: SystemTime::now(),
         };
 
@@ -285,7 +354,7 @@ impl Gateway {
         let cors = &self.inner.settings.cors;
         if let Some(preflight) = cors.preflight(req.method(), req.headers()) {
             drop(permit);
-            ctx.kind = "preflight";
+            ctx.kind = RequestKind::Preflight;
             let resp = preflight.map(|()| proxy::full(Full::new(Bytes::new())));
             self.finish(&ctx, &resp, None);
             return Either::Left(std::future::ready(resp));
@@ -342,22 +411,11 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let original_host = check_target(&req, &self.inner.settings.server.hosts)?;
         let (mut parts, body) = req.into_parts();
-        let cors = &self.inner.settings.cors;
-        if cors.enabled() {
+        if self.inner.settings.cors.enabled() {
             parts.headers.remove(crate::cors::DROP_UPSTREAM);
-            let mapped = parts
-                .uri
-                .path_and_query()
-                .and_then(|pq| cors.map_path(pq.as_str()));
-            if let Some(mapped) = mapped {
-                parts.uri = mapped
-                    .parse()
-                    .map_err(|_| GatewayError::BadRequest("Invalid request target."))?;
-                ctx.uri = parts.uri.clone();
-            }
         }
-        if let Some(path) = classify::collapse_sdk_slash(parts.uri.path()) {
-            parts.uri = with_path(&parts.uri, &path)?;
+        if let Some(uri) = self.canonical_target(&parts.uri)? {
+            parts.uri = uri;
             ctx.uri = parts.uri.clone();
         }
         let client_ip = proxy::client_ip(
@@ -372,44 +430,79 @@ impl Gateway {
             original_host.as_deref(),
         );
         ctx.client_ip = Some(client_ip);
-
-        let kind = match classify::classify(&parts.method, parts.uri.path()) {
-            Classification::NotNativeAuth => {
-                return self.forward(Request::from_parts(parts, body)).await;
+        let (kind, passage) = self.passage(&parts.method, parts.uri.path());
+        ctx.kind = kind;
+        match passage? {
+            Passage::Forward => self.forward(Request::from_parts(parts, body)).await,
+            // The gated phases run in a future of their own, boxed, so that the future of
+            // every other request stays small: hyper moves it several times before it
+            // first runs.
+            Passage::Gated(endpoint) => {
+                let arrival = Arrival {
+                    client_ip,
+                    tls: conn.tls,
+                    original_host,
+                };
+                self.gated_boxed(endpoint, parts, body, arrival, ctx).await
             }
-            Classification::Ambiguous(reason) => {
-                ctx.kind = "ambiguous";
-                tracing::info!(request_id = %ctx.request_id(), reason = reason.as_str(), "ambiguous native-auth path refused");
-                return Err(GatewayError::BadRequest(
-                    "The request path is not a canonical native authentication endpoint.",
-                ));
-            }
-            Classification::MethodNotAllowed(kind) => {
-                ctx.kind = kind.as_str();
-                return Err(GatewayError::BadRequest(
-                    "Native authentication endpoints accept POST only.",
-                ));
-            }
-            Classification::Endpoint { kind, .. } => kind,
-        };
-        ctx.kind = kind.as_str();
-        if kind.is_v2() {
-            return match self.inner.settings.entra.v2 {
-                V2Mode::Pass => self.forward(Request::from_parts(parts, body)).await,
-                V2Mode::Block => Err(GatewayError::BadRequest(
-                    "This version of the native authentication API is not enabled.",
-                )),
-            };
         }
+    }
 
-        // The gated phases run in a future of their own, boxed, so that the future of every
-        // other request stays small: hyper moves it several times before it first runs.
-        let arrival = Arrival {
-            client_ip,
-            tls: conn.tls,
-            original_host,
-        };
-        self.gated_boxed(kind, parts, body, arrival, ctx).await
+    /// The target the gateway judges and forwards: the SPA proxy prefix mapped onto the
+    /// tenant, MSAL iOS's doubled slash after the tenant collapsed. `None` when it is the
+    /// request's own.
+    fn canonical_target(&self, uri: &Uri) -> Result<Option<Uri>, GatewayError> {
+        let cors = &self.inner.settings.cors;
+        let mut target = None;
+        if cors.enabled() {
+            if let Some(mapped) = uri.path_and_query().and_then(|pq| cors.map_path(pq.as_str())) {
+                let mapped: Uri = mapped
+                    .parse()
+                    .map_err(|_| GatewayError::BadRequest("Invalid request target."))?;
+                target = Some(mapped);
+            }
+        }
+        let current = target.as_ref().unwrap_or(uri);
+        if let Some(path) = classify::collapse_sdk_slash(current.path()) {
+            target = Some(with_path(current, &path)?);
+        }
+        Ok(target)
+    }
+
+    /// What the request's method and canonical path make it, and where it goes: streamed
+    /// through, gated, or refused (an ambiguous path, a native-auth endpoint asked with
+    /// another method, a V2 endpoint while `entra.v2 = "block"`).
+    fn passage(&self, method: &Method, path: &str) -> (RequestKind, Result<Passage, GatewayError>) {
+        match classify::classify(method, path) {
+            Classification::NotNativeAuth => (RequestKind::PassThrough, Ok(Passage::Forward)),
+            Classification::Ambiguous(reason) => {
+                tracing::info!(reason = reason.as_str(), "ambiguous native-auth path refused");
+                (
+                    RequestKind::Ambiguous,
+                    Err(GatewayError::BadRequest(
+                        "The request path is not a canonical native authentication endpoint.",
+                    )),
+                )
+            }
+            Classification::MethodNotAllowed(kind) => (
+                RequestKind::Endpoint(kind),
+                Err(GatewayError::BadRequest(
+                    "Native authentication endpoints accept POST only.",
+                )),
+            ),
+            Classification::Endpoint { kind, .. } if kind.is_v2() => (
+                RequestKind::Endpoint(kind),
+                match self.inner.settings.entra.v2 {
+                    V2Mode::Pass => Ok(Passage::Forward),
+                    V2Mode::Block => Err(GatewayError::BadRequest(
+                        "This version of the native authentication API is not enabled.",
+                    )),
+                },
+            ),
+            Classification::Endpoint { kind, .. } => {
+                (RequestKind::Endpoint(kind), Ok(Passage::Gated(kind)))
+            }
+        }
     }
 
     /// [`Self::gated`], boxed in a plain function: boxed inside `route`, the future
@@ -425,8 +518,8 @@ impl Gateway {
         Box::pin(self.gated(kind, parts, body, arrival, ctx))
     }
 
-    /// A native-auth request: read the bounded body, judge the send it would cause, then
-    /// answer it here or forward it and learn from Entra's answer.
+    /// A native-auth request, phase by phase: read, flow, label, judge, then answer here,
+    /// or forward, learn from Entra's answer and settle the send's velocity slots.
     async fn gated(
         &self,
         kind: EndpointKind,
@@ -435,71 +528,80 @@ impl Gateway {
         arrival: Arrival,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
-        let Arrival {
-            client_ip,
-            tls,
-            original_host,
-        } = arrival;
-        // Read the bounded body and parse it together with the query.
         let bytes = self.read_body(&parts.headers, body).await?;
-        let params = params::parse_request(&parts.headers, parts.uri.query(), &bytes)
-            .map_err(param_fault)?;
-        let flow = self.flow_of(kind, &params).await;
-        let gated = Gated { kind, params };
+        let gated = self.read(kind, &parts.headers, parts.uri.query(), &bytes)?;
+        let flow = self.flow_of(kind, &gated.params).await;
         ctx.flow = Some(flow.id.clone());
         ctx.send = self.label_send(&gated, &flow).await?;
         if let Some(send) = &ctx.send {
-            self.inner
-                .metrics
-                .otp_send_seen(kind.as_str(), send.channel.as_str());
-            let subject = Subject {
-                send,
-                flow: &flow.id,
-                client_ip,
-                client_id: gated.params.get("client_id"),
-                user: flow.user.as_deref(),
-                headers: &parts.headers,
-                method: &parts.method,
-                version: parts.version,
-                url: request_url(&parts, tls, original_host.as_deref()),
-                request_id: ctx.request_id(),
-            };
-            let judgement = self.inner.judge.judge(&subject).await;
-            let answer = self.answer(&judgement, ctx);
-            ctx.judgement = Some(Box::new(judgement));
+            let url = request_url(&parts, arrival.tls, arrival.original_host.as_deref());
+            let subject = subject(send, &gated, &flow, &parts, arrival.client_ip, url);
+            let verdict = self.judge(&subject).await;
+            let answer = self.answer(&verdict, ctx.request_id());
+            ctx.verdict = Some(Box::new(verdict));
             if let Some(answer) = answer {
                 return Ok(answer);
             }
         }
-
         // The body forwarded is byte-identical to the body received.
-        let req = Request::from_parts(parts, proxy::full(Full::new(bytes)));
-        let resp = self.forward(req).await?;
+        let resp = self
+            .forward(Request::from_parts(parts, proxy::full(Full::new(bytes))))
+            .await?;
         let status = resp.status().as_u16();
         ctx.upstream_status = Some(status);
         let (resp, learned) = self.learn(&gated, &flow, resp).await?;
-        if let Some(send) = &ctx.send {
-            let sent = !Learned::no_code_sent(status, learned.as_ref());
-            let judgement = ctx.judgement.as_deref();
-            if !sent {
-                if let Some(held) = judgement.and_then(|j| j.held.as_ref()) {
-                    self.inner.judge.give_back(held).await;
-                }
-            }
-            ctx.code_sent = Some(sent);
-            let country = judgement
-                .and_then(|j| j.phone.as_ref())
-                .and_then(|p| p.region.as_deref());
-            let result = match (sent, resp.status().is_success()) {
-                (true, _) => "ok",
-                (false, true) => "no_code",
-                (false, false) => "upstream_error",
-            };
-            self.inner
-                .metrics
-                .otp_send_forwarded(send.channel.as_str(), country, result);
-        }
+        self.settle_send(ctx, status, learned.as_ref()).await;
         Ok(resp)
+    }
+
+    /// The parameters of a gated request: query and form body as one set, under the
+    /// checks of [`params::parse_request`].
+    fn read(
+        &self,
+        kind: EndpointKind,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Gated, GatewayError> {
+        if body.len() > self.inner.settings.entra.max_body_bytes {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        let params = params::parse_request(headers, query, body).map_err(param_fault)?;
+        Ok(Gated { kind, params })
+    }
+
+    /// The judge's verdict on a send, counted.
+    async fn judge(&self, subject: &Subject<'_>) -> Verdict {
+        let send = subject.send;
+        self.inner
+            .metrics
+            .otp_send_seen(send.endpoint.as_str(), send.channel.as_str());
+        self.inner.judge.judge(subject).await
+    }
+
+    /// After Entra answered a send: give its velocity slots back when the answer says no
+    /// code went out (an error, a password prompt, a redirect), and count what it did.
+    async fn settle_send(&self, ctx: &mut RequestCtx, status: u16, learned: Option<&Learned>) {
+        let Some(send) = &ctx.send else {
+            return;
+        };
+        let sent = !Learned::no_code_sent(status, learned);
+        let verdict = ctx.verdict.as_deref();
+        if let (false, Some(held)) = (sent, verdict.and_then(|v| v.held.as_ref())) {
+            self.inner.judge.give_back(held).await;
+        }
+        ctx.code_sent = Some(sent);
+        let country = verdict
+            .and_then(|v| v.phone.as_ref())
+            .and_then(|p| p.region.as_deref());
+        let result = match (sent, (200..300).contains(&status)) {
+            (true, _) => "ok",
+            (false, true) => "no_code",
+            (false, false) => "upstream_error",
+        };
+        self.inner
+            .metrics
+            .otp_send_forwarded(send.channel.as_str(), country, result);
     }
 
     /// The flow a gated request belongs to (by its continuation token), with the account
@@ -529,154 +631,75 @@ impl Gateway {
         flow
     }
 
-    /// Judge a recorded request offline (`otpgate explain`): the same phases as a live
-    /// request up to the decision, and the answer it would get, without contacting Entra.
+    /// Judge a recorded request offline (`otpgate explain`): the phases of a live request
+    /// up to its answer (target, passage, read, flow, label, judge, answer), without
+    /// contacting Entra.
     pub async fn explain(
         &self,
         parts: &http::request::Parts,
         body: &[u8],
         client_ip: IpAddr,
     ) -> Explanation {
-        let mut out = Explanation::default();
-        let path = match self.inner.settings.cors.map_path(
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        ) {
-            Some(mapped) => mapped,
-            None => parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| "/".into()),
-        };
-        let uri: http::Uri = match path.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                out.outcome = "refused: invalid request target".into();
-                return out;
-            }
-        };
-        let uri = match classify::collapse_sdk_slash(uri.path()) {
-            Some(fixed) => match with_path(&uri, &fixed) {
-                Ok(u) => u,
-                Err(_) => uri,
-            },
-            None => uri,
-        };
-        let kind = match classify::classify(&parts.method, uri.path()) {
-            Classification::NotNativeAuth => {
-                out.endpoint = "pass_through".into();
-                out.outcome = "forwarded ungated (not a native-auth endpoint)".into();
-                return out;
-            }
-            Classification::Ambiguous(reason) => {
-                out.endpoint = "ambiguous".into();
-                out.outcome = format!(
-                    "refused 400 invalid_request: ambiguous path ({})",
-                    reason.as_str()
-                );
-                return out;
-            }
-            Classification::MethodNotAllowed(kind) => {
-                out.endpoint = kind.as_str().into();
-                out.outcome =
-                    "refused 400 invalid_request: native-auth endpoints accept POST only".into();
-                return out;
-            }
-            Classification::Endpoint { kind, .. } => kind,
-        };
-        out.endpoint = kind.as_str().into();
-        if kind.is_v2() {
-            out.outcome = match self.inner.settings.entra.v2 {
-                V2Mode::Pass => "forwarded ungated (entra.v2 = \"pass\")".into(),
-                V2Mode::Block => "refused 400 invalid_request (entra.v2 = \"block\")".into(),
-            };
-            return out;
-        }
-        if body.len() > self.inner.settings.entra.max_body_bytes {
-            out.outcome = "refused 413: body larger than entra.max_body_bytes".into();
-            return out;
-        }
-        let params = match params::parse_request(&parts.headers, uri.query(), body) {
-            Ok(p) => p,
-            Err(e) => {
-                let fault = param_fault(e);
-                out.outcome = format!("refused: {fault}");
-                return out;
-            }
-        };
-        let flow = self.flow_of(kind, &params).await;
-        let gated = Gated { kind, params };
-        let send = match self.label_send(&gated, &flow).await {
-            Ok(Some(send)) => send,
-            Ok(None) => {
-                out.outcome = "forwarded (gated, parsed; sends no code)".into();
-                return out;
-            }
+        let uri = match self.canonical_target(&parts.uri) {
+            Ok(uri) => uri.unwrap_or_else(|| parts.uri.clone()),
             Err(fault) => {
-                out.outcome = format!("refused: {fault}");
+                let mut out = Explanation::new(RequestKind::PassThrough);
+                out.refused = Some(fault);
                 return out;
             }
         };
-        out.channel = send.channel.as_str().into();
-        out.channel_known = send.channel_known;
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let subject = Subject {
-            send: &send,
-            flow: &flow.id,
-            client_ip,
-            client_id: gated.params.get("client_id"),
-            user: flow.user.as_deref(),
-            headers: &parts.headers,
-            method: &parts.method,
-            version: parts.version,
-            url: format!("http://localhost{path}"),
-            request_id: &request_id,
+        let (kind, passage) = self.passage(&parts.method, uri.path());
+        let mut out = Explanation::new(kind);
+        let endpoint = match passage {
+            Ok(Passage::Gated(endpoint)) => endpoint,
+            Ok(Passage::Forward) => return out,
+            Err(fault) => {
+                out.refused = Some(fault);
+                return out;
+            }
         };
-        let judgement = self.inner.judge.judge(&subject).await;
-        out.decision = judgement.decision.label().into();
-        out.reasons = judgement.decision.reasons.clone();
-        out.provider = judgement.provider.unwrap_or_default().into();
-        out.provider_verdict = judgement.provider_verdict.clone();
-        out.destination = judgement.phone.as_ref().map(|p| {
-            format!(
-                "{} ({})",
-                p.masked(),
-                p.region.as_deref().unwrap_or("no region")
-            )
-        });
-        let ctx_id = request_id.clone();
-        out.outcome = match self.answer_for(&judgement, &ctx_id) {
-            None => "forwarded: Entra sends the code".into(),
-            Some(resp) => format!(
-                "answered {} instead of forwarding: no code is sent",
-                resp.status()
-            ),
+        let labelled = async {
+            let gated = self.read(endpoint, &parts.headers, uri.query(), body)?;
+            let flow = self.flow_of(endpoint, &gated.params).await;
+            let send = self.label_send(&gated, &flow).await?;
+            Ok::<_, GatewayError>((gated, flow, send))
         };
+        let (gated, flow, send) = match labelled.await {
+            Ok(labelled) => labelled,
+            Err(fault) => {
+                out.refused = Some(fault);
+                return out;
+            }
+        };
+        if let Some(send) = &send {
+            let url = format!(
+                "http://localhost{}",
+                uri.path_and_query().map_or("/", |p| p.as_str())
+            );
+            let subject = subject(send, &gated, &flow, parts, client_ip, url);
+            let verdict = self.judge(&subject).await;
+            let request_id = uuid::Uuid::new_v4().to_string();
+            out.answer = self.answer(&verdict, &request_id).map(|r| r.status());
+            out.verdict = Some(verdict);
+        }
+        out.send = send;
         out
     }
 
-    /// The answer to a decision that stops the send, or `None` to forward it.
-    fn answer(&self, judgement: &Judgement, ctx: &RequestCtx) -> Option<Response<Body>> {
-        self.answer_for(judgement, ctx.request_id())
-    }
-
-    fn answer_for(&self, judgement: &Judgement, request_id: &str) -> Option<Response<Body>> {
+    /// The answer to a verdict that stops the send, or `None` to forward it.
+    fn answer(&self, verdict: &Verdict, request_id: &str) -> Option<Response<Body>> {
         let correlation = Some(request_id);
-        let resp = match judgement.decision.enforced {
+        let resp = match verdict.decision.enforced {
             Outcome::Allow => return None,
             Outcome::Deny => answer::deny(self.inner.settings.entra.deny_style, correlation),
             Outcome::Throttle { retry_after } => answer::throttle(retry_after, correlation),
-            Outcome::StepUp(StepUpBy::Provider) => match &judgement.provider_challenge {
+            Outcome::StepUp(StepUpBy::Provider) => match &verdict.provider_challenge {
                 Some(challenge) => {
                     let (parts, body) = challenge.to_response().into_parts();
                     return Some(Response::from_parts(parts, proxy::full(Full::new(body))));
                 }
                 None => answer::step_up(
-                    serde_json::json!({ "type": "provider", "provider": judgement.provider }),
+                    serde_json::json!({ "type": "provider", "provider": verdict.provider }),
                     correlation,
                 ),
             },
@@ -684,8 +707,8 @@ impl Gateway {
                 serde_json::json!({
                     "type": "pow",
                     "format": "altcha",
-                    "header": judgement.proof_header.as_str(),
-                    "altcha": judgement.pow_challenge,
+                    "header": self.inner.settings.stepup.header.as_str(),
+                    "altcha": verdict.pow_challenge,
                 }),
                 correlation,
             ),
@@ -808,8 +831,8 @@ impl Gateway {
         fault: Option<&'static str>,
     ) -> AuditEvent {
         let send = ctx.send.as_ref();
-        let judgement = ctx.judgement.as_ref();
-        let (phone_masked, phone_hmac, country) = match judgement.and_then(|j| j.phone.as_ref()) {
+        let verdict = ctx.verdict.as_deref();
+        let (phone_masked, phone_hmac, country) = match verdict.and_then(|v| v.phone.as_ref()) {
             Some(phone) => (
                 phone.masked(),
                 self.inner.audit.phone_hmac(&phone.e164),
@@ -827,8 +850,8 @@ impl Gateway {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             request_id: ctx.request_id().to_owned(),
-            route: judgement.map(|j| j.route).unwrap_or(""),
-            endpoint: ctx.kind,
+            route: verdict.map(|v| v.route).unwrap_or(""),
+            endpoint: ctx.kind.as_str(),
             channel: send.map(|s| s.channel.as_str()).unwrap_or(""),
             client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             country,
@@ -843,20 +866,20 @@ impl Gateway {
                 .as_ref()
                 .map(|f| f.as_str().to_owned())
                 .unwrap_or_default(),
-            provider: judgement.and_then(|j| j.provider).unwrap_or(""),
-            provider_verdict: judgement
-                .map(|j| j.provider_verdict.clone())
-                .unwrap_or_default(),
-            decision: judgement.map(|j| j.decision.label()).unwrap_or(""),
-            reasons: judgement
-                .map(|j| j.decision.reasons.clone())
+            provider: verdict.and_then(|v| v.provider).unwrap_or(""),
+            provider_verdict: verdict
+                .map(|v| v.provider_answer.as_str())
+                .unwrap_or(""),
+            decision: verdict.map(|v| v.decision.label()).unwrap_or(""),
+            reasons: verdict
+                .map(|v| v.decision.reasons.clone())
                 .unwrap_or_default(),
             status: resp.status().as_u16(),
             upstream_status: ctx.upstream_status.unwrap_or(0),
             code_sent: ctx.code_sent,
             latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
-            provider_ms: judgement
-                .and_then(|j| j.provider_latency)
+            provider_ms: verdict
+                .and_then(|v| v.provider_latency)
                 .map(|d| d.as_secs_f64() * 1000.0)
                 .unwrap_or(0.0),
             fault: fault.unwrap_or(""),
@@ -864,8 +887,8 @@ impl Gateway {
     }
 
     fn finish(&self, ctx: &RequestCtx, resp: &Response<Body>, fault: Option<&'static str>) {
-        self.inner.metrics.request_done(ctx.kind, resp.status());
-        if ctx.kind != "pass_through" {
+        self.inner.metrics.request_done(ctx.kind.as_str(), resp.status());
+        if ctx.kind != RequestKind::PassThrough {
             self.inner.audit.record(&self.audit_event(ctx, resp, fault));
         }
         let send = ctx.send.as_ref();
@@ -874,14 +897,14 @@ impl Gateway {
             request_id = %ctx.request_id(),
             method = %ctx.method,
             path = %ctx.uri.path(),
-            kind = ctx.kind,
+            kind = ctx.kind.as_str(),
             client_ip = %ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             status = resp.status().as_u16(),
             upstream_status = ctx.upstream_status.unwrap_or(0),
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
             flow = ctx.flow.as_ref().map(|f| f.as_str()).unwrap_or(""),
             otp_channel = send.map(|s| s.channel.as_str()).unwrap_or(""),
-            decision = ctx.judgement.as_ref().map(|j| j.decision.label()).unwrap_or(""),
+            decision = ctx.verdict.as_ref().map(|v| v.decision.label()).unwrap_or(""),
             fault = fault.unwrap_or(""),
             "request"
         );
@@ -936,6 +959,28 @@ fn header_list_size<B>(req: &Request<B>) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 32)
         .sum::<usize>()
         + pseudo
+}
+
+/// What the judge is told about a send and its request.
+fn subject<'a>(
+    send: &'a OtpSend,
+    gated: &'a Gated,
+    flow: &'a Flow,
+    parts: &'a http::request::Parts,
+    client_ip: IpAddr,
+    url: String,
+) -> Subject<'a> {
+    Subject {
+        send,
+        flow: &flow.id,
+        client_ip,
+        client_id: gated.params.get("client_id"),
+        user: flow.user.as_deref(),
+        headers: &parts.headers,
+        method: &parts.method,
+        version: parts.version,
+        url,
+    }
 }
 
 /// `uri` with its path replaced (scheme, authority and query kept).

@@ -1,5 +1,8 @@
-//! Judging one OTP send: local defenses, the route's risk provider under its time budget,
-//! any step-up proof, then [`policy::decide`]. Built once from settings; cheap per request.
+//! Judging one OTP send, in phases: [`Judge::defend`] (destination policy and velocity),
+//! [`Judge::assess`] (the route's risk provider under its time budget, or the check of a
+//! Prove possession retry), [`Judge::prove`] (the decision, and our proof of work where it
+//! stands between the request and Entra) and [`Judge::settle`] (velocity slots given back
+//! or held, metrics). Built once from settings; cheap per request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,19 +18,22 @@ use crate::defense::{
 use crate::entra::learn::{Channel, FlowId};
 use crate::entra::send::{OtpSend, Target};
 use crate::metrics::Metrics;
-use crate::policy::StepUpBy;
 use crate::policy::{
     self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput,
+    StepUpBy,
 };
-use crate::risk::FailMode;
 use crate::risk::{
-    self, BuildError, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskError, RiskProvider,
-    RiskRequest,
+    self, BuildError, FailMode, GuardConfig, Guarded, ProviderChallenge, RiskAction,
+    RiskProvider, RiskRequest,
 };
 use crate::stepup::{AltchaChallenge, Binding, Pow};
 use crate::store::{KeyHasher, Store};
 
-/// What the request looked like, for the provider and the rules.
+mod possession;
+
+pub use possession::PROVE_CORRELATION_HEADER;
+
+/// The send being judged and what is known of its request.
 pub struct Subject<'a> {
     pub send: &'a OtpSend,
     pub flow: &'a FlowId,
@@ -35,32 +41,53 @@ pub struct Subject<'a> {
     pub client_id: Option<&'a str>,
     /// Keyed hash of the flow's username, when known.
     pub user: Option<&'a str>,
+    /// The request's headers: the proofs a retry carries, and what providers read.
     pub headers: &'a HeaderMap,
     pub method: &'a Method,
     pub version: Version,
+    /// The URL the client asked for, as providers want it.
     pub url: String,
-    pub request_id: &'a str,
 }
 
-/// The result of judging: the decision, and what answering it needs.
-pub struct Judgement {
+/// The outcome of judging: the decision and what answering and recording it needs.
+pub struct Verdict {
     pub decision: Decision,
     pub route: &'static str,
     /// The provider's own challenge or block page, when it asked for one.
     pub provider_challenge: Option<ProviderChallenge>,
+    /// The provider asked, when one was.
     pub provider: Option<&'static str>,
-    /// The provider's answer (`allow`, `step_up`, `deny`) or error label; empty if not asked.
-    pub provider_verdict: String,
+    pub provider_answer: ProviderAnswer,
     pub provider_latency: Option<Duration>,
     /// The destination phone, parsed, when the request names one.
-    pub phone: Option<AuditPhone>,
+    pub phone: Option<Phone>,
     /// Our proof-of-work challenge, when the decision is our step-up.
     pub pow_challenge: Option<AltchaChallenge>,
-    /// The header the client returns the solved proof in.
-    pub proof_header: http::HeaderName,
-    /// The velocity slots an allowed send holds until Entra's answer says whether it sent a
-    /// code (see [`Judge::give_back`]).
+    /// The velocity slots an allowed send holds until Entra's answer says whether it sent
+    /// a code (see [`Judge::give_back`]).
     pub held: Option<HeldSlots>,
+}
+
+/// What the route's provider said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderAnswer {
+    NotAsked,
+    Said(RiskAction),
+    /// It failed (`timeout`, `unavailable`, …: [`risk::RiskError::kind`]).
+    Failed(&'static str),
+}
+
+impl ProviderAnswer {
+    /// `allow`, `step_up`, `deny`, the error label, or empty when not asked.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotAsked => "",
+            Self::Said(RiskAction::Allow) => "allow",
+            Self::Said(RiskAction::StepUp) => "step_up",
+            Self::Said(RiskAction::Deny) => "deny",
+            Self::Failed(kind) => kind,
+        }
+    }
 }
 
 /// Velocity slots reserved for a send that was let through.
@@ -69,17 +96,46 @@ pub struct HeldSlots {
     reservation_id: String,
 }
 
-/// The destination phone as the audit log shows it.
-#[derive(Clone)]
-pub struct AuditPhone {
-    pub e164: String,
-    pub region: Option<String>,
-    masked: String,
+/// What the local defenses found ([`Judge::defend`]).
+struct Defense {
+    local: Vec<LocalVerdict>,
+    phone: Option<Phone>,
+    velocity: VelocityOutcome,
+    /// The id the velocity slots were reserved under: fresh per request, since
+    /// client-chosen ids could collide on purpose and count as one.
+    reservation_id: String,
 }
 
-impl AuditPhone {
-    pub fn masked(&self) -> String {
-        self.masked.clone()
+impl Defense {
+    /// An enforced local deny: asking the provider would be pointless.
+    fn denies(&self) -> bool {
+        self.local
+            .iter()
+            .any(|v| v.action == LocalAction::Deny && !v.monitor)
+    }
+}
+
+/// What the provider, or a Prove possession retry, said ([`Judge::assess`]).
+struct Assessment {
+    input: ProviderInput,
+    challenge: Option<ProviderChallenge>,
+    provider: Option<&'static str>,
+    answer: ProviderAnswer,
+    latency: Option<Duration>,
+    /// Why a Prove retry's proof does not count, when it does not.
+    refused_proof: Option<&'static str>,
+}
+
+impl Assessment {
+    fn not_asked() -> Self {
+        Self {
+            input: ProviderInput::NotAsked,
+            challenge: None,
+            provider: None,
+            answer: ProviderAnswer::NotAsked,
+            latency: None,
+            refused_proof: None,
+        }
     }
 }
 
@@ -89,24 +145,6 @@ struct RouteRuntime {
     /// The route's provider when it is Prove, for its possession step-up.
     prove: Option<Arc<risk::ProveProvider>>,
     route: Route,
-}
-
-/// The header a client retries with after completing a Prove possession check: the
-/// `correlationId` from the challenge.
-pub const PROVE_CORRELATION_HEADER: &str = "x-otpgate-prove-correlation";
-
-/// How long a started possession check stays bound to its flow.
-const POSSESSION_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// What the store keeps about a possession check the gateway started.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PossessionBinding {
-    flow: String,
-    client_request_id: String,
-}
-
-fn possession_key(keys: &KeyHasher, correlation_id: &str) -> String {
-    format!("prove:{}", keys.hash(correlation_id))
 }
 
 /// Everything needed to judge sends, per route.
@@ -220,57 +258,83 @@ impl Judge {
     }
 
     /// Judge one send. Velocity slots taken for it are kept only when the decision lets it
-    /// through: counters move only for what is actually forwarded.
-    pub async fn judge(&self, subject: &Subject<'_>) -> Judgement {
-        let send = subject.send;
-        let route = self.route(send.channel);
-        let mut local = Vec::new();
+    /// through (and then until Entra's answer, see [`Judge::give_back`]).
+    pub async fn judge(&self, s: &Subject<'_>) -> Verdict {
+        let route = self.route(s.send.channel);
+        let defense = self.defend(s, route).await;
+        let assessment = if defense.denies() {
+            Assessment::not_asked()
+        } else {
+            self.assess(s, route, defense.phone.as_ref()).await
+        };
+        let (decision, pow_challenge) = self.prove(s, route, &defense, &assessment).await;
+        let held = self.settle(route, &decision, &defense).await;
+        Verdict {
+            decision,
+            route: route.name,
+            provider_challenge: assessment.challenge,
+            provider: assessment.provider,
+            provider_answer: assessment.answer,
+            provider_latency: assessment.latency,
+            phone: defense.phone,
+            pow_challenge,
+            held,
+        }
+    }
 
-        // Destination: only where the request names the number (registration).
+    /// The local defenses: the destination policy where the request names the number
+    /// (registration), then a velocity slot in every window that applies (skipped when the
+    /// destination already denies). A store that cannot count is the route's fail mode.
+    async fn defend(&self, s: &Subject<'_>, route: &RouteRuntime) -> Defense {
+        let mut local = Vec::new();
         let mut phone = None;
-        if let (Channel::Sms, Target::Phone(target)) = (send.channel, &send.target) {
+        if let (Channel::Sms, Target::Phone(target)) = (s.send.channel, &s.send.target) {
             let verdict = self.destination.check(target);
             // What the policy would do differs from what it does only under monitor entries.
             let monitored = verdict.would != verdict.action;
-            for reason in &verdict.reasons {
-                let action = match verdict.would {
-                    DestinationAction::Deny => LocalAction::Deny,
-                    DestinationAction::StepUp => LocalAction::StepUp,
-                    DestinationAction::Allow => continue,
-                };
+            let action = match verdict.would {
+                DestinationAction::Deny => Some(LocalAction::Deny),
+                DestinationAction::StepUp => Some(LocalAction::StepUp),
+                DestinationAction::Allow => None,
+            };
+            for reason in action.iter().flat_map(|_| &verdict.reasons) {
                 local.push(LocalVerdict {
-                    action,
+                    action: action.unwrap_or(LocalAction::StepUp),
                     reason: reason.clone(),
                     monitor: monitored,
                 });
             }
             phone = verdict.phone;
         }
-        let destination_denies = local
-            .iter()
-            .any(|v| v.action == LocalAction::Deny && !v.monitor);
-
-        // Velocity: reservations under a fresh id (client-chosen ids could collide on
-        // purpose and count as one).
-        let reservation_id = uuid::Uuid::new_v4().to_string();
-        let velocity = if destination_denies {
-            VelocityOutcome::default()
-        } else {
-            let vs = VelocitySubject {
-                channel: send.channel,
-                client_ip: subject.client_ip,
-                phone_e164: phone.as_ref().map(|p| p.e164.as_str()),
-                country: phone.as_ref().and_then(|p| p.region.as_deref()),
-                method_id: send.method_id.as_deref(),
-                user: subject.user,
-                flow: subject.flow.as_str(),
-                client_id: subject.client_id,
-            };
-            self.velocity
-                .check(self.store.as_ref(), &self.keys, &vs, &reservation_id)
-                .await
+        let mut defense = Defense {
+            local,
+            phone,
+            velocity: VelocityOutcome::default(),
+            reservation_id: uuid::Uuid::new_v4().to_string(),
         };
-        for hit in &velocity.hits {
+        if defense.denies() {
+            return defense;
+        }
+        let counted = VelocitySubject {
+            channel: s.send.channel,
+            client_ip: s.client_ip,
+            phone_e164: defense.phone.as_ref().map(|p| p.e164.as_str()),
+            country: defense.phone.as_ref().and_then(|p| p.region.as_deref()),
+            method_id: s.send.method_id.as_deref(),
+            user: s.user,
+            flow: s.flow.as_str(),
+            client_id: s.client_id,
+        };
+        defense.velocity = self
+            .velocity
+            .check(
+                self.store.as_ref(),
+                &self.keys,
+                &counted,
+                &defense.reservation_id,
+            )
+            .await;
+        for hit in &defense.velocity.hits {
             let action = match hit.action {
                 VelocityAction::Deny => LocalAction::Deny,
                 VelocityAction::StepUp => LocalAction::StepUp,
@@ -278,166 +342,157 @@ impl Judge {
                     retry_after: hit.retry_after,
                 },
             };
-            local.push(LocalVerdict {
+            defense.local.push(LocalVerdict {
                 action,
                 reason: hit.reason(),
                 monitor: hit.monitor,
             });
         }
-        if velocity.errors > 0 {
-            // Counting failed even on the fallback: the route's fail mode decides.
-            let action = match route.route.fail_mode {
-                FailMode::Open => None,
-                FailMode::Closed => Some(LocalAction::Deny),
-                FailMode::StepUp => Some(LocalAction::StepUp),
-            };
-            if let Some(action) = action {
-                local.push(LocalVerdict {
-                    action,
-                    reason: "velocity:store_error".into(),
-                    monitor: false,
-                });
+        let store_failed = match route.route.fail_mode {
+            _ if defense.velocity.errors == 0 => None,
+            FailMode::Open => None,
+            FailMode::Closed => Some(LocalAction::Deny),
+            FailMode::StepUp => Some(LocalAction::StepUp),
+        };
+        if let Some(action) = store_failed {
+            defense.local.push(LocalVerdict {
+                action,
+                reason: "velocity:store_error".into(),
+                monitor: false,
+            });
+        }
+        defense
+    }
+
+    /// The route's risk provider, within its budget; or, when the request retries after a
+    /// Prove possession check this gateway started, that check's outcome instead.
+    async fn assess(
+        &self,
+        s: &Subject<'_>,
+        route: &RouteRuntime,
+        phone: Option<&Phone>,
+    ) -> Assessment {
+        let mut assessment = Assessment::not_asked();
+        if let (Some(prove), Some(cid)) = (&route.prove, s.headers.get(PROVE_CORRELATION_HEADER)) {
+            let cid = cid.to_str().unwrap_or_default();
+            match self.possession_retry(prove, cid, s.flow).await {
+                Ok(input) => {
+                    assessment.provider = Some("prove");
+                    assessment.input = input;
+                    return assessment;
+                }
+                Err(why) => assessment.refused_proof = Some(why),
             }
         }
-        let locally_denied = local
-            .iter()
-            .any(|v| v.action == LocalAction::Deny && !v.monitor);
-
-        // The provider is not asked about a send the local rules already deny.
-        let mut provider_challenge = None;
-        let mut provider_name = None;
-        let mut provider_latency = None;
-        let mut provider_verdict = String::new();
-        let mut proof_note = None;
-        let retried = match (&route.prove, subject.headers.get(PROVE_CORRELATION_HEADER)) {
-            (Some(prove), Some(cid)) if !locally_denied => {
-                let cid = cid.to_str().unwrap_or_default();
-                match self.possession_retry(prove, cid, subject.flow).await {
-                    Ok(input) => {
-                        provider_name = Some("prove");
-                        Some(input)
-                    }
-                    Err(why) => {
-                        proof_note = Some(why);
-                        None
-                    }
+        let Some(guard) = &route.guard else {
+            return assessment;
+        };
+        let eval = guard.evaluate(&risk_request(s, guard, phone)).await;
+        let outcome = eval.result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+        self.metrics
+            .provider_call(eval.provider, outcome, eval.latency);
+        assessment.provider = Some(eval.provider);
+        assessment.latency = Some(eval.latency);
+        match eval.result {
+            Ok(verdict) => {
+                if let Some(session) = &verdict.possession {
+                    self.bind_possession(session, s.flow).await;
                 }
-            }
-            _ => None,
-        };
-        let provider = match (&route.guard, retried) {
-            (_, Some(input)) => input,
-            (Some(guard), None) if !locally_denied => {
-                let eval = guard
-                    .evaluate(&risk_request(subject, guard, phone.as_ref()))
-                    .await;
-                provider_name = Some(eval.provider);
-                provider_latency = Some(eval.latency);
-                let outcome = match &eval.result {
-                    Ok(_) => "ok",
-                    Err(e) => error_label(e),
+                assessment.answer = ProviderAnswer::Said(verdict.action);
+                assessment.challenge = verdict.challenge;
+                assessment.input = ProviderInput::Verdict {
+                    action: verdict.action,
+                    reasons: verdict.reasons,
                 };
-                self.metrics
-                    .provider_call(eval.provider, outcome, eval.latency);
-                provider_verdict = match &eval.result {
-                    Ok(v) => match v.action {
-                        RiskAction::Allow => "allow",
-                        RiskAction::StepUp => "step_up",
-                        RiskAction::Deny => "deny",
-                    }
-                    .to_owned(),
-                    Err(e) => error_label(e).to_owned(),
-                };
-                match eval.result {
-                    Ok(verdict) => {
-                        if let Some(session) = &verdict.possession {
-                            self.bind_possession(session, subject.flow).await;
-                        }
-                        provider_challenge = verdict.challenge;
-                        ProviderInput::Verdict {
-                            action: verdict.action,
-                            reasons: verdict.reasons,
-                        }
-                    }
-                    Err(e) => ProviderInput::Failed {
-                        error: error_label(&e),
-                        fail_mode: route.route.fail_mode,
-                    },
-                }
             }
-            (_, None) => ProviderInput::NotAsked,
-        };
+            Err(e) => {
+                assessment.answer = ProviderAnswer::Failed(e.kind());
+                assessment.input = ProviderInput::Failed {
+                    error: e.kind(),
+                    fail_mode: route.route.fail_mode,
+                };
+            }
+        }
+        assessment
+    }
 
-        let target = match (&phone, &send.target) {
-            (Some(p), _) => p.e164.clone(),
-            (None, Target::Phone(t) | Target::Email(t)) => t.clone(),
-            (None, Target::Account) => send.method_id.clone().unwrap_or_else(|| "account".into()),
-        };
-        let target_hash = self.pow.target_hash(&target);
-        let binding = Binding {
-            flow: subject.flow.as_str(),
-            target_hash: &target_hash,
-        };
+    /// The decision ([`policy::decide`]), with our proof of work looked at (and spent) only
+    /// when our own step-up is what stands between the request and Entra; a fresh
+    /// challenge when it still does.
+    async fn prove(
+        &self,
+        s: &Subject<'_>,
+        route: &RouteRuntime,
+        defense: &Defense,
+        assessment: &Assessment,
+    ) -> (Decision, Option<AltchaChallenge>) {
         let mut inputs = Inputs {
-            local,
-            provider,
-            proof: proof_note.map_or(ProofInput::None, ProofInput::Refused),
+            local: defense.local.clone(),
+            provider: assessment.input.clone(),
+            proof: assessment
+                .refused_proof
+                .map_or(ProofInput::None, ProofInput::Refused),
             monitor: self.global_monitor || route.route.monitor,
         };
         let mut decision = policy::decide(&inputs);
-        // A proof is looked at (and spent) only when our own step-up is what stands
-        // between the request and Entra.
-        if decision.computed == Outcome::StepUp(StepUpBy::Builtin) {
-            if let Some(payload) = subject
-                .headers
-                .get(&self.proof_header)
-                .and_then(|v| v.to_str().ok())
-            {
-                inputs.proof = match self
-                    .pow
-                    .verify(payload, &binding, self.store.as_ref())
-                    .await
-                {
-                    Ok(()) => ProofInput::Valid,
-                    Err(e) => ProofInput::Refused(e.as_str()),
-                };
-                decision = policy::decide(&inputs);
-            }
+        let builtin = Outcome::StepUp(StepUpBy::Builtin);
+        if decision.computed != builtin && decision.enforced != builtin {
+            return (decision, None);
         }
-        let pow_challenge = (decision.enforced == Outcome::StepUp(StepUpBy::Builtin))
-            .then(|| self.pow.challenge(&binding));
-        let held = if decision.enforced != Outcome::Allow {
-            self.velocity
-                .release(self.store.as_ref(), &velocity, &reservation_id)
-                .await;
-            None
-        } else {
-            (!velocity.reservations.is_empty()).then_some(HeldSlots {
-                outcome: velocity,
-                reservation_id,
-            })
+        let target = match (&defense.phone, &s.send.target) {
+            (Some(p), _) => p.e164.clone(),
+            (None, Target::Phone(t) | Target::Email(t)) => t.clone(),
+            (None, Target::Account) => s
+                .send
+                .method_id
+                .clone()
+                .unwrap_or_else(|| "account".into()),
         };
-        self.metrics.decision(route.name, &decision);
-        Judgement {
-            decision,
-            route: route.name,
-            provider_challenge,
-            provider: provider_name,
-            provider_verdict,
-            provider_latency,
-            pow_challenge,
-            proof_header: self.proof_header.clone(),
-            held,
-            phone: phone.map(|p| AuditPhone {
-                masked: p.masked(),
-                e164: p.e164,
-                region: p.region,
-            }),
+        let target_hash = self.pow.target_hash(&target);
+        let binding = Binding {
+            flow: s.flow.as_str(),
+            target_hash: &target_hash,
+        };
+        let payload = s
+            .headers
+            .get(&self.proof_header)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(payload), true) = (payload, decision.computed == builtin) {
+            inputs.proof = match self.pow.verify(payload, &binding, self.store.as_ref()).await {
+                Ok(()) => ProofInput::Valid,
+                Err(e) => ProofInput::Refused(e.as_str()),
+            };
+            decision = policy::decide(&inputs);
         }
+        let challenge = (decision.enforced == builtin).then(|| self.pow.challenge(&binding));
+        (decision, challenge)
     }
-}
 
-impl Judge {
+    /// Velocity slots: given back unless the send goes to Entra, held otherwise (Entra's
+    /// answer settles them, [`Judge::give_back`]); the decision counted.
+    async fn settle(
+        &self,
+        route: &RouteRuntime,
+        decision: &Decision,
+        defense: &Defense,
+    ) -> Option<HeldSlots> {
+        self.metrics.decision(route.name, decision);
+        if decision.enforced != Outcome::Allow {
+            self.velocity
+                .release(
+                    self.store.as_ref(),
+                    &defense.velocity,
+                    &defense.reservation_id,
+                )
+                .await;
+            return None;
+        }
+        (!defense.velocity.reservations.is_empty()).then(|| HeldSlots {
+            outcome: defense.velocity.clone(),
+            reservation_id: defense.reservation_id.clone(),
+        })
+    }
+
     /// Give back the slots of a send Entra answered without sending a code (an error, a
     /// password prompt, a redirect): only codes that went out count against a limit.
     pub async fn give_back(&self, held: &HeldSlots) {
@@ -445,88 +500,9 @@ impl Judge {
             .release(self.store.as_ref(), &held.outcome, &held.reservation_id)
             .await;
     }
-
-    /// Remember which flow a Prove possession check belongs to, so only that flow's retry
-    /// can use it.
-    async fn bind_possession(&self, session: &risk::PossessionSession, flow: &FlowId) {
-        let binding = PossessionBinding {
-            flow: flow.as_str().to_owned(),
-            client_request_id: session.client_request_id.clone(),
-        };
-        if let Ok(value) = serde_json::to_vec(&binding) {
-            let key = possession_key(&self.keys, &session.correlation_id);
-            if let Err(e) = self.store.put(&key, &value, POSSESSION_TTL).await {
-                tracing::warn!(error = %e, "possession check not recorded");
-            }
-        }
-    }
-
-    /// A retry after a Prove possession check: bound to this flow, used once, and passed
-    /// only if Prove says so now. `Err` names why the retry's proof does not count.
-    async fn possession_retry(
-        &self,
-        prove: &risk::ProveProvider,
-        correlation_id: &str,
-        flow: &FlowId,
-    ) -> Result<ProviderInput, &'static str> {
-        let key = possession_key(&self.keys, correlation_id);
-        let stored = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|_| "store_unavailable")?
-            .ok_or("prove_unknown")?;
-        let binding: PossessionBinding =
-            serde_json::from_slice(&stored).map_err(|_| "prove_unknown")?;
-        if binding.flow != flow.as_str() {
-            return Err("prove_wrong_flow");
-        }
-        if !self
-            .store
-            .take_once(&format!("{key}:used"), POSSESSION_TTL)
-            .await
-            .map_err(|_| "store_unavailable")?
-        {
-            return Err("replayed");
-        }
-        let started = std::time::Instant::now();
-        let status = prove
-            .possession_status(correlation_id, &binding.client_request_id)
-            .await;
-        let outcome = match &status {
-            Ok(_) => "ok",
-            Err(e) => error_label(e),
-        };
-        self.metrics
-            .provider_call("prove", outcome, started.elapsed());
-        Ok(match status {
-            Ok(status) => {
-                let verdict = prove.verdict(&status);
-                let mut reasons = verdict.reasons;
-                reasons.push("prove:possession_checked".into());
-                ProviderInput::Verdict {
-                    action: verdict.action,
-                    reasons,
-                }
-            }
-            Err(e) => ProviderInput::Failed {
-                error: error_label(&e),
-                fail_mode: FailMode::Closed,
-            },
-        })
-    }
 }
 
-fn error_label(e: &RiskError) -> &'static str {
-    match e {
-        RiskError::Timeout => "timeout",
-        RiskError::Unavailable(_) => "unavailable",
-        RiskError::BadResponse(_) => "bad_response",
-        RiskError::RateLimited { .. } => "rate_limited",
-        RiskError::CircuitOpen => "circuit_open",
-    }
-}
-
+/// What the provider is told about the send.
 fn risk_request(s: &Subject<'_>, guard: &Guarded, phone: Option<&Phone>) -> RiskRequest {
     let send = s.send;
     let mut req = RiskRequest::new(send.endpoint.as_str(), send.channel, s.client_ip);
