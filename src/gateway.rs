@@ -455,7 +455,10 @@ impl Gateway {
         let cors = &self.inner.settings.cors;
         let mut target = None;
         if cors.enabled() {
-            if let Some(mapped) = uri.path_and_query().and_then(|pq| cors.map_path(pq.as_str())) {
+            if let Some(mapped) = uri
+                .path_and_query()
+                .and_then(|pq| cors.map_path(pq.as_str()))
+            {
                 let mapped: Uri = mapped
                     .parse()
                     .map_err(|_| GatewayError::BadRequest("Invalid request target."))?;
@@ -476,7 +479,10 @@ impl Gateway {
         match classify::classify(method, path) {
             Classification::NotNativeAuth => (RequestKind::PassThrough, Ok(Passage::Forward)),
             Classification::Ambiguous(reason) => {
-                tracing::info!(reason = reason.as_str(), "ambiguous native-auth path refused");
+                tracing::info!(
+                    reason = reason.as_str(),
+                    "ambiguous native-auth path refused"
+                );
                 (
                     RequestKind::Ambiguous,
                     Err(GatewayError::BadRequest(
@@ -867,9 +873,7 @@ impl Gateway {
                 .map(|f| f.as_str().to_owned())
                 .unwrap_or_default(),
             provider: verdict.and_then(|v| v.provider).unwrap_or(""),
-            provider_verdict: verdict
-                .map(|v| v.provider_answer.as_str())
-                .unwrap_or(""),
+            provider_verdict: verdict.map(|v| v.provider_answer.as_str()).unwrap_or(""),
             decision: verdict.map(|v| v.decision.label()).unwrap_or(""),
             reasons: verdict
                 .map(|v| v.decision.reasons.clone())
@@ -887,7 +891,9 @@ impl Gateway {
     }
 
     fn finish(&self, ctx: &RequestCtx, resp: &Response<Body>, fault: Option<&'static str>) {
-        self.inner.metrics.request_done(ctx.kind.as_str(), resp.status());
+        self.inner
+            .metrics
+            .request_done(ctx.kind.as_str(), resp.status());
         if ctx.kind != RequestKind::PassThrough {
             self.inner.audit.record(&self.audit_event(ctx, resp, fault));
         }

@@ -19,12 +19,11 @@ use crate::entra::learn::{Channel, FlowId};
 use crate::entra::send::{OtpSend, Target};
 use crate::metrics::Metrics;
 use crate::policy::{
-    self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput,
-    StepUpBy,
+    self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput, StepUpBy,
 };
 use crate::risk::{
-    self, BuildError, FailMode, GuardConfig, Guarded, ProviderChallenge, RiskAction,
-    RiskProvider, RiskRequest,
+    self, BuildError, FailMode, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskProvider,
+    RiskRequest,
 };
 use crate::stepup::{AltchaChallenge, Binding, Pow};
 use crate::store::{KeyHasher, Store};
@@ -442,11 +441,7 @@ impl Judge {
         let target = match (&defense.phone, &s.send.target) {
             (Some(p), _) => p.e164.clone(),
             (None, Target::Phone(t) | Target::Email(t)) => t.clone(),
-            (None, Target::Account) => s
-                .send
-                .method_id
-                .clone()
-                .unwrap_or_else(|| "account".into()),
+            (None, Target::Account) => s.send.method_id.clone().unwrap_or_else(|| "account".into()),
         };
         let target_hash = self.pow.target_hash(&target);
         let binding = Binding {
@@ -458,7 +453,11 @@ impl Judge {
             .get(&self.proof_header)
             .and_then(|v| v.to_str().ok());
         if let (Some(payload), true) = (payload, decision.computed == builtin) {
-            inputs.proof = match self.pow.verify(payload, &binding, self.store.as_ref()).await {
+            inputs.proof = match self
+                .pow
+                .verify(payload, &binding, self.store.as_ref())
+                .await
+            {
                 Ok(()) => ProofInput::Valid,
                 Err(e) => ProofInput::Refused(e.as_str()),
             };
