@@ -71,7 +71,6 @@ async fn upstream() -> SocketAddr {
 }
 
 fn settings(upstream: SocketAddr) -> Arc<Settings> {
-    otpgate::tls::install_crypto_provider();
     let toml = format!(
         r#"
 [server]

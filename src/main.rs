@@ -118,6 +118,7 @@ enum Emulator {
 }
 
 fn main() -> ExitCode {
+    otpgate::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => otpgate::cli::run(cli.config.as_deref()),

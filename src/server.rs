@@ -71,7 +71,6 @@ pub struct Server {
 impl Server {
     /// Build the runtime objects from settings and bind both listeners.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
-        tls::install_crypto_provider();
         for w in settings.warnings() {
             tracing::warn!(key = %w.key, "{}", w.message);
         }

@@ -2,9 +2,10 @@
 //! the trust roots for the upstream.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -25,10 +26,26 @@ pub enum TlsError {
     Mismatch(String),
 }
 
-/// Install the process-wide rustls crypto provider (ring). Exactly one provider is compiled
-/// in; calling this again is harmless.
+/// The one crypto provider (ring) every TLS config of otpgate's is built with, so no config
+/// depends on a process-wide default.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Install [`provider`] as the process-wide default as well, for libraries that build their
+/// own configs with `ClientConfig::builder()` (the Redis client). `main` calls this once;
+/// as ring is the only provider compiled in, rustls would pick it by itself too.
 pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // An error only means a provider is installed already.
+    let _ = CryptoProvider::install_default((*provider()).clone());
+}
+
+/// The protocol versions otpgate speaks: TLS 1.3 and 1.2.
+fn versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
+    rustls::DEFAULT_VERSIONS
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -40,7 +57,6 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Load a certificate chain and its key from PEM files into a signing key.
 pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
-    install_crypto_provider();
     let cert_pem = read(cert_file)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
@@ -51,8 +67,7 @@ pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<Certified
     let key_pem = read(key_file)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|_| TlsError::NoKey(key_file.display().to_string()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider)
+    let certified = CertifiedKey::from_der(chain, key, &provider())
         .map_err(|e| TlsError::Mismatch(e.to_string()))?;
     Ok(certified)
 }
@@ -84,8 +99,9 @@ impl ResolvesServerCert for CertResolver {
 
 /// A rustls server config offering HTTP/2 and HTTP/1.1 by ALPN.
 pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
-    install_crypto_provider();
-    let mut config = rustls::ServerConfig::builder()
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions())
+        .expect("ring supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -95,7 +111,6 @@ pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
 /// A rustls client config for the upstream: the webpki roots plus, optionally, extra PEM
 /// CA certificates (a private CA, or a test certificate).
 pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
-    install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -111,7 +126,24 @@ pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientCo
         }
     }
     // ALPN (h2, http/1.1) is set by the connector from the protocols it enables.
-    Ok(rustls::ClientConfig::builder()
+    Ok(client_config(roots))
+}
+
+/// A rustls client config trusting `roots`, built with [`provider`].
+pub fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions())
+        .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth()
+}
+
+/// A client config trusting the webpki roots, offering HTTP/2 and HTTP/1.1 by ALPN: the
+/// provider clients'.
+pub fn webpki_client_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut config = client_config(roots);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
 }

@@ -99,7 +99,6 @@ impl Server {
     }
 
     async fn start(alpn: Option<Vec<Vec<u8>>>) -> Self {
-        otpgate::tls::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));

@@ -25,13 +25,6 @@ pub use human::{HumanConfig, HumanProvider};
 pub use mock::{MockConfig, MockProvider};
 pub use prove::{ProveConfig, ProveProvider};
 
-/// Install ring as the process-wide rustls crypto provider. reqwest is built without one, so
-/// this must run before the first HTTPS client is built. Calling it again is harmless.
-pub fn install_crypto_provider() {
-    // An error only means a provider is already installed, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// The channel an OTP is about to be sent on.
 pub use crate::entra::learn::Channel;
 
@@ -298,13 +291,14 @@ pub enum BuildError {
     NoRuntime,
 }
 
-/// A reqwest client for calls to a provider, with the crypto provider installed.
+/// A reqwest client for calls to a provider, on otpgate's own TLS config (reqwest is built
+/// without a crypto provider of its own).
 pub(crate) fn http_client(
     timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, BuildError> {
-    install_crypto_provider();
     reqwest::Client::builder()
+        .use_preconfigured_tls(crate::tls::webpki_client_config())
         .timeout(timeout)
         .connect_timeout(connect_timeout)
         .user_agent(concat!("otpgate/", env!("CARGO_PKG_VERSION")))

@@ -156,7 +156,6 @@ pub fn run(options: &Options) -> Result<Report, SimulateError> {
             "--scale must be more than 0 and at most 100".into(),
         ));
     }
-    crate::tls::install_crypto_provider();
     let (settings, description) = load_settings(options.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -249,7 +249,6 @@ impl RedisStore {
 }
 
 fn client(settings: &RedisSettings) -> Result<Client, StoreError> {
-    crate::tls::install_crypto_provider();
     let mut info = settings
         .url
         .as_str()
