@@ -89,7 +89,7 @@ impl Server {
                     &t.cert_file,
                     &t.key_file,
                 )?));
-                let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())));
+                let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(resolver.clone())?));
                 Some((acceptor, resolver))
             }
             None => None,

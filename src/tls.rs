@@ -24,6 +24,8 @@ pub enum TlsError {
     NoKey(String),
     #[error("certificate and key do not match: {0}")]
     Mismatch(String),
+    #[error("the crypto provider cannot make a TLS config: {0}")]
+    Provider(rustls::Error),
 }
 
 /// The one crypto provider (ring) every TLS config of otpgate's is built with, so no config
@@ -98,14 +100,14 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// A rustls server config offering HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(resolver: Arc<CertResolver>) -> rustls::ServerConfig {
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions())
-        .expect("ring supports the default protocol versions")
+        .map_err(TlsError::Provider)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config
+    Ok(config)
 }
 
 /// A rustls client config for the upstream: the webpki roots plus, optionally, extra PEM
@@ -126,24 +128,24 @@ pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientCo
         }
     }
     // ALPN (h2, http/1.1) is set by the connector from the protocols it enables.
-    Ok(client_config(roots))
+    client_config(roots)
 }
 
 /// A rustls client config trusting `roots`, built with [`provider`].
-pub fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(provider())
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions())
-        .expect("ring supports the default protocol versions")
+        .map_err(TlsError::Provider)?
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth())
 }
 
 /// A client config trusting the webpki roots, offering HTTP/2 and HTTP/1.1 by ALPN: the
 /// provider clients'.
-pub fn webpki_client_config() -> rustls::ClientConfig {
+pub fn webpki_client_config() -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut config = client_config(roots);
+    let mut config = client_config(roots)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config
+    Ok(config)
 }

@@ -542,7 +542,7 @@ async fn human_emulator_admin_endpoints_over_http() {
     let emu = HumanEmulator::default();
     let server = start_human(emu.clone()).await;
     let client = reqwest::Client::builder()
-        .use_preconfigured_tls(otpgate::tls::webpki_client_config())
+        .use_preconfigured_tls(otpgate::tls::webpki_client_config().unwrap())
         .build()
         .unwrap();
     let r = client

@@ -298,7 +298,9 @@ pub(crate) fn http_client(
     connect_timeout: Duration,
 ) -> Result<reqwest::Client, BuildError> {
     reqwest::Client::builder()
-        .use_preconfigured_tls(crate::tls::webpki_client_config())
+        .use_preconfigured_tls(
+            crate::tls::webpki_client_config().map_err(|e| BuildError::Client(e.to_string()))?,
+        )
         .timeout(timeout)
         .connect_timeout(connect_timeout)
         .user_agent(concat!("otpgate/", env!("CARGO_PKG_VERSION")))
