@@ -95,6 +95,26 @@ impl RequestCtx {
             .get_or_init(|| request_id(self.client_request_id.as_ref()))
     }
 
+    /// What is known of the request before its task runs, to record it should the task
+    /// end without an answer: the same request id, kind [`RequestKind::Unfinished`].
+    fn unfinished(&self) -> Self {
+        Self {
+            client_request_id: self.client_request_id.clone(),
+            request_id: OnceLock::from(self.request_id().to_owned()),
+            started: self.started,
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            kind: RequestKind::Unfinished,
+            flow: None,
+            send: None,
+            upstream_status: None,
+            code_sent: None,
+            client_ip: None,
+            verdict: None,
+            received: self.received,
+        }
+    }
+
     /// The client's `client-request-id` as text.
     fn correlation(&self) -> Option<&str> {
         self.client_request_id
@@ -371,7 +391,7 @@ impl Gateway {
         let detach = req.method() == Method::POST;
         let req = req.map(|body| body.map_err(Into::into).boxed());
         let gateway = self.clone();
-        let complete = async move {
+        let complete = move |mut ctx: RequestCtx| async move {
             let in_flight = gateway.inner.metrics.in_flight_guard();
             let result = gateway.route(req, conn, &mut ctx).await;
             drop(in_flight);
@@ -389,15 +409,23 @@ impl Gateway {
             resp
         };
         if !detach {
-            return Either::Right(Either::Left(complete));
+            return Either::Right(Either::Left(complete(ctx)));
         }
-        let task = self.inner.detached.spawn(complete);
+        let unfinished = ctx.unfinished();
+        let task = self.inner.detached.spawn(complete(ctx));
+        let gateway = self.clone();
         Either::Right(Either::Right(async move {
             match task.await {
                 Ok(resp) => resp,
                 Err(e) => {
+                    // The audit step runs on this path too: the line says the request
+                    // ended without an answer (what it did before is unknown here).
                     tracing::error!(error = %e, "request task failed");
-                    GatewayError::Internal("request task failed".into()).to_response(None)
+                    let ctx = unfinished;
+                    let err = GatewayError::Internal("request task failed".into());
+                    let resp = err.to_response(ctx.correlation());
+                    gateway.finish(&ctx, &resp, Some(err.label()));
+                    resp
                 }
             }
         }))
@@ -684,6 +712,11 @@ impl Gateway {
             );
             let subject = subject(send, &gated, &flow, parts, client_ip, url);
             let verdict = self.judge(&subject).await;
+            // Nothing is sent: the slots the verdict holds go back, so explaining a request
+            // changes no count.
+            if let Some(held) = &verdict.held {
+                self.inner.judge.give_back(held).await;
+            }
             let request_id = uuid::Uuid::new_v4().to_string();
             out.answer = self.answer(&verdict, &request_id).map(|r| r.status());
             out.verdict = Some(verdict);
@@ -1140,6 +1173,9 @@ fn host_without_port(authority: &str) -> &str {
     }
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {

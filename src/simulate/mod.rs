@@ -224,7 +224,7 @@ async fn simulate(
 }
 
 /// The emulator as the gateway's upstream: [`EntraEmulator::handle`] called directly.
-fn emulator_handler(emulator: &EntraEmulator) -> InProcessHandler {
+pub(crate) fn emulator_handler(emulator: &EntraEmulator) -> InProcessHandler {
     let emulator = emulator.clone();
     Arc::new(move |req: http::Request<Bytes>| {
         let emulator = emulator.clone();
