@@ -169,43 +169,31 @@ impl Judge {
         keys: KeyHasher,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
-        let uses_prove = [&settings.routes.sms, &settings.routes.email]
-            .iter()
-            .any(|r| r.provider == ProviderChoice::Prove);
-        let prove = if uses_prove {
-            Some(Arc::new(risk::ProveProvider::new(
-                &settings.providers.prove,
-            )?))
-        } else {
-            None
+        // Each provider a route names is built once and shared by both routes; each route
+        // guards it with its own budget and circuit.
+        let routes = [&settings.routes.sms, &settings.routes.email];
+        let uses = |choice: ProviderChoice| routes.iter().any(|r| r.provider == choice);
+        let providers = &settings.providers;
+        let human = uses(ProviderChoice::Human)
+            .then(|| risk::HumanProvider::new(&providers.human))
+            .transpose()?
+            .map(Arc::new);
+        let prove = uses(ProviderChoice::Prove)
+            .then(|| risk::ProveProvider::new(&providers.prove))
+            .transpose()?
+            .map(Arc::new);
+        let mock = uses(ProviderChoice::Mock)
+            .then(|| risk::MockProvider::new(&providers.mock))
+            .transpose()?
+            .map(Arc::new);
+        let provider = |choice: ProviderChoice| -> Option<Arc<dyn RiskProvider>> {
+            match choice {
+                ProviderChoice::None => None,
+                ProviderChoice::Human => Some(human.clone()? as Arc<dyn RiskProvider>),
+                ProviderChoice::Prove => Some(prove.clone()? as Arc<dyn RiskProvider>),
+                ProviderChoice::Mock => Some(mock.clone()? as Arc<dyn RiskProvider>),
+            }
         };
-        let mut built: Vec<(ProviderChoice, Arc<dyn RiskProvider>)> = Vec::new();
-        if let Some(p) = &prove {
-            built.push((ProviderChoice::Prove, p.clone()));
-        }
-        let mut provider =
-            |choice: ProviderChoice| -> Result<Option<Arc<dyn RiskProvider>>, BuildError> {
-                if choice == ProviderChoice::None {
-                    return Ok(None);
-                }
-                if let Some((_, p)) = built.iter().find(|(c, _)| *c == choice) {
-                    return Ok(Some(p.clone()));
-                }
-                let p: Arc<dyn RiskProvider> = match choice {
-                    ProviderChoice::Human => {
-                        Arc::new(risk::HumanProvider::new(&settings.providers.human)?)
-                    }
-                    ProviderChoice::Prove => {
-                        Arc::new(risk::ProveProvider::new(&settings.providers.prove)?)
-                    }
-                    ProviderChoice::Mock => {
-                        Arc::new(risk::MockProvider::new(&settings.providers.mock)?)
-                    }
-                    ProviderChoice::None => return Ok(None),
-                };
-                built.push((choice, p.clone()));
-                Ok(Some(p))
-            };
         let guard = |p: Option<Arc<dyn RiskProvider>>, route: &Route| {
             p.map(|p| {
                 Guarded::new(
@@ -219,8 +207,8 @@ impl Judge {
                 )
             })
         };
-        let sms_provider = provider(settings.routes.sms.provider)?;
-        let email_provider = provider(settings.routes.email.provider)?;
+        let sms_provider = provider(settings.routes.sms.provider);
+        let email_provider = provider(settings.routes.email.provider);
         Ok(Self {
             sms: RouteRuntime {
                 name: "sms",

@@ -11,11 +11,8 @@ use std::fmt;
 use phonenumber::metadata::DATABASE;
 use serde::{Deserialize, Serialize};
 
-use super::numbering::{self, NumberKind};
+use super::numbering::{self, NumberKind, MAX_E164_DIGITS};
 use crate::problem::Problem;
-
-/// Longest E.164 number: 15 digits after the `+` (ITU-T E.164 §6.1).
-const MAX_E164_DIGITS: usize = 15;
 
 /// Longest target we look at; anything longer is unparseable without being scanned.
 const MAX_TARGET_CHARS: usize = 64;

@@ -15,7 +15,7 @@ pub mod velocity;
 pub use destination::{
     DestinationAction, DestinationConfig, DestinationPolicy, DestinationVerdict, Phone,
 };
-pub use numbering::NumberKind;
+pub use numbering::{NumberKind, MAX_E164_DIGITS};
 pub use velocity::{
     RuleHit, Subject, VelocityAction, VelocityKey, VelocityOutcome, VelocityRule, VelocityRules,
 };

@@ -16,6 +16,9 @@ use phonenumber::Type;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
+/// Digits in the longest E.164 number (ITU-T E.164: 15, calling code included).
+pub const MAX_E164_DIGITS: usize = 15;
+
 /// A number's type. One variant per libphonenumber type, plus `invalid` for a number that
 /// parses but fits no range of its country (or has no country).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -19,15 +19,13 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::numbering::MAX_E164_DIGITS;
 use crate::entra::learn::Channel;
 use crate::problem::Problem;
 use crate::store::{KeyHasher, Store, WindowSpec};
 
 /// Longest rule name; names are part of store keys and reason labels.
 const MAX_NAME_CHARS: usize = 64;
-
-/// Digits in the longest E.164 number.
-const MAX_E164_DIGITS: usize = 15;
 
 /// One rule of `[[defense.velocity]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,33 +324,128 @@ impl VelocityOutcome {
     }
 }
 
-/// Validated rules, ready to count.
+/// Validated rules, compiled for counting: no config struct is read per request.
 #[derive(Debug, Clone)]
 pub struct VelocityRules {
-    rules: Vec<VelocityRule>,
+    rules: Vec<Compiled>,
 }
 
-impl Default for VelocityRules {
-    fn default() -> Self {
+/// One rule as the request path uses it: what it reads of a send, and its store-key prefix
+/// made once, at load.
+#[derive(Debug, Clone)]
+struct Compiled {
+    name: String,
+    counts: Counts,
+    channel: Option<Channel>,
+    window: Duration,
+    limit: u64,
+    action: VelocityAction,
+    monitor: bool,
+    /// `vel:{name}:`, the keyed hash of the value follows.
+    key_prefix: String,
+}
+
+/// What a compiled rule counts by, with the sizes its key needs.
+#[derive(Debug, Clone, Copy)]
+enum Counts {
+    Ip,
+    IpNetwork { ipv4: u8, ipv6: u8 },
+    Phone,
+    PhonePrefix { digits: usize },
+    Country,
+    Method,
+    User,
+    Flow,
+    ClientId,
+    Global,
+}
+
+impl Compiled {
+    /// `rule`, validated already.
+    fn new(rule: &VelocityRule) -> Self {
+        let counts = match rule.key {
+            VelocityKey::Ip => Counts::Ip,
+            VelocityKey::IpNetwork => Counts::IpNetwork {
+                ipv4: rule.ipv4_prefix,
+                ipv6: rule.ipv6_prefix,
+            },
+            VelocityKey::Phone => Counts::Phone,
+            VelocityKey::PhonePrefix => Counts::PhonePrefix {
+                digits: rule.prefix_digits.unwrap_or(MAX_E164_DIGITS),
+            },
+            VelocityKey::Country => Counts::Country,
+            VelocityKey::Method => Counts::Method,
+            VelocityKey::User => Counts::User,
+            VelocityKey::Flow => Counts::Flow,
+            VelocityKey::ClientId => Counts::ClientId,
+            VelocityKey::Global => Counts::Global,
+        };
         Self {
-            rules: default_rules(),
+            name: rule.name.clone(),
+            counts,
+            channel: rule.channel,
+            window: rule.window,
+            limit: rule.limit,
+            action: rule.action,
+            monitor: rule.monitor,
+            key_prefix: format!("vel:{}:", rule.name),
         }
+    }
+
+    /// What the rule counts for `subject`; `None` when the subject lacks it (the rule is
+    /// skipped, with no effect).
+    fn value(&self, subject: &Subject<'_>) -> Option<String> {
+        let present = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_owned);
+        match self.counts {
+            Counts::Ip => Some(subject.client_ip.to_canonical().to_string()),
+            Counts::IpNetwork { ipv4, ipv6 } => {
+                let ip = subject.client_ip.to_canonical();
+                let prefix = match ip {
+                    IpAddr::V4(_) => ipv4,
+                    IpAddr::V6(_) => ipv6,
+                };
+                Some(IpNet::new(ip, prefix).ok()?.trunc().to_string())
+            }
+            Counts::Phone => present(subject.phone_e164),
+            Counts::PhonePrefix { digits: n } => {
+                let digits = subject.phone_e164?.strip_prefix('+')?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some(format!("+{}", &digits[..n.min(digits.len())]))
+            }
+            Counts::Country => present(subject.country),
+            Counts::Method => {
+                present(subject.method_id).map(|id| crate::entra::learn::canonical_method_id(&id))
+            }
+            Counts::User => present(subject.user),
+            Counts::Flow => present(Some(subject.flow)),
+            Counts::ClientId => present(subject.client_id),
+            Counts::Global => Some(String::new()),
+        }
+    }
+
+    /// The store key for `value`: hashed under the store's key, so keys hold no phone or
+    /// IP, and the hash cannot be matched against hashes of every number.
+    fn store_key(&self, keys: &KeyHasher, value: &str) -> String {
+        let mut key = self.key_prefix.clone();
+        key.push_str(&keys.hash(value));
+        key
     }
 }
 
 impl VelocityRules {
-    /// Validate `rules`; every problem is returned at once (see [`validate`]).
+    /// Validate `rules` and compile them; every problem is returned at once (see
+    /// [`validate`]).
     pub fn new(rules: Vec<VelocityRule>) -> Result<Self, Vec<Problem>> {
         let problems = validate(&rules);
         if problems.is_empty() {
-            Ok(Self { rules })
+            Ok(Self {
+                rules: rules.iter().map(Compiled::new).collect(),
+            })
         } else {
             Err(problems)
         }
-    }
-
-    pub fn rules(&self) -> &[VelocityRule] {
-        &self.rules
     }
 
     /// Reserve a slot for `request_id` in the window of every rule that applies to
@@ -369,13 +462,13 @@ impl VelocityRules {
         subject: &Subject<'_>,
         request_id: &str,
     ) -> VelocityOutcome {
-        let applicable: Vec<(&VelocityRule, String)> = self
+        let applicable: Vec<(&Compiled, String)> = self
             .rules
             .iter()
             .filter(|rule| rule.channel.is_none_or(|c| c == subject.channel))
             .filter_map(|rule| {
-                let value = key_value(rule, subject)?;
-                Some((rule, store_key(keys, &rule.name, &value)))
+                let value = rule.value(subject)?;
+                Some((rule, rule.store_key(keys, &value)))
             })
             .collect();
         let mut outcome = VelocityOutcome::default();
@@ -438,46 +531,6 @@ impl VelocityRules {
     }
 }
 
-/// The store key of `rule` for `value`: the value hashed under the store's key, so keys
-/// hold no phone or IP, and the hash cannot be matched against hashes of every number.
-fn store_key(keys: &KeyHasher, rule: &str, value: &str) -> String {
-    format!("vel:{rule}:{}", keys.hash(value))
-}
-
-/// What `rule` counts for `subject`; `None` when the subject lacks it (the rule is
-/// skipped, with no effect).
-fn key_value(rule: &VelocityRule, subject: &Subject<'_>) -> Option<String> {
-    let present = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_owned);
-    match rule.key {
-        VelocityKey::Ip => Some(subject.client_ip.to_canonical().to_string()),
-        VelocityKey::IpNetwork => {
-            let ip = subject.client_ip.to_canonical();
-            let prefix = match ip {
-                IpAddr::V4(_) => rule.ipv4_prefix,
-                IpAddr::V6(_) => rule.ipv6_prefix,
-            };
-            Some(IpNet::new(ip, prefix).ok()?.trunc().to_string())
-        }
-        VelocityKey::Phone => present(subject.phone_e164),
-        VelocityKey::PhonePrefix => {
-            let digits = subject.phone_e164?.strip_prefix('+')?;
-            let n = rule.prefix_digits?;
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            Some(format!("+{}", &digits[..n.min(digits.len())]))
-        }
-        VelocityKey::Country => present(subject.country),
-        VelocityKey::Method => {
-            present(subject.method_id).map(|id| crate::entra::learn::canonical_method_id(&id))
-        }
-        VelocityKey::User => present(subject.user),
-        VelocityKey::Flow => present(Some(subject.flow)),
-        VelocityKey::ClientId => present(subject.client_id),
-        VelocityKey::Global => Some(String::new()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +573,11 @@ mod tests {
 
     fn keys() -> KeyHasher {
         KeyHasher::keyed(b"velocity test key")
+    }
+
+    /// The documented store key: `vel:{rule}:{keyed hash of the value}`.
+    fn store_key(keys: &KeyHasher, rule: &str, value: &str) -> String {
+        format!("vel:{rule}:{}", keys.hash(value))
     }
 
     #[tokio::test(start_paused = true)]
@@ -634,16 +692,16 @@ mod tests {
                 .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{ip}");
         }
-        let v4 = key_value(&rules.rules()[0], &sms("203.0.113.7", None));
+        let v4 = rules.rules[0].value(&sms("203.0.113.7", None));
         assert_eq!(v4.as_deref(), Some("203.0.113.0/24"));
         let wide = VelocityRule {
             ipv4_prefix: 16,
             ipv6_prefix: 48,
             ..rule("wide", VelocityKey::IpNetwork, HOUR, 1)
         };
-        let v6 = key_value(&wide, &sms("2001:db8:1:2::1", None));
+        let v6 = Compiled::new(&wide).value(&sms("2001:db8:1:2::1", None));
         assert_eq!(v6.as_deref(), Some("2001:db8:1::/48"));
-        let v4 = key_value(&wide, &sms("203.0.113.7", None));
+        let v4 = Compiled::new(&wide).value(&sms("203.0.113.7", None));
         assert_eq!(v4.as_deref(), Some("203.0.0.0/16"));
     }
 
@@ -671,13 +729,10 @@ mod tests {
                 .await;
             assert_eq!(!outcome.hits.is_empty(), *hit, "{phone}");
         }
-        let value = key_value(
-            &rules.rules()[0],
-            &sms("203.0.113.7", Some("+447912345678")),
-        );
+        let value = rules.rules[0].value(&sms("203.0.113.7", Some("+447912345678")));
         assert_eq!(value.as_deref(), Some("+447912345"));
         // Shorter than the prefix: the whole number is the range.
-        let short = key_value(&rules.rules()[0], &sms("203.0.113.7", Some("+4479")));
+        let short = rules.rules[0].value(&sms("203.0.113.7", Some("+4479")));
         assert_eq!(short.as_deref(), Some("+4479"));
     }
 
@@ -793,7 +848,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_failure_gives_no_hit_and_is_counted() {
-        let rules = VelocityRules::default();
+        let rules = VelocityRules::new(default_rules()).unwrap();
         let subject = sms("203.0.113.7", Some("+447912345678"));
         let outcome = rules
             .check(&crate::store::DownStore, &keys(), &subject, "r1")

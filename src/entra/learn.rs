@@ -345,11 +345,6 @@ impl FlowBook {
         self
     }
 
-    pub fn with_method_ttl(mut self, ttl: Duration) -> Self {
-        self.method_ttl = ttl;
-        self
-    }
-
     fn flow_key(&self, token: &str) -> String {
         format!("flow:{}", self.keys.hash(token))
     }

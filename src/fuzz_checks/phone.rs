@@ -2,9 +2,7 @@
 
 use super::ensure;
 use crate::defense::destination::parse_phone;
-
-/// Longest E.164 number, in digits after the `+`.
-const MAX_E164_DIGITS: usize = 15;
+use crate::defense::MAX_E164_DIGITS;
 
 /// The input is a target as a client writes it (`+44 7700 900123`, `0044…`), as UTF-8.
 ///

@@ -8,26 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{RiskError, RiskProvider, RiskRequest, RiskVerdict};
 
-/// Time budget and circuit-breaker settings for one provider.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Time budget and circuit-breaker settings for one provider on one route, from the
+/// route's `budget` and `[providers.circuit]` (validated there).
+#[derive(Debug, Clone, PartialEq)]
 pub struct GuardConfig {
     /// Longest a provider call may take before the gateway stops waiting and applies its
     /// fail mode.
-    #[serde(with = "humantime_serde")]
     pub budget: Duration,
     /// Consecutive failures (timeouts and errors) that open the circuit.
     pub failure_threshold: u32,
     /// How long an open circuit rejects calls before one probe call is let through.
-    #[serde(with = "humantime_serde")]
     pub open_for: Duration,
     /// Upper bound on how long a provider's `Retry-After` keeps the circuit open.
-    #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
 }
 
@@ -39,20 +36,6 @@ impl Default for GuardConfig {
             open_for: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
         }
-    }
-}
-
-impl GuardConfig {
-    /// Every problem with the settings, empty when they are usable.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.budget.is_zero() {
-            problems.push("budget: must be greater than zero".to_owned());
-        }
-        if self.failure_threshold == 0 {
-            problems.push("failure_threshold: must be at least 1".to_owned());
-        }
-        problems
     }
 }
 
