@@ -30,9 +30,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use tower::Service;
 
-use crate::config::UpstreamSettings;
 use crate::proxy::body::Body;
 use crate::tls;
+
+pub mod settings;
+
+pub use settings::{UpstreamConfig, UpstreamSettings};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
