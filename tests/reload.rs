@@ -224,6 +224,8 @@ fn write_cert(dir: &std::path::Path, name: &str) -> String {
 }
 
 async fn tls_get(addr: std::net::SocketAddr, root_pem: &str) -> Result<u16, String> {
+    // This test's own client uses the process-wide provider, as a program would.
+    otpgate::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
