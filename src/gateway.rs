@@ -7,11 +7,13 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{HeaderName, HeaderValue};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
@@ -95,26 +97,6 @@ impl RequestCtx {
             .get_or_init(|| request_id(self.client_request_id.as_ref()))
     }
 
-    /// What is known of the request before its task runs, to record it should the task
-    /// end without an answer: the same request id, kind [`RequestKind::Unfinished`].
-    fn unfinished(&self) -> Self {
-        Self {
-            client_request_id: self.client_request_id.clone(),
-            request_id: OnceLock::from(self.request_id().to_owned()),
-            started: self.started,
-            method: self.method.clone(),
-            uri: self.uri.clone(),
-            kind: RequestKind::Unfinished,
-            flow: None,
-            send: None,
-            upstream_status: None,
-            code_sent: None,
-            client_ip: None,
-            verdict: None,
-            received: self.received,
-        }
-    }
-
     /// The client's `client-request-id` as text.
     fn correlation(&self) -> Option<&str> {
         self.client_request_id
@@ -132,8 +114,6 @@ pub enum RequestKind {
     Ambiguous,
     /// A native-auth endpoint (also when refused for its method).
     Endpoint(EndpointKind),
-    /// The request's task ended without an answer (it panicked).
-    Unfinished,
 }
 
 impl RequestKind {
@@ -143,7 +123,6 @@ impl RequestKind {
             Self::Preflight => "preflight",
             Self::Ambiguous => "ambiguous",
             Self::Endpoint(kind) => kind.as_str(),
-            Self::Unfinished => "unfinished",
         }
     }
 }
@@ -391,9 +370,17 @@ impl Gateway {
         let detach = req.method() == Method::POST;
         let req = req.map(|body| body.map_err(Into::into).boxed());
         let gateway = self.clone();
-        let complete = move |mut ctx: RequestCtx| async move {
+        let complete = async move {
             let in_flight = gateway.inner.metrics.in_flight_guard();
-            let result = gateway.route(req, conn, &mut ctx).await;
+            // A panic below is answered 500 and audited like any failure, with what the
+            // request had reached (the audit step runs on every path).
+            let result = AssertUnwindSafe(gateway.route(req, conn, &mut ctx))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!("request handling panicked");
+                    Err(GatewayError::Internal("request handling panicked".into()))
+                });
             drop(in_flight);
             drop(permit);
             let (mut resp, fault) = match result {
@@ -409,25 +396,15 @@ impl Gateway {
             resp
         };
         if !detach {
-            return Either::Right(Either::Left(complete(ctx)));
+            return Either::Right(Either::Left(complete));
         }
-        let unfinished = ctx.unfinished();
-        let task = self.inner.detached.spawn(complete(ctx));
-        let gateway = self.clone();
+        let task = self.inner.detached.spawn(complete);
         Either::Right(Either::Right(async move {
-            match task.await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    // The audit step runs on this path too: the line says the request
-                    // ended without an answer (what it did before is unknown here).
-                    tracing::error!(error = %e, "request task failed");
-                    let ctx = unfinished;
-                    let err = GatewayError::Internal("request task failed".into());
-                    let resp = err.to_response(ctx.correlation());
-                    gateway.finish(&ctx, &resp, Some(err.label()));
-                    resp
-                }
-            }
+            // The task catches its own panics, so an error here is only a cancellation.
+            task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request task failed");
+                GatewayError::Internal("request task failed".into()).to_response(None)
+            })
         }))
     }
 

@@ -254,8 +254,19 @@ impl Judge {
         } else {
             self.assess(s, route, defense.phone.as_ref()).await
         };
-        let (decision, pow_challenge) = self.prove(s, route, &defense, &assessment).await;
-        let held = self.settle(route, &decision, &defense).await;
+        let inputs = Inputs {
+            local: defense.local,
+            provider: assessment.input,
+            proof: assessment
+                .refused_proof
+                .map_or(ProofInput::None, ProofInput::Refused),
+            monitor: self.global_monitor || route.route.monitor,
+        };
+        let phone = defense.phone;
+        let (decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
+        let held = self
+            .settle(route, &decision, defense.velocity, defense.reservation_id)
+            .await;
         Verdict {
             decision,
             route: route.name,
@@ -263,7 +274,7 @@ impl Judge {
             provider: assessment.provider,
             provider_answer: assessment.answer,
             provider_latency: assessment.latency,
-            phone: defense.phone,
+            phone,
             pow_challenge,
             held,
         }
@@ -284,12 +295,12 @@ impl Judge {
                 DestinationAction::StepUp => Some(LocalAction::StepUp),
                 DestinationAction::Allow => None,
             };
-            for reason in action.iter().flat_map(|_| &verdict.reasons) {
-                local.push(LocalVerdict {
-                    action: action.unwrap_or(LocalAction::StepUp),
-                    reason: reason.clone(),
+            if let Some(action) = action {
+                local.extend(verdict.reasons.into_iter().map(|reason| LocalVerdict {
+                    action,
+                    reason,
                     monitor: monitored,
-                });
+                }));
             }
             phone = verdict.phone;
         }
@@ -409,24 +420,15 @@ impl Judge {
     async fn prove(
         &self,
         s: &Subject<'_>,
-        route: &RouteRuntime,
-        defense: &Defense,
-        assessment: &Assessment,
+        mut inputs: Inputs,
+        phone: Option<&Phone>,
     ) -> (Decision, Option<AltchaChallenge>) {
-        let mut inputs = Inputs {
-            local: defense.local.clone(),
-            provider: assessment.input.clone(),
-            proof: assessment
-                .refused_proof
-                .map_or(ProofInput::None, ProofInput::Refused),
-            monitor: self.global_monitor || route.route.monitor,
-        };
         let mut decision = policy::decide(&inputs);
         let builtin = Outcome::StepUp(StepUpBy::Builtin);
         if decision.computed != builtin && decision.enforced != builtin {
             return (decision, None);
         }
-        let target = match (&defense.phone, &s.send.target) {
+        let target = match (phone, &s.send.target) {
             (Some(p), _) => p.e164.clone(),
             (None, Target::Phone(t) | Target::Email(t)) => t.clone(),
             (None, Target::Account) => s.send.method_id.clone().unwrap_or_else(|| "account".into()),
@@ -439,8 +441,9 @@ impl Judge {
         let payload = s
             .headers
             .get(&self.proof_header)
-            .and_then(|v| v.to_str().ok());
-        if let (Some(payload), true) = (payload, decision.computed == builtin) {
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| decision.computed == builtin);
+        if let Some(payload) = payload {
             inputs.proof = match self
                 .pow
                 .verify(payload, &binding, self.store.as_ref())
@@ -461,22 +464,19 @@ impl Judge {
         &self,
         route: &RouteRuntime,
         decision: &Decision,
-        defense: &Defense,
+        velocity: VelocityOutcome,
+        reservation_id: String,
     ) -> Option<HeldSlots> {
         self.metrics.decision(route.name, decision);
         if decision.enforced != Outcome::Allow {
             self.velocity
-                .release(
-                    self.store.as_ref(),
-                    &defense.velocity,
-                    &defense.reservation_id,
-                )
+                .release(self.store.as_ref(), &velocity, &reservation_id)
                 .await;
             return None;
         }
-        (!defense.velocity.reservations.is_empty()).then(|| HeldSlots {
-            outcome: defense.velocity.clone(),
-            reservation_id: defense.reservation_id.clone(),
+        (!velocity.reservations.is_empty()).then_some(HeldSlots {
+            outcome: velocity,
+            reservation_id,
         })
     }
 

@@ -330,64 +330,39 @@ pub struct VelocityRules {
     rules: Vec<Compiled>,
 }
 
-/// One rule as the request path uses it: what it reads of a send, and its store-key prefix
-/// made once, at load.
+/// One rule as the request path uses it: its sizes resolved and its store-key prefix made
+/// once, at load.
 #[derive(Debug, Clone)]
 struct Compiled {
     name: String,
-    counts: Counts,
+    key: VelocityKey,
     channel: Option<Channel>,
     window: Duration,
     limit: u64,
     action: VelocityAction,
     monitor: bool,
+    /// `phone_prefix` only: leading digits of the range (validated present).
+    prefix_digits: usize,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
     /// `vel:{name}:`, the keyed hash of the value follows.
     key_prefix: String,
-}
-
-/// What a compiled rule counts by, with the sizes its key needs.
-#[derive(Debug, Clone, Copy)]
-enum Counts {
-    Ip,
-    IpNetwork { ipv4: u8, ipv6: u8 },
-    Phone,
-    PhonePrefix { digits: usize },
-    Country,
-    Method,
-    User,
-    Flow,
-    ClientId,
-    Global,
 }
 
 impl Compiled {
     /// `rule`, validated already.
     fn new(rule: &VelocityRule) -> Self {
-        let counts = match rule.key {
-            VelocityKey::Ip => Counts::Ip,
-            VelocityKey::IpNetwork => Counts::IpNetwork {
-                ipv4: rule.ipv4_prefix,
-                ipv6: rule.ipv6_prefix,
-            },
-            VelocityKey::Phone => Counts::Phone,
-            VelocityKey::PhonePrefix => Counts::PhonePrefix {
-                digits: rule.prefix_digits.unwrap_or(MAX_E164_DIGITS),
-            },
-            VelocityKey::Country => Counts::Country,
-            VelocityKey::Method => Counts::Method,
-            VelocityKey::User => Counts::User,
-            VelocityKey::Flow => Counts::Flow,
-            VelocityKey::ClientId => Counts::ClientId,
-            VelocityKey::Global => Counts::Global,
-        };
         Self {
             name: rule.name.clone(),
-            counts,
+            key: rule.key,
             channel: rule.channel,
             window: rule.window,
             limit: rule.limit,
             action: rule.action,
             monitor: rule.monitor,
+            prefix_digits: rule.prefix_digits.unwrap_or(MAX_E164_DIGITS),
+            ipv4_prefix: rule.ipv4_prefix,
+            ipv6_prefix: rule.ipv6_prefix,
             key_prefix: format!("vel:{}:", rule.name),
         }
     }
@@ -396,32 +371,35 @@ impl Compiled {
     /// skipped, with no effect).
     fn value(&self, subject: &Subject<'_>) -> Option<String> {
         let present = |value: Option<&str>| value.filter(|v| !v.is_empty()).map(str::to_owned);
-        match self.counts {
-            Counts::Ip => Some(subject.client_ip.to_canonical().to_string()),
-            Counts::IpNetwork { ipv4, ipv6 } => {
+        match self.key {
+            VelocityKey::Ip => Some(subject.client_ip.to_canonical().to_string()),
+            VelocityKey::IpNetwork => {
                 let ip = subject.client_ip.to_canonical();
                 let prefix = match ip {
-                    IpAddr::V4(_) => ipv4,
-                    IpAddr::V6(_) => ipv6,
+                    IpAddr::V4(_) => self.ipv4_prefix,
+                    IpAddr::V6(_) => self.ipv6_prefix,
                 };
                 Some(IpNet::new(ip, prefix).ok()?.trunc().to_string())
             }
-            Counts::Phone => present(subject.phone_e164),
-            Counts::PhonePrefix { digits: n } => {
+            VelocityKey::Phone => present(subject.phone_e164),
+            VelocityKey::PhonePrefix => {
                 let digits = subject.phone_e164?.strip_prefix('+')?;
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                Some(format!("+{}", &digits[..n.min(digits.len())]))
+                Some(format!(
+                    "+{}",
+                    &digits[..self.prefix_digits.min(digits.len())]
+                ))
             }
-            Counts::Country => present(subject.country),
-            Counts::Method => {
+            VelocityKey::Country => present(subject.country),
+            VelocityKey::Method => {
                 present(subject.method_id).map(|id| crate::entra::learn::canonical_method_id(&id))
             }
-            Counts::User => present(subject.user),
-            Counts::Flow => present(Some(subject.flow)),
-            Counts::ClientId => present(subject.client_id),
-            Counts::Global => Some(String::new()),
+            VelocityKey::User => present(subject.user),
+            VelocityKey::Flow => present(Some(subject.flow)),
+            VelocityKey::ClientId => present(subject.client_id),
+            VelocityKey::Global => Some(String::new()),
         }
     }
 

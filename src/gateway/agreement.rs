@@ -640,8 +640,8 @@ phone_prefix = "+4474004"
 error = "timeout"
 "#;
 
-/// A request whose task ends without an answer (here: the upstream call panics) is
-/// answered 500 and still audited, as `unfinished` with the same request id.
+/// A request whose handling panics (here: in the upstream call) is answered 500 and still
+/// audited, with its endpoint, its request id and the fault.
 #[tokio::test]
 async fn a_request_that_panics_is_audited() {
     let upstream: InProcessHandler = Arc::new(|_| Box::pin(async { panic!("upstream broke") }));
@@ -670,7 +670,7 @@ async fn a_request_that_panics_is_audited() {
     let line = live
         .next_line()
         .expect("no audit line for the failed request");
-    assert_eq!(line["endpoint"], "unfinished", "{line}");
+    assert_eq!(line["endpoint"], "sign_in_initiate", "{line}");
     assert_eq!(line["fault"], "internal", "{line}");
     assert_eq!(line["status"], 500, "{line}");
     assert_eq!(

@@ -75,10 +75,7 @@ impl Judge {
         let status = prove
             .possession_status(correlation_id, &binding.client_request_id)
             .await;
-        let outcome = match &status {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
+        let outcome = status.as_ref().map_or_else(|e| e.kind(), |_| "ok");
         self.metrics
             .provider_call("prove", outcome, started.elapsed());
         Ok(match status {
