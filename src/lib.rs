@@ -4,17 +4,21 @@
 //! # Layout
 //! * [`audit`]: one JSON line per gated request, off the request path.
 //! * [`cli`]: what the subcommands do (`main.rs` only parses arguments).
-//! * [`config`]: typed configuration, load (TOML + env), validate (every problem at once).
+//! * [`config`]: the config schema and the build of every section (`from_raw`); loading
+//!   (TOML + env + `_file` secrets) in `config::load`.
 //! * [`cors`]: SPA proxy mode: preflights, CORS headers, path prefix onto the tenant.
 //! * [`entra`]: native-auth knowledge: endpoint classifier, parameter parsing, OTP-send
 //!   detection, flow learning, Entra-shaped answers.
 //! * [`server`]: listeners, TLS, HTTP/1.1 + HTTP/2, connection limits, graceful drain.
 //! * [`gateway`]: the request path, phase by phase.
-//! * [`judge`]: judging one OTP send: local defenses, the route's provider, proofs, decide.
+//! * [`judge`]: judging one OTP send, in phases: `defend`, `assess`, `prove`, `settle`.
+//! * [`defense`]: the local defenses: destination policy (libphonenumber's ranges) and
+//!   velocity rules.
+//! * [`stepup`]: the built-in proof of work (ALTCHA format).
 //! * [`logging`]: `[log]`, and setting up the process's logs.
 //! * [`proxy`]: header hygiene both ways, client IP.
 //! * [`refusal`]: Entra-shaped answers in place of the HTTP layer's own refusals.
-//! * [`upstream`]: the client for the one upstream and its connection pool.
+//! * [`upstream`]: the client for the one upstream and its connection pool; `[upstream]`.
 //! * [`error`]: faults we answer ourselves, mapped to responses by source.
 //! * [`admin`]: `/livez`, `/readyz`, `/metrics`.
 //! * [`metrics`]: the Prometheus registry.
