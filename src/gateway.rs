@@ -545,7 +545,7 @@ impl Gateway {
         ctx.flow = Some(flow.id.clone());
         ctx.send = self.label_send(&gated, &flow).await?;
         if let Some(send) = &ctx.send {
-            let url = request_url(&parts, arrival.tls, arrival.original_host.as_deref());
+            let url = request_url(&parts.uri, arrival.tls, arrival.original_host.as_deref());
             let subject = subject(send, &gated, &flow, &parts, arrival.client_ip, url);
             let verdict = self.judge(&subject).await;
             let answer = self.answer(&verdict, ctx.request_id());
@@ -683,10 +683,7 @@ impl Gateway {
             }
         };
         if let Some(send) = &send {
-            let url = format!(
-                "http://localhost{}",
-                uri.path_and_query().map_or("/", |p| p.as_str())
-            );
+            let url = request_url(&uri, false, None);
             let subject = subject(send, &gated, &flow, parts, client_ip, url);
             let verdict = self.judge(&subject).await;
             // Nothing is sent: the slots the verdict holds go back, so explaining a request
@@ -1014,10 +1011,11 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri, GatewayError> {
     Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("Invalid request target."))
 }
 
-/// The URL the client asked for, as providers want it (HUMAN reports it).
-fn request_url(parts: &http::request::Parts, tls: bool, host: Option<&str>) -> String {
+/// The URL the client asked for, as providers want it (HUMAN reports it), without its
+/// query: a query may carry a continuation token, which no provider is sent.
+fn request_url(uri: &Uri, tls: bool, host: Option<&str>) -> String {
     let scheme = if tls { "https" } else { "http" };
-    let path = parts.uri.path_and_query().map(|p| p.path()).unwrap_or("/");
+    let path = uri.path_and_query().map(|p| p.path()).unwrap_or("/");
     format!("{scheme}://{}{path}", host.unwrap_or("localhost"))
 }
 
