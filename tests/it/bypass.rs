@@ -1332,11 +1332,7 @@ async fn url_and_method_overrides_cannot_steer_a_lenient_origin() {
     let origin = lenient_origin(tokens.entra).await;
     let gw = crate::fixtures::gateway(&format!("[upstream]\nurl = \"http://{origin}\"\n{DENY_GB}"))
         .await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let h2 = crate::fixtures::h2_client();
     let h1 = crate::fixtures::client();
     let mut failures = Vec::new();
     let overrides = [

@@ -91,7 +91,6 @@ async fn static_file(dir: &Path, path: &str) -> Response<Full<Bytes>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node, `npm ci` in tests/e2e and Chromium: run scripts/e2e"]
 async fn msal_custom_auth_in_chromium_through_otpgate() {
-    otpgate::tls::install_crypto_provider();
     let dir = e2e_dir();
 
     // The Entra emulator with the demo users.

@@ -28,11 +28,10 @@ struct Harness {
 }
 
 async fn start(config: EntraConfig) -> Harness {
-    start_with(config, reqwest::Client::builder()).await
+    start_with(config, crate::fixtures::http()).await
 }
 
 async fn start_with(config: EntraConfig, client: reqwest::ClientBuilder) -> Harness {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator_addr = listener.local_addr().unwrap();
     let emulator = EntraEmulator::new(config);
@@ -53,7 +52,7 @@ async fn start_with(config: EntraConfig, client: reqwest::ClientBuilder) -> Harn
     };
     Harness {
         base,
-        client: client.no_proxy().build().unwrap(),
+        client: client.build().unwrap(),
         emulator,
         _stop: stop,
     }
@@ -1537,7 +1536,7 @@ async fn wrong_email_code_is_invalid_oob_value_and_retry_works() {
 async fn serves_http2_with_prior_knowledge() {
     let h = start_with(
         EntraConfig::demo(),
-        reqwest::Client::builder().http2_prior_knowledge(),
+        crate::fixtures::http().http2_prior_knowledge(),
     )
     .await;
     let response = h

@@ -155,11 +155,7 @@ async fn address_claims_url_and_method_overrides_never_reach_the_upstream() {
     let up = upstream(Upstream::Echo).await;
     let gw = gateway(&upstream_toml(up)).await;
     let h1 = crate::fixtures::client();
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let h2 = crate::fixtures::h2_client();
     let claims = otpgate::proxy::CLIENT_ADDRESS_HEADERS
         .iter()
         .chain(otpgate::proxy::OVERRIDE_HEADERS);
@@ -406,11 +402,7 @@ async fn http_layer_refusals_have_entras_error_shape() {
     }
 
     // HTTP/2: a header list over the limit gets the same answer from the gateway.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let h2 = crate::fixtures::h2_client();
     let resp = h2
         .get(gw.url("/x"))
         .header("x-big", "a".repeat(9000))
@@ -433,11 +425,7 @@ async fn http_layer_refusals_have_entras_error_shape() {
 async fn http2_client_passes_through() {
     let up = upstream(Upstream::Echo).await;
     let gw = gateway(&upstream_toml(up)).await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = crate::fixtures::h2_client();
     let resp = client
         .post(gw.url("/h2/path?q=1"))
         .body("over h2")
@@ -466,16 +454,21 @@ async fn tls_listener_speaks_http1_and_http2() {
         key_path.display()
     ))
     .await;
-    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
     let url = format!("https://localhost:{}/tls", gw.addr.port());
     for h2 in [false, true] {
-        let mut b = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root.clone())
+        let alpn: &[&str] = if h2 {
+            &["h2", "http/1.1"]
+        } else {
+            &["http/1.1"]
+        };
+        let resp = crate::fixtures::https_trusting(&cert.cert.pem(), alpn)
             .resolve("localhost", gw.addr)
-            .no_proxy();
-        b = if h2 { b } else { b.http1_only() };
-        let resp = b.build().unwrap().get(&url).send().await.unwrap();
+            .build()
+            .unwrap()
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let want = if h2 {
             reqwest::Version::HTTP_2

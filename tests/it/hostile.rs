@@ -741,11 +741,7 @@ async fn many_small_http2_streams_and_rapid_resets() {
     let gw = gateway(up, "[server]\nmax_header_bytes = 8192\n").await;
 
     // 2,000 small requests multiplexed on one connection.
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = crate::fixtures::h2_client();
     let started = Instant::now();
     let results = futures_util::future::join_all((0..2000).map(|i| {
         let c = client.clone();

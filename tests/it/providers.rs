@@ -539,10 +539,7 @@ async fn circuit_recovers_after_a_successful_probe() {
 async fn human_emulator_admin_endpoints_over_http() {
     let emu = HumanEmulator::default();
     let server = start_human(emu.clone()).await;
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(otpgate::tls::webpki_client_config().unwrap())
-        .build()
-        .unwrap();
+    let client = crate::fixtures::http().build().unwrap();
     let r = client
         .post(format!("{}/_emulator/script", server.base))
         .json(&json!({"score": 100, "action": "b", "rules": [{"ip": "1.2.3.4", "score": 0}]}))

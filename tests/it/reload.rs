@@ -221,12 +221,9 @@ fn write_cert(dir: &std::path::Path, name: &str) -> String {
 }
 
 async fn tls_get(addr: std::net::SocketAddr, root_pem: &str) -> Result<u16, String> {
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+    let client = crate::fixtures::https_trusting(root_pem, &["h2", "http/1.1"])
         .resolve("localhost", addr)
         .pool_max_idle_per_host(0)
-        .no_proxy()
         .build()
         .unwrap();
     client
