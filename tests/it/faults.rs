@@ -11,7 +11,8 @@ use crate::fixtures::entra::{start, Env};
 use crate::fixtures::faulty::{self, Step};
 use crate::fixtures::probe;
 use crate::fixtures::redis::RedisServer;
-use otpgate::emulate::human::{self as human_emu, Answer, HumanEmulator, HumanEmulatorConfig};
+use crate::fixtures::risk::serve_human;
+use otpgate::emulate::human::Answer;
 use otpgate::emulate::prove::{self as prove_emu, ProveEmulator, ProveEmulatorConfig};
 use tokio::sync::RwLock;
 
@@ -26,14 +27,6 @@ const SLACK: Duration = Duration::from_millis(700);
 const SETTLE: Duration = Duration::from_secs(5);
 /// No velocity rules (they would throttle the repeated sends), no audit noise.
 const QUIET: &str = "[defense]\nvelocity = []\n[audit]\noutput = \"off\"\n";
-
-fn human_toml(base: &str, fail_mode: &str) -> String {
-    format!(
-        "{QUIET}[routes.sms]\nprovider = \"human\"\nfail_mode = \"{fail_mode}\"\nbudget = \"300ms\"\n\
-         [providers.human]\napp_id = \"PXtest1234\"\nauth_token = \"human-token\"\ncookie_secrets = [\"s\"]\n\
-         base_url = \"{base}\"\ncollector_url = \"{base}\"\nmodule_mode = \"active_blocking\"\n"
-    )
-}
 
 /// What a fail mode looks like to the client, and whether the SMS went.
 fn fail_mode_applied(mode: &str, a: &crate::fixtures::entra::Answer, sent: bool) -> bool {
@@ -264,18 +257,6 @@ async fn an_oversized_provider_answer_does_not_grow_memory() {
     }
 }
 
-async fn serve_human(answer: Answer) -> (HumanEmulator, String) {
-    let emu = HumanEmulator::new(HumanEmulatorConfig {
-        auth_token: Some("human-token".to_owned()),
-        answer,
-        rules: vec![],
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(human_emu::serve(l, emu.clone(), std::future::pending()));
-    (emu, base)
-}
-
 #[tokio::test]
 async fn provider_429_with_retry_after_opens_the_circuit_for_that_long() {
     let _shared = MEMORY.read().await;
@@ -380,26 +361,15 @@ const LIMITED: &str = "[[defense.velocity]]\nname = \"sms-per-phone\"\nkey = \"p
     channel = \"sms\"\nwindow = \"1h\"\nlimit = 1000\naction = \"deny\"\n[audit]\noutput = \"off\"\n";
 
 fn redis_toml(url: &str) -> String {
-    format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\ntimeout = \"100ms\"\n{LIMITED}")
+    format!("{}{LIMITED}", crate::fixtures::redis_toml(url, "100ms"))
 }
 
-async fn readyz(env: &Env) -> String {
-    env.client
-        .get(format!("http://{}/readyz", env.gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn wait_ready(env: &Env, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(env).await != "ready\n" {
-        assert!(Instant::now() < deadline, "{what}: never back on Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// What [`crate::fixtures::risk::human_toml`] configures, without velocity rules and audit.
+fn human_toml(base: &str, fail_mode: &str) -> String {
+    format!(
+        "{QUIET}{}",
+        crate::fixtures::risk::human_toml(base, fail_mode)
+    )
 }
 
 /// A command to Redis over a fresh connection (the test's own, not the gateway's).
@@ -442,14 +412,15 @@ async fn redis_paused_erroring_and_restarted_never_fail_a_request() {
     let mut redis = RedisServer::start();
     let env = start(&redis_toml(&redis.url())).await;
     sends_hold(&env, 2, "healthy").await;
-    assert_eq!(readyz(&env).await, "ready\n");
+    assert_eq!(env.readyz().await.1, "ready\n");
 
     // Slow: frozen with SIGSTOP, connections open, nothing answers.
     redis.pause();
     let slowest = sends_hold(&env, 3, "paused").await;
-    assert!(readyz(&env).await.starts_with("degraded"));
+    assert!(env.readyz().await.1.starts_with("degraded"));
     redis.resume();
-    wait_ready(&env, "after pause").await;
+    env.until_ready(Duration::from_secs(10), "after pause")
+        .await;
     println!("redis paused: slowest send {slowest:?} (store timeout 100ms)");
 
     // Returning errors: every write refused (NOREPLICAS), reads still answered.
@@ -469,14 +440,16 @@ async fn redis_paused_erroring_and_restarted_never_fail_a_request() {
         &["CONFIG", "SET", "min-replicas-to-write", "0"]
     )
     .starts_with("+OK"));
-    wait_ready(&env, "after errors").await;
+    env.until_ready(Duration::from_secs(10), "after errors")
+        .await;
     println!("redis erroring: slowest send {slowest:?}");
 
     // Down, then restarted (empty) on the same port.
     redis.stop();
     let slowest = sends_hold(&env, 3, "down").await;
     redis.restart();
-    wait_ready(&env, "after restart").await;
+    env.until_ready(Duration::from_secs(10), "after restart")
+        .await;
     sends_hold(&env, 2, "restarted").await;
     println!("redis down: slowest send {slowest:?}");
     let m = env.metrics().await;

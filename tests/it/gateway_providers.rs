@@ -4,35 +4,13 @@
 use std::time::{Duration, Instant};
 
 use crate::fixtures::entra::{start, Env};
-use otpgate::emulate::human::{self as human_emu, Answer, HumanEmulator, HumanEmulatorConfig};
+use crate::fixtures::risk::{human_toml, serve_human, APP_ID, AUTH};
+use otpgate::emulate::human::{Answer, HumanEmulatorConfig};
 use otpgate::emulate::prove::{
     self as prove_emu, PhoneOutcome, ProveEmulator, ProveEmulatorConfig,
 };
 
-const APP_ID: &str = "PXtest1234";
-const AUTH: &str = "human-server-token";
-const SECRET: &str = "cookie-secret-1";
 const PHONE: &str = "+447400123456";
-
-async fn serve_human(answer: Answer) -> (HumanEmulator, String) {
-    let emu = HumanEmulator::new(HumanEmulatorConfig {
-        auth_token: Some(AUTH.to_owned()),
-        answer,
-        rules: vec![],
-    });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(human_emu::serve(l, emu.clone(), std::future::pending()));
-    (emu, base)
-}
-
-fn human_toml(base: &str, fail_mode: &str) -> String {
-    format!(
-        "[routes.sms]\nprovider = \"human\"\nfail_mode = \"{fail_mode}\"\nbudget = \"300ms\"\n\
-         [providers.human]\napp_id = \"{APP_ID}\"\nauth_token = \"{AUTH}\"\ncookie_secrets = [\"{SECRET}\"]\n\
-         base_url = \"{base}\"\ncollector_url = \"{base}\"\nblocking_score = 70\nmodule_mode = \"active_blocking\"\n"
-    )
-}
 
 fn answer(score: u8, action: &str) -> Answer {
     Answer {

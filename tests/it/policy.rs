@@ -16,7 +16,7 @@ const THREE_PER_PHONE: &str = "[[defense.velocity]]\nname = \"sms-per-phone\"\nk
     channel = \"sms\"\nwindow = \"1h\"\nlimit = 3\naction = \"deny\"\n";
 
 fn redis_toml(url: &str) -> String {
-    format!("[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\ntimeout = \"250ms\"\n")
+    crate::fixtures::redis_toml(url, "250ms")
 }
 
 /// The Redis store with `store.key_secret` set.
@@ -152,16 +152,6 @@ async fn two_replicas_on_memory_stores_each_count_alone() {
     assert!(sent >= 3);
 }
 
-async fn readyz(env: &Env) -> (u16, String) {
-    let r = env
-        .client
-        .get(format!("http://{}/readyz", env.gw.admin))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn redis_down_falls_back_and_comes_back() {
     let mut redis = RedisServer::start();
@@ -171,7 +161,7 @@ async fn redis_down_falls_back_and_comes_back() {
     for t in &tokens[..2] {
         assert_eq!(env.register_sms(t, PHONE).await.status, 200);
     }
-    assert_eq!(readyz(&env).await, (200, "ready\n".into()));
+    assert_eq!(env.readyz().await, (200, "ready\n".into()));
 
     redis.stop();
     // Decided on the local fallback: never a 5xx; the local window starts empty, so three
@@ -185,18 +175,15 @@ async fn redis_down_falls_back_and_comes_back() {
         [200, 200, 200, 400],
         "per-replica counting while Redis is down"
     );
-    let (status, body) = readyz(&env).await;
+    let (status, body) = env.readyz().await;
     assert_eq!(status, 200, "degraded still serves");
     assert!(body.starts_with("degraded"), "{body}");
     let m = env.metrics().await;
     assert!(m.contains("otpgate_store_degraded 1"), "{m}");
 
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&env).await.1 != "ready\n" {
-        assert!(Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.until_ready(Duration::from_secs(10), "back on Redis")
+        .await;
     // Back on Redis (emptied by the restart): shared counting again.
     let a = env.register_sms(&tokens[6], PHONE).await;
     assert_ne!(a.status / 100, 5);

@@ -23,11 +23,15 @@ use otpgate::risk::{
     Channel, CircuitState, GuardConfig, Guarded, RiskAction, RiskError, RiskProvider, RiskRequest,
 };
 use serde_json::{json, Value};
+
+use crate::fixtures::eventually;
 use tokio::sync::oneshot;
 
 const APP_ID: &str = "PXtest1234";
 const AUTH: &str = "human-server-token";
 const SECRET: &str = "cookie-secret-1";
+/// How long the activity collector, fed by a background task, may take to report.
+const COLLECTED: Duration = Duration::from_secs(5);
 const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) otpgate-test";
 
 /// A running emulator: its base URL and the trigger that stops it.
@@ -134,18 +138,6 @@ fn sms_request(phone: &str) -> RiskRequest {
     r
 }
 
-/// Waits for `check` to hold (the collector is fed by a background task).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 // ---------------------------------------------------------------- HUMAN
 
 #[tokio::test]
@@ -174,10 +166,12 @@ async fn human_low_score_allows_and_reports_the_pass() {
         "the phone number is not HUMAN's business"
     );
 
-    eventually("a page_requested activity", || {
-        emu.activities()
-            .iter()
-            .any(|a| a["type"] == "page_requested" && a["details"]["pass_reason"] == "s2s")
+    eventually(COLLECTED, "a page_requested activity", || {
+        std::future::ready(
+            emu.activities()
+                .iter()
+                .any(|a| a["type"] == "page_requested" && a["details"]["pass_reason"] == "s2s"),
+        )
     })
     .await;
     let a = emu
@@ -187,7 +181,10 @@ async fn human_low_score_allows_and_reports_the_pass() {
         .unwrap();
     assert_eq!(a["px_app_id"], APP_ID);
     assert_eq!(a["details"]["s2s_call_reason"], "no_cookie");
-    eventually("the sent counter", || provider.activity_stats().sent == 1).await;
+    eventually(COLLECTED, "the sent counter", || {
+        std::future::ready(provider.activity_stats().sent == 1)
+    })
+    .await;
     server.stop().await;
 }
 
@@ -238,10 +235,12 @@ async fn human_captcha_for_a_mobile_client_is_the_sdk_json() {
     assert_eq!(sent["additional"]["s2s_call_reason"], "sensitive_route");
     assert_eq!(sent["additional"]["cookie_origin"], "header");
     assert!(sent["additional"]["px_cookie"].is_string());
-    eventually("a block activity", || {
-        emu.activities()
-            .iter()
-            .any(|a| a["type"] == "block" && a["details"]["block_reason"] == "s2s_high_score")
+    eventually(COLLECTED, "a block activity", || {
+        std::future::ready(
+            emu.activities()
+                .iter()
+                .any(|a| a["type"] == "block" && a["details"]["block_reason"] == "s2s_high_score"),
+        )
     })
     .await;
     server.stop().await;
@@ -349,10 +348,12 @@ async fn human_monitor_mode_reports_a_simulated_block_and_allows() {
     assert_eq!(v.action, RiskAction::Allow);
     assert!(v.reasons.contains(&"simulated_block".to_owned()));
     assert_eq!(emu.risk_requests()[0]["additional"]["risk_mode"], "monitor");
-    eventually("a simulated block activity", || {
-        emu.activities()
-            .iter()
-            .any(|a| a["type"] == "block" && a["details"]["simulated_block"] == true)
+    eventually(COLLECTED, "a simulated block activity", || {
+        std::future::ready(
+            emu.activities()
+                .iter()
+                .any(|a| a["type"] == "block" && a["details"]["simulated_block"] == true),
+        )
     })
     .await;
     server.stop().await;
@@ -378,10 +379,12 @@ async fn slow_provider_times_out_within_the_budget() {
     assert!(e.latency >= Duration::from_millis(300));
     assert_eq!(guard.stats().timeout, 1);
     // The cancelled call is still reported to HUMAN as s2s_timeout.
-    eventually("an s2s_timeout activity", || {
-        emu.activities()
-            .iter()
-            .any(|a| a["details"]["pass_reason"] == "s2s_timeout")
+    eventually(COLLECTED, "an s2s_timeout activity", || {
+        std::future::ready(
+            emu.activities()
+                .iter()
+                .any(|a| a["details"]["pass_reason"] == "s2s_timeout"),
+        )
     })
     .await;
     server.stop().await;

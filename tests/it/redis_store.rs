@@ -2,13 +2,13 @@
 //! a free loopback port): the memory store's behaviour with real TTLs measured by Redis,
 //! one exact limit across replicas, and serving through a Redis outage.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
+use crate::fixtures::eventually;
 use crate::fixtures::redis::RedisServer;
 use otpgate::store::{
     FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window, WindowSpec,
@@ -43,19 +43,6 @@ async fn replica(server: &RedisServer) -> FallbackStore {
     FallbackStore::new(primary, MemoryStore::new(10_000), PROBE)
 }
 
-/// Poll `check` until it holds; fail after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
     redis::Client::open(server.url())
         .unwrap()
@@ -84,7 +71,7 @@ async fn window_holds_at_the_limit_and_reopens_when_the_oldest_leaves() {
         w.retry_after
     );
 
-    eventually("the window reopens", 10 * SHORT, || async {
+    eventually(10 * SHORT, "the window reopens", || async {
         store.reserve("k", "z", SHORT, 3).await.unwrap().reserved
     })
     .await;
@@ -127,7 +114,7 @@ async fn values_expire() {
         Some(&b"email"[..]),
         "a put replaces"
     );
-    eventually("the value expires", 10 * SHORT, || async {
+    eventually(10 * SHORT, "the value expires", || async {
         store.get("v").await.unwrap().is_none()
     })
     .await;
@@ -149,7 +136,7 @@ async fn take_once_is_single_use_until_expiry() {
         !store.take_once("n", SHORT).await.unwrap(),
         "a replayed nonce"
     );
-    eventually("the mark expires", 10 * SHORT, || async {
+    eventually(10 * SHORT, "the mark expires", || async {
         store.take_once("n", SHORT).await.unwrap()
     })
     .await;
@@ -291,7 +278,7 @@ async fn a_batch_answers_like_single_reservations() {
     let with_short = [spec("phone", HOUR, 2), spec("burst", SHORT, 1)];
     batch.reserve_many("r5", &with_short).await.unwrap();
     one_by_one("r5".into(), with_short.to_vec()).await;
-    eventually("the short windows empty", 10 * SHORT, || async {
+    eventually(10 * SHORT, "the short windows empty", || async {
         batch.count("burst", SHORT).await.unwrap() == 0
             && single.count("burst", SHORT).await.unwrap() == 0
     })
@@ -433,8 +420,8 @@ async fn a_hung_server_costs_one_timeout_not_a_stuck_request() {
 
     server.resume();
     eventually(
-        "the server answers again",
         Duration::from_secs(5),
+        "the server answers again",
         || async {
             store
                 .get("v")
@@ -459,7 +446,7 @@ async fn a_restarted_server_is_found_again_without_help() {
 
     server.restart();
     // The restarted server is empty and has no scripts loaded: they are loaded again.
-    eventually("the store reconnects", Duration::from_secs(5), || async {
+    eventually(Duration::from_secs(5), "the store reconnects", || async {
         store.reserve("k", "c", HOUR, 3).await.is_ok()
     })
     .await;

@@ -2,7 +2,7 @@
 //! config is rejected and the running one stays, a new certificate is seen by new TLS
 //! connections.
 
-use crate::fixtures::flows::{register_until_challenge, sms_challenge};
+use crate::fixtures::flows::{password_steps, register_until_challenge, sms_challenge};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -383,52 +383,25 @@ async fn no_secret_or_raw_phone_in_any_output_of_a_full_run() {
             .form(&fields)
             .send()
     };
-    let mut ct = String::new();
-    let mut id = String::new();
-    for (path, form) in [
-        (
-            "/oauth2/v2.0/initiate",
-            vec![
-                ("username", "sms@contoso.com".to_owned()),
-                ("challenge_type", "password redirect".into()),
-                ("capabilities", "mfa_required registration_required".into()),
-            ],
-        ),
-        (
-            "/oauth2/v2.0/challenge",
-            vec![("challenge_type", "password redirect".into())],
-        ),
-        (
-            "/oauth2/v2.0/token",
-            vec![
-                ("grant_type", "password".into()),
-                ("password", DEMO_PASSWORD.into()),
-                ("scope", "openid".into()),
-            ],
-        ),
-        ("/oauth2/v2.0/introspect", vec![]),
-        (
-            "/oauth2/v2.0/challenge",
-            vec![("challenge_type", "oob redirect".into())],
-        ),
-    ] {
-        let mut form = form;
-        if !ct.is_empty() {
-            form.push(("continuation_token", ct.clone()));
-        }
-        if path.ends_with("challenge") && !id.is_empty() {
-            form.push(("id", id.clone()));
-        }
-        let v: serde_json::Value = post(path, form).await.unwrap().json().await.unwrap();
-        ct = v["continuation_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        secrets.push(ct.clone());
-        if let Some(m) = v["methods"][0]["id"].as_str() {
-            id = m.to_owned();
-        }
+    let answers = password_steps(
+        &client,
+        || base.clone(),
+        "sms@contoso.com",
+        vec![
+            ("/oauth2/v2.0/introspect", vec![]),
+            (
+                "/oauth2/v2.0/challenge",
+                vec![("challenge_type", "oob redirect".into())],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    for answer in &answers {
+        secrets.push(answer["continuation_token"].as_str().unwrap().to_owned());
     }
+    let ct = secrets.last().unwrap().clone();
+    let id = answers[3]["methods"][0]["id"].as_str().unwrap().to_owned();
     let code = emu.outbox().last().unwrap().code.clone();
     let v: serde_json::Value = post(
         "/oauth2/v2.0/token",

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::fixtures::flows::{register_until_challenge, sms_challenge, TENANT_PATH};
+use crate::fixtures::probe::rss_kib_of;
 use crate::fixtures::process::Otpgate;
 use crate::fixtures::redis::RedisServer;
 use otpgate::emulate::entra::{serve, EntraConfig, EntraEmulator};
@@ -246,17 +247,6 @@ async fn worker(t: Arc<Traffic>, first: u64) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The sum of a metric's series whose line contains every one of `labels`.
 async fn metric(admin: &str, name: &str, labels: &[&str]) -> f64 {
     let text = crate::fixtures::probe::metrics(admin.parse().unwrap()).await;
@@ -349,12 +339,12 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
     let mut restarted = false;
     // (seconds since start, RSS of replica b in KiB)
     let mut rss_b: Vec<(f64, u64)> = Vec::new();
-    let rss_a_before = rss_kib(a.child.id());
+    let rss_a_before = rss_kib_of(a.child.id());
     let mut rss_a_after = 0;
     while started.elapsed() < length {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = started.elapsed();
-        rss_b.push((now.as_secs_f64(), rss_kib(b.child.id())));
+        rss_b.push((now.as_secs_f64(), rss_kib_of(b.child.id())));
         if now >= next_reload {
             reloads += 1;
             write_configs(if reloads % 2 == 1 { 350 } else { 300 });
@@ -379,7 +369,7 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
             );
         }
         if restarted {
-            rss_a_after = rss_kib(a.child.id());
+            rss_a_after = rss_kib_of(a.child.id());
         }
     }
     traffic.stop.store(true, Ordering::Relaxed);
