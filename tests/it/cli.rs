@@ -234,32 +234,15 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
             .unwrap();
         (r.status(), r.headers().get("x-echo-uri").cloned())
     });
-    // Wait until the request is in flight, as the admin port reports it.
-    loop {
-        let m = crate::fixtures::client()
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if m.contains("otpgate_in_flight_requests 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::fixtures::probe::until(
+        admin.parse().unwrap(),
+        Duration::from_secs(10),
+        "the slow request in flight",
+        |_, in_flight| in_flight == 1.0,
+    )
+    .await;
     gateway.signal("-TERM");
-
-    let mut refused = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(refused, "new connections still accepted after SIGTERM");
+    crate::fixtures::until_refused(addr, Duration::from_secs(2)).await;
     let (status, uri) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed");
     assert_eq!(uri.unwrap(), "/slow");

@@ -51,19 +51,6 @@ async fn send_sms(env: &Env) -> (crate::fixtures::entra::Answer, Duration, bool)
     (a, took, env.outbox().len() > before)
 }
 
-/// Wait until the misbehaving peer holds no connection from the gateway.
-async fn released(peer: &faulty::Faulty, what: &str) {
-    let deadline = Instant::now() + SETTLE;
-    while peer.open() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the gateway still holds {} connections to the peer",
-            peer.open()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn oversized_json_with_length() -> Vec<Step> {
     vec![
         Step::Write(faulty::head(200, "application/json", 256 << 20)),
@@ -193,7 +180,7 @@ async fn provider_fault(name: &'static str, script: Vec<Step>) -> (Vec<String>, 
         }
         probe::settles(env.gw.admin, SETTLE, name).await;
     }
-    released(&peer, name).await;
+    peer.released(SETTLE, name).await;
     assert!(peer.requests() >= 3, "{name}: the provider was asked");
     (failures, slowest)
 }
@@ -253,7 +240,7 @@ async fn an_oversized_provider_answer_does_not_grow_memory() {
             peak - before
         );
         probe::settles(env.gw.admin, SETTLE, name).await;
-        released(&peer, name).await;
+        peer.released(SETTLE, name).await;
     }
 }
 
@@ -656,7 +643,7 @@ async fn upstream_faults_are_502_or_504_and_leave_nothing_behind() {
                 }
             }
             probe::settles(gw.admin, SETTLE, name).await;
-            released(&peer, name).await;
+            peer.released(SETTLE, name).await;
             failures
         },
     ))
@@ -737,7 +724,7 @@ async fn clients_that_leave_during_a_hanging_upstream_leave_nothing_behind() {
     .await;
     drop(h2);
     probe::settles(gw.admin, SETTLE, "abandoned requests").await;
-    released(&peer, "abandoned requests").await;
+    peer.released(SETTLE, "abandoned requests").await;
     println!("abandoned requests settled after {settled:?}");
 }
 

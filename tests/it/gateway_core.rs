@@ -555,20 +555,13 @@ async fn graceful_shutdown_finishes_in_flight_and_refuses_new() {
             (r.status(), r.text().await.unwrap())
         }
     });
-    while gw.metrics.in_flight_now() < 1 {
-        tokio::task::yield_now().await;
-    }
+    crate::fixtures::eventually(Duration::from_secs(5), "the slow request in flight", || {
+        std::future::ready(gw.metrics.in_flight_now() >= 1)
+    })
+    .await;
     gw.shutdown();
     // New connections are refused once the listener is closed.
-    let mut refused = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(gw.addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(refused, "listener still accepting after shutdown");
+    crate::fixtures::until_refused(gw.addr, Duration::from_secs(2)).await;
     let (status, _) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed");
     tokio::time::timeout(Duration::from_secs(5), gw.task)

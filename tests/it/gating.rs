@@ -310,19 +310,17 @@ async fn a_client_leaving_mid_send_leaves_the_send_and_its_audit_line_whole() {
         "nothing sent while the provider thinks"
     );
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let lines = loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let done = lines.iter().any(|l| l["endpoint"] == "register_challenge");
-        if done || std::time::Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let text = crate::fixtures::until_written(
+        &path,
+        std::time::Duration::from_secs(10),
+        "an audit line for the abandoned send",
+        |text| text.contains("\"endpoint\":\"register_challenge\""),
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let send = lines
         .iter()
         .find(|l| l["endpoint"] == "register_challenge")
@@ -366,14 +364,13 @@ async fn audit_has_one_line_per_gated_request_and_no_secrets() {
         .await
         .unwrap();
     // initiate, challenge, token, register/introspect, register/challenge: five gated.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let text = loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.lines().count() >= 5 || std::time::Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let text = crate::fixtures::until_written(
+        &path,
+        std::time::Duration::from_secs(5),
+        "five audit lines",
+        |text| text.lines().count() >= 5,
+    )
+    .await;
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -453,15 +453,7 @@ async fn slow_readers_are_cut_after_the_idle_timeout() {
             "a whole answer should not fit in the socket buffers"
         );
     }
-    let deadline = Instant::now() + SETTLE;
-    while big.open() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "upstream connections still held: {}",
-            big.open()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    big.released(SETTLE, "slow reader").await;
 }
 
 /// A GET whose head is exactly `len` bytes long.

@@ -2,7 +2,7 @@
 //! one Redis, the fallback when Redis dies, the built-in proof of work end to end, and
 //! monitor mode. The Entra emulator's outbox counts what was really sent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::fixtures::entra::{start, Env};
 use crate::fixtures::redis::RedisServer;
@@ -279,24 +279,26 @@ async fn monitor_mode_forwards_what_it_would_deny() {
         m.contains("otpgate_decisions_total{route=\"sms\",outcome=\"would_deny\"} 1"),
         "{m}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("register_challenge")) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(v["decision"], "would_deny");
-            assert_eq!(v["country"], "GB");
-            assert!(
-                v["reasons"]
-                    .to_string()
-                    .contains("would:destination:type:premium_rate"),
-                "{v}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no audit line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = crate::fixtures::until_written(
+        &audit,
+        Duration::from_secs(5),
+        "the send's audit line",
+        |text| text.contains("register_challenge"),
+    )
+    .await;
+    let line = text
+        .lines()
+        .find(|l| l.contains("register_challenge"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["decision"], "would_deny");
+    assert_eq!(v["country"], "GB");
+    assert!(
+        v["reasons"]
+            .to_string()
+            .contains("would:destination:type:premium_rate"),
+        "{v}"
+    );
 
     // The same through global monitor mode and a velocity rule.
     let env = start(&format!(

@@ -2,11 +2,12 @@
 //! config is rejected and the running one stays, a new certificate is seen by new TLS
 //! connections.
 
+use crate::fixtures::eventually;
 use crate::fixtures::flows::{password_steps, register_until_challenge, sms_challenge};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use otpgate::emulate::entra::{serve, EntraConfig, EntraEmulator, DEMO_CLIENT_ID, DEMO_PASSWORD};
 use otpgate::server::Server;
@@ -104,7 +105,7 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otpgate.toml");
     std::fs::write(&path, config(entra, "")).unwrap();
-    let gateway = crate::fixtures::process::Otpgate::run(&path).await;
+    let mut gateway = crate::fixtures::process::Otpgate::run(&path).await;
     let addr = gateway.addr.clone();
     let base = format!("http://{addr}");
 
@@ -133,14 +134,12 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
             failures
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while allowed.load(Ordering::Relaxed) < 8 {
-        assert!(
-            Instant::now() < deadline,
-            "no traffic allowed before the reload"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "traffic allowed before the reload",
+        || std::future::ready(allowed.load(Ordering::Relaxed) >= 8),
+    )
+    .await;
     assert_eq!(denied.load(Ordering::Relaxed), 0);
     // Stricter: no SMS to GB numbers.
     std::fs::write(
@@ -149,12 +148,17 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
     )
     .unwrap();
     gateway.signal("-HUP");
-    while denied.load(Ordering::Relaxed) < 8 {
-        assert!(Instant::now() < deadline, "the stricter rule never applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway.wait_for("configuration reloaded").await;
+    eventually(Duration::from_secs(10), "the stricter rule applied", || {
+        std::future::ready(denied.load(Ordering::Relaxed) >= 8)
+    })
+    .await;
     let allowed_at_switch = allowed.load(Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Sixteen more denials: plenty of traffic after the switch for an allow to slip through.
+    eventually(Duration::from_secs(10), "sixteen more denials", || {
+        std::future::ready(denied.load(Ordering::Relaxed) >= 24)
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let failures = w.await.unwrap();
