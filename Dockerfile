@@ -1,6 +1,6 @@
 # otpgate container image: docker build -t otpgate .
 #
-# The build stage runs scripts/container-build, which CI also runs (tests/container_build.rs),
+# The build stage runs scripts/container-build, which CI also runs (tests/it/container_build.rs),
 # so what is staged and checked here is checked on every change without Docker; that test
 # also runs this build stage itself, in order, from the context .dockerignore lets through.
 # No HEALTHCHECK: orchestrators probe /livez and /readyz on the admin port (9090).

@@ -1,9 +1,9 @@
 // The e2e driver: builds the test page, launches Debian's Chromium headless with
 // playwright-core and runs the scenarios against the gateway and emulator that
-// tests/e2e.rs started. Each scenario gets a fresh browser context (MSAL keeps the
+// tests/it/e2e.rs started. Each scenario gets a fresh browser context (MSAL keeps the
 // signed-in account in sessionStorage and refuses to start a flow while signed in).
 //
-// Environment (set by tests/e2e.rs): E2E_PAGE_URL, E2E_GATEWAY_URL, E2E_EMULATOR_URL,
+// Environment (set by tests/it/e2e.rs): E2E_PAGE_URL, E2E_GATEWAY_URL, E2E_EMULATOR_URL,
 // E2E_ADMIN_URL. Optional: CHROMIUM (default /usr/bin/chromium), E2E_ARTIFACTS (default
 // tests/e2e/artifacts; a screenshot and a trace of each failed scenario go there),
 // E2E_ONLY (run only scenarios whose name contains this), E2E_VERBOSE (print the page's
@@ -21,7 +21,7 @@ import { buildPage } from "./build.mjs";
 const here = dirname(fileURLToPath(import.meta.url));
 const env = (name) => {
   const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run through tests/e2e.rs: scripts/e2e)`);
+  if (!v) throw new Error(`${name} is not set (run through tests/it/e2e.rs: scripts/e2e)`);
   return v.replace(/\/$/, "");
 };
 const PAGE = env("E2E_PAGE_URL");
