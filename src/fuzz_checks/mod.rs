@@ -2,7 +2,7 @@
 //! fuzzer's raw bytes and panicking with a message naming the broken invariant.
 //!
 //! They live in the library so that `fuzz/` holds only thin libFuzzer wrappers, and so that
-//! `tests/fuzz_corpus.rs` can replay every committed corpus file through the same checks on
+//! `tests/it/fuzz_corpus.rs` can replay every committed corpus file through the same checks on
 //! stable Rust. `FUZZING.md` lists the invariants and how to reproduce a failure.
 //!
 //! Inputs are text where the target reads text: a corpus file is readable and a

@@ -530,10 +530,12 @@ async fn excess_in_flight_requests_get_a_fast_503() {
                 .status()
         }
     });
-    // Wait until the first request is in flight.
-    while gw.metrics.in_flight_now() < 1 {
-        tokio::task::yield_now().await;
-    }
+    crate::fixtures::eventually(
+        Duration::from_secs(5),
+        "the first request in flight",
+        || std::future::ready(gw.metrics().in_flight_now() >= 1),
+    )
+    .await;
     let resp = crate::fixtures::client()
         .get(gw.url("/second"))
         .send()
@@ -556,7 +558,7 @@ async fn graceful_shutdown_finishes_in_flight_and_refuses_new() {
         }
     });
     crate::fixtures::eventually(Duration::from_secs(5), "the slow request in flight", || {
-        std::future::ready(gw.metrics.in_flight_now() >= 1)
+        std::future::ready(gw.metrics().in_flight_now() >= 1)
     })
     .await;
     gw.shutdown();
@@ -564,7 +566,7 @@ async fn graceful_shutdown_finishes_in_flight_and_refuses_new() {
     crate::fixtures::until_refused(gw.addr, Duration::from_secs(2)).await;
     let (status, _) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed");
-    tokio::time::timeout(Duration::from_secs(5), gw.task)
+    tokio::time::timeout(Duration::from_secs(5), gw.task())
         .await
         .expect("server returned after draining")
         .unwrap();
