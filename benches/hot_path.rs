@@ -16,7 +16,9 @@ use otpgate::defense::DestinationPolicy;
 use otpgate::emulate::human::{mint_cookie, mint_mobile_token, payload};
 use otpgate::entra::classify::{canonical_path, classify};
 use otpgate::entra::params;
-use otpgate::policy::{decide, Inputs, LocalAction, LocalVerdict, ProofInput, ProviderInput};
+use otpgate::policy::{
+    decide, Inputs, LocalAction, LocalVerdict, ProofInput, ProviderInput, Reason,
+};
 use otpgate::risk::human::token::{self, DecryptCache, Limits};
 use otpgate::risk::{FailMode, RiskAction};
 use otpgate::store::{MemoryStore, Store};
@@ -187,14 +189,20 @@ fn bench_decide(c: &mut Criterion) {
         local: vec![
             LocalVerdict {
                 action: LocalAction::StepUp,
-                reason: "velocity:sms-per-ip".into(),
+                reason: Reason::Velocity {
+                    rule: "sms-per-ip".into(),
+                    action: "step_up",
+                },
                 monitor: false,
             },
             LocalVerdict {
                 action: LocalAction::Throttle {
                     retry_after: Duration::from_secs(30),
                 },
-                reason: "velocity:sms-per-ip-burst".into(),
+                reason: Reason::Velocity {
+                    rule: "sms-per-ip-burst".into(),
+                    action: "throttle",
+                },
                 monitor: true,
             },
         ],

@@ -369,7 +369,14 @@ mod tests {
         assert!(!s.stepup.random_key);
         let premium = s.destination.check("+870772123456");
         assert_eq!(premium.action, crate::defense::DestinationAction::Deny);
-        let reasons = s.destination.check("+449090123456").reasons.join(",");
+        let reasons: Vec<String> = s
+            .destination
+            .check("+449090123456")
+            .reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let reasons = reasons.join(",");
         assert!(reasons.contains("+44909"), "{reasons}");
     }
 

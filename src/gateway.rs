@@ -883,7 +883,7 @@ impl Gateway {
             provider_verdict: verdict.map(|v| v.provider_answer.as_str()).unwrap_or(""),
             decision: verdict.map(|v| v.decision.label()).unwrap_or(""),
             reasons: verdict
-                .map(|v| v.decision.reasons.clone())
+                .map(|v| v.decision.reasons.iter().map(ToString::to_string).collect())
                 .unwrap_or_default(),
             status: resp.status().as_u16(),
             upstream_status: ctx.upstream_status.unwrap_or(0),

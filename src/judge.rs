@@ -19,7 +19,8 @@ use crate::entra::learn::{Channel, FlowId};
 use crate::entra::send::{OtpSend, Target};
 use crate::metrics::Metrics;
 use crate::policy::{
-    self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput, StepUpBy,
+    self, Decision, Inputs, LocalAction, LocalVerdict, Outcome, ProofInput, ProviderInput, Reason,
+    StepUpBy,
 };
 use crate::risk::{
     self, BuildError, FailMode, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskProvider,
@@ -355,7 +356,7 @@ impl Judge {
         if let Some(action) = store_failed {
             defense.local.push(LocalVerdict {
                 action,
-                reason: "velocity:store_error".into(),
+                reason: Reason::VelocityStoreError,
                 monitor: false,
             });
         }

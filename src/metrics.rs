@@ -372,11 +372,10 @@ impl Metrics {
             })
             .inc();
         for reason in &decision.reasons {
-            let class: String = reason.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
             self.decision_reasons
                 .get_or_create(&ReasonLabels {
                     route,
-                    reason: class,
+                    reason: reason.class().into_owned(),
                 })
                 .inc();
         }

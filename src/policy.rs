@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::risk::{FailMode, RiskAction};
 
+mod reason;
+
+pub use reason::{DestinationRule, Reason};
+
 /// `[policy]`: global decision settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,8 +26,8 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalVerdict {
     pub action: LocalAction,
-    /// A stable label such as `velocity:sms-per-flow` or `destination:type:premium_rate`.
-    pub reason: String,
+    /// Why, e.g. `velocity:sms-per-flow:throttle` or `destination:type:premium_rate:deny`.
+    pub reason: Reason,
     /// Monitor-only: counted and audited as "would …", never enforced.
     pub monitor: bool,
 }
@@ -74,7 +78,7 @@ pub struct Inputs {
 }
 
 /// The outcome of a decision.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Allow,
     /// Built-in step-up (proof of work), or the provider's own challenge.
@@ -121,8 +125,8 @@ pub struct Decision {
     pub enforced: Outcome,
     /// What the rules computed, before monitor mode turned it into `Allow`.
     pub computed: Outcome,
-    /// Every reason that contributed, including monitor-only ones (prefixed `would:`).
-    pub reasons: Vec<String>,
+    /// Every reason that contributed, including monitor-only ones (`would:`).
+    pub reasons: Vec<Reason>,
 }
 
 impl Decision {
@@ -139,7 +143,7 @@ impl Decision {
 
     /// The decision's outcome was changed by monitor mode or monitor-only rules.
     pub fn is_monitored(&self) -> bool {
-        self.reasons.iter().any(|r| r.starts_with("would:"))
+        self.reasons.iter().any(Reason::is_monitored)
     }
 }
 
@@ -169,7 +173,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
         };
         if v.monitor {
             monitored_only = stronger(monitored_only, outcome);
-            reasons.push(format!("would:{}", v.reason));
+            reasons.push(Reason::Would(Box::new(v.reason.clone())));
         } else {
             computed = stronger(computed, outcome);
             reasons.push(v.reason.clone());
@@ -185,17 +189,20 @@ pub fn decide(inputs: &Inputs) -> Decision {
                 RiskAction::Deny => Outcome::Deny,
             };
             computed = stronger(computed, outcome);
-            reasons.push(format!("provider:{}", outcome.label()));
-            reasons.extend(r.iter().map(|r| format!("provider:{r}")));
+            reasons.push(Reason::ProviderAction(outcome));
+            reasons.extend(r.iter().cloned().map(Reason::ProviderSaid));
         }
         ProviderInput::Failed { error, fail_mode } => {
-            let (outcome, mode) = match fail_mode {
-                FailMode::Open => (Outcome::Allow, "open"),
-                FailMode::Closed => (Outcome::Deny, "closed"),
-                FailMode::StepUp => (Outcome::StepUp(StepUpBy::Builtin), "step_up"),
+            let outcome = match fail_mode {
+                FailMode::Open => Outcome::Allow,
+                FailMode::Closed => Outcome::Deny,
+                FailMode::StepUp => Outcome::StepUp(StepUpBy::Builtin),
             };
             computed = stronger(computed, outcome);
-            reasons.push(format!("provider_error:{error}:fail_{mode}"));
+            reasons.push(Reason::ProviderFailed {
+                error,
+                fail_mode: *fail_mode,
+            });
         }
     }
 
@@ -204,15 +211,15 @@ pub fn decide(inputs: &Inputs) -> Decision {
     match inputs.proof {
         ProofInput::Valid if computed == Outcome::StepUp(StepUpBy::Builtin) => {
             computed = Outcome::Allow;
-            reasons.push("stepup:proof_accepted".into());
+            reasons.push(Reason::ProofAccepted);
         }
-        ProofInput::Valid => reasons.push("stepup:proof_not_needed".into()),
-        ProofInput::Refused(why) => reasons.push(format!("stepup:proof_refused:{why}")),
+        ProofInput::Valid => reasons.push(Reason::ProofNotNeeded),
+        ProofInput::Refused(why) => reasons.push(Reason::ProofRefused(why)),
         ProofInput::None => {}
     }
 
     if inputs.monitor && computed != Outcome::Allow {
-        reasons.push(format!("would:{}", computed.label()));
+        reasons.push(Reason::WouldBe(computed));
         return Decision {
             enforced: Outcome::Allow,
             computed,
@@ -237,10 +244,13 @@ pub fn decide(inputs: &Inputs) -> Decision {
 mod tests {
     use super::*;
 
-    fn local(action: LocalAction, reason: &str, monitor: bool) -> LocalVerdict {
+    fn local(action: LocalAction, rule: &str, monitor: bool) -> LocalVerdict {
         LocalVerdict {
             action,
-            reason: reason.into(),
+            reason: Reason::Velocity {
+                rule: rule.into(),
+                action: "deny",
+            },
             monitor,
         }
     }
@@ -524,18 +534,29 @@ mod tests {
     fn reasons_are_carried() {
         let d = decide(&Inputs {
             local: vec![
-                local(LocalAction::Deny, "destination:type:premium_rate", false),
-                local(LocalAction::StepUp, "velocity:sms-per-ip", true),
+                LocalVerdict {
+                    action: LocalAction::Deny,
+                    reason: Reason::Destination {
+                        as_typed: false,
+                        rule: DestinationRule::Type {
+                            kind: "premium_rate",
+                            action: "deny",
+                        },
+                    },
+                    monitor: false,
+                },
+                local(LocalAction::StepUp, "sms-per-ip", true),
             ],
             provider: failed(FailMode::Closed),
             proof: ProofInput::Refused("replayed"),
             monitor: false,
         });
+        let labels: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
         assert_eq!(
-            d.reasons,
+            labels,
             vec![
-                "destination:type:premium_rate",
-                "would:velocity:sms-per-ip",
+                "destination:type:premium_rate:deny",
+                "would:velocity:sms-per-ip:deny",
                 "provider_error:timeout:fail_closed",
                 "stepup:proof_refused:replayed",
             ]

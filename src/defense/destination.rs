@@ -12,6 +12,7 @@ use phonenumber::metadata::DATABASE;
 use serde::{Deserialize, Serialize};
 
 use super::numbering::{self, NumberKind, MAX_E164_DIGITS};
+use crate::policy::{DestinationRule, Reason};
 use crate::problem::Problem;
 
 /// Longest target we look at; anything longer is unparseable without being scanned.
@@ -190,7 +191,7 @@ pub struct DestinationVerdict {
     /// Stable labels, one per rule that asked for more than `allow`, such as
     /// `destination:country:GB:deny`, `destination:type:premium_rate:deny`,
     /// `destination:prefix:+881`, `destination:unparseable`.
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
     /// The parsed number; `None` when the target is unparseable.
     pub phone: Option<Phone>,
 }
@@ -309,18 +310,14 @@ impl DestinationPolicy {
         let mut rules = Rules::default();
         let phone = parse_phone(target);
         match &phone {
-            None => rules.add(
-                DestinationAction::Deny,
-                false,
-                "destination:unparseable".into(),
-            ),
+            None => rules.add(DestinationAction::Deny, false, Reason::Unparseable),
             Some(phone) => {
-                self.judge(phone, &mut rules, "destination");
+                self.judge(phone, &mut rules, false);
                 // Parsing dropped a national prefix written after the calling code
                 // (`+44 (0)20…`). Entra may read the digits as typed instead, so that
                 // reading must pass too.
                 if let Some(literal) = as_typed(target, phone) {
-                    self.judge(&literal, &mut rules, "destination:as_typed");
+                    self.judge(&literal, &mut rules, true);
                 }
             }
         }
@@ -337,26 +334,35 @@ impl DestinationPolicy {
         }
     }
 
-    /// Apply the prefix, country and number-type rules to `phone`; reasons start with
-    /// `label`.
-    fn judge(&self, phone: &Phone, rules: &mut Rules, label: &str) {
+    /// Apply the prefix, country and number-type rules to `phone`, the number as parsed
+    /// or (`as_typed`) its digits as the client typed them.
+    fn judge(&self, phone: &Phone, rules: &mut Rules, as_typed: bool) {
         for prefix in &self.deny_prefixes {
             if phone.e164.starts_with(prefix.as_str()) {
                 rules.add(
                     DestinationAction::Deny,
                     false,
-                    format!("{label}:prefix:{prefix}"),
+                    Reason::Destination {
+                        as_typed,
+                        rule: DestinationRule::Prefix(prefix.clone()),
+                    },
                 );
             }
         }
-        let (country, country_label) = self.country_action(phone);
-        rules.configured(country, || format!("{label}:country:{country_label}"));
+        let (country, key) = self.country_action(phone);
+        rules.configured(country, as_typed, |action| DestinationRule::Country {
+            key,
+            action,
+        });
         let kind = self
             .number_types
             .get(&phone.kind)
             .copied()
             .unwrap_or(CountryAction::Allow);
-        rules.configured(kind, || format!("{label}:type:{}", phone.kind.as_str()));
+        rules.configured(kind, as_typed, |action| DestinationRule::Type {
+            kind: phone.kind.as_str(),
+            action,
+        });
     }
 
     /// The action for `phone`'s country, and the label naming what matched: the region
@@ -379,7 +385,7 @@ impl DestinationPolicy {
 struct Rules {
     action: DestinationAction,
     would: DestinationAction,
-    reasons: Vec<String>,
+    reasons: Vec<Reason>,
 }
 
 impl Default for Rules {
@@ -393,7 +399,7 @@ impl Default for Rules {
 }
 
 impl Rules {
-    fn add(&mut self, action: DestinationAction, monitor_only: bool, reason: String) {
+    fn add(&mut self, action: DestinationAction, monitor_only: bool, reason: Reason) {
         if !monitor_only {
             self.action = self.action.max(action);
         }
@@ -401,18 +407,24 @@ impl Rules {
         self.reasons.push(reason);
     }
 
-    /// A configured entry; `label` is only built when the entry asks for more than allow.
-    fn configured(&mut self, action: CountryAction, label: impl FnOnce() -> String) {
+    /// A configured entry; its rule is only built when the entry asks for more than allow.
+    fn configured(
+        &mut self,
+        action: CountryAction,
+        as_typed: bool,
+        rule: impl FnOnce(&'static str) -> DestinationRule,
+    ) {
         let (effective, monitor_only) = match action {
             CountryAction::Allow => return,
             CountryAction::Deny => (DestinationAction::Deny, false),
             CountryAction::StepUp => (DestinationAction::StepUp, false),
             CountryAction::Monitor => (DestinationAction::Deny, true),
         };
+        let rule = rule(action.as_str());
         self.add(
             effective,
             monitor_only,
-            format!("{}:{}", label(), action.as_str()),
+            Reason::Destination { as_typed, rule },
         );
     }
 }
@@ -530,6 +542,10 @@ mod tests {
         }
     }
 
+    fn labels(verdict: &DestinationVerdict) -> Vec<String> {
+        verdict.reasons.iter().map(ToString::to_string).collect()
+    }
+
     /// `action e164 region kind | reasons…`: one line per verdict, for tables.
     fn summary(verdict: &DestinationVerdict) -> String {
         let phone = verdict.phone.as_ref();
@@ -542,7 +558,7 @@ mod tests {
         );
         for reason in &verdict.reasons {
             line.push_str(" | ");
-            line.push_str(reason);
+            line.push_str(&reason.to_string());
         }
         line
     }
@@ -671,7 +687,7 @@ mod tests {
         for (target, action, reasons) in table {
             let verdict = policy.check(target);
             assert_eq!(verdict.action, *action, "{target}");
-            assert_eq!(verdict.reasons, *reasons, "{target}");
+            assert_eq!(labels(&verdict), *reasons, "{target}");
         }
     }
 
@@ -684,11 +700,11 @@ mod tests {
         assert_eq!(policy.check("+44 7912 345678").action, Allow);
         let fr = policy.check("+33 6 12 34 56 78");
         assert_eq!(fr.action, Deny);
-        assert_eq!(fr.reasons, ["destination:country:FR:deny"]);
+        assert_eq!(labels(&fr), ["destination:country:FR:deny"]);
         // A non-geographic code is named by its calling code.
         let intl = policy.check("+800 1234 5678");
         assert_eq!(intl.action, Deny);
-        assert_eq!(intl.reasons, ["destination:country:+800:deny"]);
+        assert_eq!(labels(&intl), ["destination:country:+800:deny"]);
     }
 
     #[test]
@@ -698,7 +714,7 @@ mod tests {
         assert_eq!(verdict.action, Allow);
         assert_eq!(verdict.would, Deny);
         assert!(verdict.would_deny());
-        assert_eq!(verdict.reasons, ["destination:country:GB:monitor"]);
+        assert_eq!(labels(&verdict), ["destination:country:GB:monitor"]);
         // A monitored entry does not soften an enforcing one.
         let premium = policy.check("+44 909 879 0000");
         assert_eq!(premium.action, Deny);
@@ -737,7 +753,7 @@ mod tests {
         // The prefix list replaces the defaults.
         assert_eq!(policy.check("+881 6 1234 5678").action, Allow);
         let own = policy.check("+44 7912 345678");
-        assert_eq!(own.reasons, ["destination:prefix:+4479"]);
+        assert_eq!(labels(&own), ["destination:prefix:+4479"]);
     }
 
     #[test]

@@ -294,9 +294,12 @@ pub struct RuleHit {
 }
 
 impl RuleHit {
-    /// The reason label, `velocity:{rule}:{action}`.
-    pub fn reason(&self) -> String {
-        format!("velocity:{}:{}", self.rule, self.action.as_str())
+    /// Why: `velocity:{rule}:{action}`.
+    pub fn reason(&self) -> crate::policy::Reason {
+        crate::policy::Reason::Velocity {
+            rule: self.rule.clone(),
+            action: self.action.as_str(),
+        }
     }
 }
 
@@ -582,7 +585,7 @@ mod tests {
             }]
         );
         assert!(full.reservations.is_empty(), "a hit takes no slot");
-        assert_eq!(full.hits[0].reason(), "velocity:per-flow:deny");
+        assert_eq!(full.hits[0].reason().to_string(), "velocity:per-flow:deny");
 
         tokio::time::advance(15 * MINUTE - Duration::from_millis(1)).await;
         let still = rules.check(&store, &keys(), &subject, "r4").await;

@@ -322,7 +322,7 @@ fn agree(explained: &Explanation, line: Option<&Value>, status: u16, target: &st
         );
     }
     let reasons: Vec<String> = verdict
-        .map(|v| v.decision.reasons.clone())
+        .map(|v| v.decision.reasons.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     assert_eq!(
         line["reasons"],

@@ -263,6 +263,17 @@ pub enum FailMode {
     StepUp,
 }
 
+impl FailMode {
+    /// The config spelling: `open`, `closed`, `step_up`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailMode::Open => "open",
+            FailMode::Closed => "closed",
+            FailMode::StepUp => "step_up",
+        }
+    }
+}
+
 /// A fraud-risk provider.
 #[async_trait]
 pub trait RiskProvider: Send + Sync {
