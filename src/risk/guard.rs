@@ -3,7 +3,6 @@
 //! then tests the provider). Failures come back as [`RiskError`]s, which the route's fail
 //! mode resolves.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,57 +35,6 @@ impl Default for GuardConfig {
             open_for: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
         }
-    }
-}
-
-/// Counters of a guarded provider's outcomes since start.
-#[derive(Debug, Default)]
-pub struct ProviderStats {
-    ok: AtomicU64,
-    timeout: AtomicU64,
-    error: AtomicU64,
-    rate_limited: AtomicU64,
-    circuit_open: AtomicU64,
-}
-
-/// A copy of [`ProviderStats`] at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct StatsSnapshot {
-    /// Calls that returned a verdict.
-    pub ok: u64,
-    /// Calls cut off by the time budget (or timed out inside the adapter).
-    pub timeout: u64,
-    /// Calls that failed otherwise (unavailable, bad response, rate limited).
-    pub error: u64,
-    /// Of `error`, the calls the provider rate limited.
-    pub rate_limited: u64,
-    /// Calls not made because the circuit was open.
-    pub circuit_open: u64,
-}
-
-impl ProviderStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            ok: self.ok.load(Ordering::Relaxed),
-            timeout: self.timeout.load(Ordering::Relaxed),
-            error: self.error.load(Ordering::Relaxed),
-            rate_limited: self.rate_limited.load(Ordering::Relaxed),
-            circuit_open: self.circuit_open.load(Ordering::Relaxed),
-        }
-    }
-
-    fn count(&self, result: &Result<RiskVerdict, RiskError>) {
-        let counter = match result {
-            Ok(_) => &self.ok,
-            Err(RiskError::Timeout) => &self.timeout,
-            Err(RiskError::CircuitOpen) => &self.circuit_open,
-            Err(RiskError::RateLimited { .. }) => {
-                self.rate_limited.fetch_add(1, Ordering::Relaxed);
-                &self.error
-            }
-            Err(RiskError::Unavailable(_) | RiskError::BadResponse(_)) => &self.error,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -128,7 +76,6 @@ struct GuardInner {
     provider: Arc<dyn RiskProvider>,
     config: GuardConfig,
     breaker: Mutex<Breaker>,
-    stats: ProviderStats,
 }
 
 impl Guarded {
@@ -138,7 +85,6 @@ impl Guarded {
                 provider,
                 config,
                 breaker: Mutex::new(Breaker::Closed { failures: 0 }),
-                stats: ProviderStats::default(),
             }),
         }
     }
@@ -150,10 +96,6 @@ impl Guarded {
     /// The wrapped provider, e.g. to reach adapter-specific methods.
     pub fn provider(&self) -> &Arc<dyn RiskProvider> {
         &self.inner.provider
-    }
-
-    pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
     }
 
     pub fn circuit_state(&self) -> CircuitState {
@@ -181,7 +123,6 @@ impl Guarded {
                 result
             }
         };
-        self.inner.stats.count(&result);
         Evaluation {
             provider: self.inner.provider.name(),
             result,
@@ -285,7 +226,7 @@ mod tests {
 
     use super::*;
     use async_trait::async_trait;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Fails while `failing` is set; counts its calls.
     struct Flaky {
@@ -355,8 +296,6 @@ mod tests {
         provider.failing.store(false, Ordering::SeqCst);
         assert!(guard.evaluate(&req).await.result.is_ok());
         assert_eq!(guard.circuit_state(), CircuitState::Closed);
-        let stats = guard.stats();
-        assert_eq!((stats.ok, stats.error, stats.circuit_open), (1, 4, 1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -404,12 +343,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn budget_cuts_a_slow_provider_and_counts_a_timeout() {
+    async fn budget_cuts_a_slow_provider_with_a_timeout() {
         let guard = Guarded::new(flaky(false, Duration::from_secs(2)), config());
         let e = guard.evaluate(&RiskRequest::default()).await;
         assert_eq!(e.result, Err(RiskError::Timeout));
         assert_eq!(e.latency, Duration::from_millis(300));
-        assert_eq!(guard.stats().timeout, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -440,6 +378,5 @@ mod tests {
         assert_eq!(guard.circuit_state(), CircuitState::Open);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(guard.circuit_state(), CircuitState::HalfOpen);
-        assert_eq!(guard.stats().rate_limited, 1);
     }
 }

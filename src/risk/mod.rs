@@ -19,7 +19,7 @@ pub mod mock;
 pub mod prove;
 pub mod routes;
 
-pub use guard::{CircuitState, Evaluation, GuardConfig, Guarded, ProviderStats, StatsSnapshot};
+pub use guard::{CircuitState, Evaluation, GuardConfig, Guarded};
 
 pub use human::{HumanConfig, HumanProvider};
 pub use mock::{MockConfig, MockProvider};

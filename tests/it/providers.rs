@@ -377,7 +377,6 @@ async fn slow_provider_times_out_within_the_budget() {
     assert_eq!(e.result, Err(RiskError::Timeout));
     assert!(waited < Duration::from_secs(1), "waited {waited:?}");
     assert!(e.latency >= Duration::from_millis(300));
-    assert_eq!(guard.stats().timeout, 1);
     // The cancelled call is still reported to HUMAN as s2s_timeout.
     eventually(COLLECTED, "an s2s_timeout activity", || {
         std::future::ready(
@@ -489,8 +488,6 @@ async fn circuit_opens_after_consecutive_failures_and_stops_calling() {
         "an open circuit answers at once"
     );
     assert_eq!(emu.risk_requests().len(), 3, "no call while open");
-    let stats = guard.stats();
-    assert_eq!((stats.error, stats.circuit_open), (3, 1));
     server.stop().await;
 }
 
