@@ -80,10 +80,10 @@ fn text(
 }
 
 /// What `POST /demo/reset` runs; only `otpgate demo` sets one.
-pub type ResetHook = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type ResetHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Answer one admin request.
-pub fn answer(
+pub(crate) fn answer(
     req: &Request<Incoming>,
     health: &Health,
     metrics: &Metrics,
@@ -139,7 +139,7 @@ pub fn answer(
 }
 
 /// Serve the admin endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,

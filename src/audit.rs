@@ -36,7 +36,7 @@ pub enum AuditSink {
 
 /// One audit line. Field names are the documented schema (README "Audit log").
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct AuditEvent {
+pub(crate) struct AuditEvent {
     /// Always `"audit"`: tells audit lines from log lines when both go to one stream.
     #[serde(rename = "type")]
     pub kind: AuditMarker,
@@ -79,7 +79,7 @@ pub struct AuditEvent {
 
 /// The value of every audit line's `type` field.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AuditMarker;
+pub(crate) struct AuditMarker;
 
 impl Serialize for AuditMarker {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -89,7 +89,7 @@ impl Serialize for AuditMarker {
 
 /// The audit writer's handle. Cheap to clone.
 #[derive(Clone)]
-pub struct Audit {
+pub(crate) struct Audit {
     inner: Arc<Inner>,
 }
 
@@ -98,7 +98,6 @@ struct Inner {
     /// HMAC-SHA256 keyed once; cloned for each phone.
     mac: Hmac<Sha256>,
     dropped: prometheus_client::metrics::counter::Counter,
-    written: Arc<AtomicU64>,
     /// Lines queued, and lines the writer has dealt with (written or failed): equal when
     /// nothing is waiting.
     queued: AtomicU64,
@@ -111,8 +110,9 @@ const QUEUE: usize = 16_384;
 impl Audit {
     /// Start the writer. `hmac_key` keys the phone hash; an empty key still hashes (with a
     /// random per-process key, so hashes do not correlate across restarts).
-    /// Lines that cannot be queued are dropped and counted in `dropped` (a metric).
-    pub fn start(
+    /// Lines that cannot be queued, or that the sink refused, are dropped and counted in
+    /// `dropped` (a metric).
+    pub(crate) fn start(
         sink: AuditSink,
         hmac_key: &[u8],
         reopen: Option<mpsc::Receiver<()>>,
@@ -123,14 +123,13 @@ impl Audit {
         } else {
             hmac_key.to_vec()
         };
-        let written = Arc::new(AtomicU64::new(0));
         let handled = Arc::new(AtomicU64::new(0));
         let tx = match sink {
             AuditSink::Off => None,
             sink => {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let counts = Counts {
-                    written: written.clone(),
+                    dropped: dropped.clone(),
                     handled: handled.clone(),
                 };
                 tokio::spawn(writer(sink, rx, reopen, counts));
@@ -142,7 +141,6 @@ impl Audit {
                 tx,
                 mac: crate::store::keys::keyed_mac(&key),
                 dropped,
-                written,
                 queued: AtomicU64::new(0),
                 handled,
             }),
@@ -150,7 +148,7 @@ impl Audit {
     }
 
     /// Queue one line; never blocks the request.
-    pub fn record(&self, event: &AuditEvent) {
+    pub(crate) fn record(&self, event: &AuditEvent) {
         let Some(tx) = &self.inner.tx else {
             return;
         };
@@ -168,7 +166,7 @@ impl Audit {
     /// Wait until every queued line is written (or failed), for at most `within`: at
     /// shutdown, so the last requests' lines are not lost. Returns whether the queue
     /// emptied in time.
-    pub async fn flush(&self, within: Duration) -> bool {
+    pub(crate) async fn flush(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let handled = self.inner.handled.load(Ordering::Relaxed);
@@ -183,20 +181,10 @@ impl Audit {
     }
 
     /// Hex HMAC-SHA256 of an E.164 number.
-    pub fn phone_hmac(&self, e164: &str) -> String {
+    pub(crate) fn phone_hmac(&self, e164: &str) -> String {
         let mut mac = self.inner.mac.clone();
         mac.update(e164.as_bytes());
         crate::store::keys::hex_lower(&mac.finalize().into_bytes())
-    }
-
-    /// Lines dropped because the writer fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped.get()
-    }
-
-    /// Lines written so far.
-    pub fn written(&self) -> u64 {
-        self.inner.written.load(Ordering::Relaxed)
     }
 }
 
@@ -261,7 +249,7 @@ impl AuditConfig {
 }
 
 /// Hex SHA-256 of a value that must not appear raw (method ids).
-pub fn hash_hex(value: &str) -> String {
+pub(crate) fn hash_hex(value: &str) -> String {
     crate::store::keys::hex_lower(&Sha256::digest(value.as_bytes()))
 }
 
@@ -304,7 +292,8 @@ fn rotate(path: &PathBuf, keep: usize) {
 
 /// What the writer reports back.
 struct Counts {
-    written: Arc<AtomicU64>,
+    /// Lines the sink refused (a full disk, a closed pipe) count as dropped.
+    dropped: prometheus_client::metrics::counter::Counter,
     handled: Arc<AtomicU64>,
 }
 
@@ -349,8 +338,8 @@ async fn writer(
             }
             Out::Broken => false,
         };
-        if ok {
-            counts.written.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            counts.dropped.inc();
         }
         counts.handled.fetch_add(1, Ordering::Relaxed);
         if let (
@@ -395,15 +384,37 @@ mod tests {
                 ..AuditEvent::default()
             });
         }
-        while audit.written() < 40 {
-            tokio::task::yield_now().await;
-        }
+        assert!(audit.flush(Duration::from_secs(5)).await, "40 lines written");
         let rotated = std::fs::read_to_string(format!("{}.1", path.display())).unwrap();
         assert!(rotated
             .lines()
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
         assert!(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < 2_000 + 600);
         assert!(!std::path::Path::new(&format!("{}.3", path.display())).exists());
+    }
+
+    #[tokio::test]
+    async fn lines_the_sink_refuses_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dropped = prometheus_client::metrics::counter::Counter::default();
+        let audit = Audit::start(
+            AuditSink::File {
+                path: dir.path().join("missing").join("audit.log"),
+                max_bytes: 2_000,
+                keep: 2,
+            },
+            b"k",
+            None,
+            dropped.clone(),
+        );
+        for i in 0..3 {
+            audit.record(&AuditEvent {
+                request_id: format!("r{i}"),
+                ..AuditEvent::default()
+            });
+        }
+        assert!(audit.flush(Duration::from_secs(5)).await);
+        assert_eq!(dropped.get(), 3);
     }
 
     #[test]

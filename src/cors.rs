@@ -113,7 +113,7 @@ impl CorsConfig {
 
 /// Request headers MSAL's custom-auth client sends on every call (reference §7.1), allowed
 /// in every preflight answer.
-pub const MSAL_HEADERS: &[&str] = &[
+pub(crate) const MSAL_HEADERS: &[&str] = &[
     "content-type",
     "authorization",
     "x-client-sku",
@@ -256,7 +256,7 @@ impl Cors {
 
 /// Request headers never forwarded in SPA mode: Entra has no use for the browser's origin
 /// (Microsoft's own proxy drops it).
-pub const DROP_UPSTREAM: HeaderName = header::ORIGIN;
+pub(crate) const DROP_UPSTREAM: HeaderName = header::ORIGIN;
 
 #[cfg(test)]
 mod tests {

@@ -31,10 +31,10 @@ use crate::store::{KeyHasher, Store};
 
 mod possession;
 
-pub use possession::PROVE_CORRELATION_HEADER;
+pub(crate) use possession::PROVE_CORRELATION_HEADER;
 
 /// The send being judged and what is known of its request.
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub send: &'a OtpSend,
     pub flow: &'a FlowId,
     pub client_ip: IpAddr,
@@ -148,7 +148,7 @@ struct RouteRuntime {
 }
 
 /// Everything needed to judge sends, per route.
-pub struct Judge {
+pub(crate) struct Judge {
     sms: RouteRuntime,
     email: RouteRuntime,
     global_monitor: bool,
@@ -164,7 +164,7 @@ pub struct Judge {
 impl Judge {
     /// Build the routes' providers. Must run inside a tokio runtime (HUMAN starts its
     /// activity sender).
-    pub fn build(
+    pub(crate) fn build(
         settings: &Settings,
         store: Arc<dyn Store>,
         keys: KeyHasher,
@@ -247,7 +247,7 @@ impl Judge {
 
     /// Judge one send. Velocity slots taken for it are kept only when the decision lets it
     /// through (and then until Entra's answer, see [`Judge::give_back`]).
-    pub async fn judge(&self, s: &Subject<'_>) -> Verdict {
+    pub(crate) async fn judge(&self, s: &Subject<'_>) -> Verdict {
         let route = self.route(s.send.channel);
         let defense = self.defend(s, route).await;
         let assessment = if defense.denies() {
@@ -483,7 +483,7 @@ impl Judge {
 
     /// Give back the slots of a send Entra answered without sending a code (an error, a
     /// password prompt, a redirect): only codes that went out count against a limit.
-    pub async fn give_back(&self, held: &HeldSlots) {
+    pub(crate) async fn give_back(&self, held: &HeldSlots) {
         self.velocity
             .release(self.store.as_ref(), &held.outcome, &held.reservation_id)
             .await;

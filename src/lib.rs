@@ -34,27 +34,28 @@
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
 //! * [`fuzz_checks`]: the invariants the fuzz targets (`fuzz/`) and the corpus test check.
 
-pub mod admin;
-pub mod audit;
+#![warn(unreachable_pub)]
+pub(crate) mod admin;
+pub(crate) mod audit;
 pub mod cli;
 pub mod config;
-pub mod cors;
+pub(crate) mod cors;
 pub mod defense;
 pub mod emulate;
 pub mod entra;
-pub mod error;
+pub(crate) mod error;
 pub mod fuzz_checks;
 pub mod gateway;
-pub mod judge;
-pub mod logging;
+pub(crate) mod judge;
+pub(crate) mod logging;
 pub mod metrics;
 pub mod policy;
-pub mod problem;
+pub(crate) mod problem;
 pub mod proxy;
-pub mod refusal;
+pub(crate) mod refusal;
 pub mod risk;
 pub mod server;
-pub mod simulate;
+pub(crate) mod simulate;
 pub mod stepup;
 pub mod store;
 pub mod tls;

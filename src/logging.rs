@@ -44,7 +44,7 @@ impl LogConfig {
 }
 
 /// Set up logging per `[log]`. Safe to call once per process.
-pub fn init(log: &LogConfig) {
+pub(crate) fn init(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal: escape codes in a file or a pipe are noise.

@@ -250,7 +250,7 @@ impl Metrics {
         let audit_dropped = Counter::default();
         registry.register(
             "audit_dropped",
-            "Audit lines dropped because the writer fell behind",
+            "Audit lines dropped: the writer fell behind, or the sink refused the write",
             audit_dropped.clone(),
         );
         let otp_sends_seen = Family::<SendLabels, Counter>::default();

@@ -163,18 +163,18 @@ impl<'de> Deserialize<'de> for Secret {
 /// The one way durations are written in configuration: `"300ms"`, `"15s"`, `"10m"`,
 /// `"1h"` (humantime), for `#[serde(with = "crate::problem::duration")]`. A value that is
 /// not one is refused naming the value and the accepted form.
-pub mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub const EXPECTED: &str = "not a duration such as 300ms, 15s, 10m or 1h";
+    pub(crate) const EXPECTED: &str = "not a duration such as 300ms, 15s, 10m or 1h";
 
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*value).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map_err(|_| serde::de::Error::custom(format!("{EXPECTED} (got {text:?})")))

@@ -16,7 +16,7 @@ use crate::entra::error::ErrorBody;
 
 /// The status of hyper's automatic refusal if `bytes` are exactly one, and the `date`
 /// value it carried.
-pub fn hyper_refusal(bytes: &[u8]) -> Option<(StatusCode, Option<&str>)> {
+pub(crate) fn hyper_refusal(bytes: &[u8]) -> Option<(StatusCode, Option<&str>)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let head = text.strip_suffix("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
@@ -47,7 +47,7 @@ pub fn hyper_refusal(bytes: &[u8]) -> Option<(StatusCode, Option<&str>)> {
 
 /// The Entra-shaped answer written in place of hyper's refusal: same status, JSON body,
 /// `connection: close` (hyper closes the connection after it either way).
-pub fn entra_refusal(status: StatusCode, date: Option<&str>) -> Vec<u8> {
+pub(crate) fn entra_refusal(status: StatusCode, date: Option<&str>) -> Vec<u8> {
     let message = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "The request headers are too large.",
         StatusCode::URI_TOO_LONG => "The request URI is too long.",

@@ -17,7 +17,7 @@ const MAX_PROBLEMS_PER_SECTION: usize = 100;
 /// message, which names the value given and what is accepted) and dropping it so the
 /// default applies and the rest is still read. `None` when the value cannot be read at
 /// all (the whole section has the wrong type).
-pub fn read_lenient<T: DeserializeOwned>(
+pub(super) fn read_lenient<T: DeserializeOwned>(
     prefix: &str,
     mut value: Value,
     dropped: &mut Dropped,
@@ -106,7 +106,7 @@ fn drop_at(value: &mut Value, segments: &[Segment], prefix: &str, dropped: &mut 
 /// comma-separated (`OTPGATE__SERVER__TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16`), a
 /// boolean `true` or `false`, a number a number; everything else, secrets among them, is
 /// taken as the exact string (so `+870` and `0123` stay what they are).
-pub fn apply_env(
+pub(super) fn apply_env(
     root: &mut Value,
     shape: &Value,
     env: impl IntoIterator<Item = (String, String)>,
@@ -204,7 +204,7 @@ fn set_path(root: &mut Value, path: &[String], value: Value) -> bool {
 }
 
 /// `base` with `over` laid on top, table by table.
-pub fn merged(base: &Value, over: &Value) -> Value {
+pub(super) fn merged(base: &Value, over: &Value) -> Value {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             let mut out = b.clone();
@@ -223,7 +223,7 @@ pub fn merged(base: &Value, over: &Value) -> Value {
 
 /// Every string in `value` that is a URL with a password (`redis://user:pw@host`) with the
 /// password replaced by `***`; a bare `scheme://secret@host` loses the whole userinfo.
-pub fn redact_url_secrets(value: &mut Value) {
+pub(super) fn redact_url_secrets(value: &mut Value) {
     match value {
         Value::String(text) => {
             if let Some(redacted) = redact_url(text) {

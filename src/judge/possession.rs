@@ -11,7 +11,7 @@ use crate::store::KeyHasher;
 
 /// The header a client retries with after completing a Prove possession check: the
 /// `correlationId` from the challenge.
-pub const PROVE_CORRELATION_HEADER: &str = "x-otpgate-prove-correlation";
+pub(crate) const PROVE_CORRELATION_HEADER: &str = "x-otpgate-prove-correlation";
 
 /// How long a started possession check stays bound to its flow.
 const POSSESSION_TTL: Duration = Duration::from_secs(15 * 60);

@@ -39,7 +39,7 @@ use http_body_util::BodyExt as _;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use report::{render, Class, ClassReport, Headline, JourneyCounts, Report, SendCounts, Victim};
+pub(crate) use report::{render, Report};
 
 use crate::config::{self, ProviderChoice, Settings, StoreBackend};
 use crate::emulate::entra::{EntraConfig, EntraEmulator, SignUpPolicy};
@@ -51,7 +51,7 @@ use crate::upstream::InProcessHandler;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The config judged; `None`: the shipped defaults.
     pub config: Option<PathBuf>,
     pub seed: u64,
@@ -74,7 +74,7 @@ impl Default for Options {
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum SimulateError {
+pub(crate) enum SimulateError {
     #[error("invalid configuration ({what}):\n{problems}")]
     Config { what: String, problems: String },
     #[error(
@@ -145,7 +145,7 @@ fn load_settings(path: Option<&Path>) -> Result<(Settings, String), SimulateErro
 }
 
 /// Run one simulation: its own current-thread runtime with paused time.
-pub fn run(options: &Options) -> Result<Report, SimulateError> {
+pub(crate) fn run(options: &Options) -> Result<Report, SimulateError> {
     if !(options.hours > 0.0 && options.hours <= 24.0) {
         return Err(SimulateError::Options(
             "--hours must be more than 0 and at most 24".into(),

@@ -22,7 +22,7 @@ use serde::Serialize;
 /// A traffic class of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Class {
+pub(crate) enum Class {
     Legitimate,
     IrsfPumper,
     LowAndSlow,
@@ -32,7 +32,7 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 6] = [
+    pub(crate) const ALL: [Class; 6] = [
         Class::Legitimate,
         Class::IrsfPumper,
         Class::LowAndSlow,
@@ -41,7 +41,7 @@ impl Class {
         Class::CodeEntering,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Class::Legitimate => "legitimate",
             Class::IrsfPumper => "irsf-pumper",
@@ -52,7 +52,7 @@ impl Class {
         }
     }
 
-    pub fn is_fraud(self) -> bool {
+    pub(crate) fn is_fraud(self) -> bool {
         self != Class::Legitimate
     }
 
@@ -64,7 +64,7 @@ impl Class {
 /// What kind of code a send asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SendKind {
+pub(super) enum SendKind {
     /// `/oauth2/v2.0/challenge` with the id of an SMS method.
     SmsMfa,
     /// `/register/v1.0/challenge` to a phone number.
@@ -76,14 +76,14 @@ pub enum SendKind {
 }
 
 impl SendKind {
-    pub const ALL: [SendKind; 4] = [
+    pub(super) const ALL: [SendKind; 4] = [
         SendKind::SmsMfa,
         SendKind::SmsRegistration,
         SendKind::EmailSignIn,
         SendKind::EmailSignUp,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             SendKind::SmsMfa => "sms_mfa",
             SendKind::SmsRegistration => "sms_registration",
@@ -92,12 +92,12 @@ impl SendKind {
         }
     }
 
-    pub fn is_sms(self) -> bool {
+    pub(super) fn is_sms(self) -> bool {
         matches!(self, SendKind::SmsMfa | SendKind::SmsRegistration)
     }
 
     /// The kind of a code in the emulator's outbox, by its channel and endpoint.
-    pub fn of_outbox(channel: &str, endpoint: &str) -> Option<SendKind> {
+    pub(super) fn of_outbox(channel: &str, endpoint: &str) -> Option<SendKind> {
         match (channel, endpoint) {
             ("sms", "/register/v1.0/challenge") => Some(SendKind::SmsRegistration),
             ("sms", _) => Some(SendKind::SmsMfa),
@@ -114,7 +114,7 @@ impl SendKind {
 
 /// Counts of send attempts (see the module docs for the definitions).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct SendCounts {
+pub(crate) struct SendCounts {
     pub attempts: u64,
     /// Requests that would send a code, retries with a proof or after a throttle included.
     pub send_requests: u64,
@@ -139,12 +139,12 @@ pub struct SendCounts {
 }
 
 impl SendCounts {
-    pub fn stopped(&self) -> u64 {
+    pub(crate) fn stopped(&self) -> u64 {
         self.stopped_denied + self.stopped_throttled + self.stopped_challenged
     }
 
     /// 1 − sent / attempts: the share of attempts that did not become a code.
-    pub fn not_sent_share(&self) -> f64 {
+    pub(crate) fn not_sent_share(&self) -> f64 {
         share(self.attempts - self.sent.min(self.attempts), self.attempts)
     }
 
@@ -186,7 +186,7 @@ pub(crate) enum Ending {
 
 /// Legitimate journeys of one goal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct JourneyCounts {
+pub(crate) struct JourneyCounts {
     pub journeys: u64,
     pub completed: u64,
     pub abandoned: u64,
@@ -211,14 +211,14 @@ impl JourneyCounts {
         self.retried += o.retried;
     }
 
-    pub fn could_not_complete(&self) -> u64 {
+    pub(crate) fn could_not_complete(&self) -> u64 {
         self.blocked + self.failed
     }
 }
 
 /// One class's line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClassReport {
+pub(crate) struct ClassReport {
     pub class: Class,
     pub requests: u64,
     pub sms: SendCounts,
@@ -233,14 +233,14 @@ pub struct ClassReport {
 
 /// The bombing victim's own sign-in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Victim {
+pub(crate) struct Victim {
     pub completed: bool,
     pub tries: u32,
 }
 
 /// The figures a reader wants first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Headline {
+pub(crate) struct Headline {
     /// SMS send attempts by every attacker class.
     pub fraud_sms_attempts: u64,
     /// SMS Entra sent for them (the outbox).
@@ -262,7 +262,7 @@ pub struct Headline {
 
 /// One simulation run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub seed: u64,
     pub hours: f64,
     pub scale: f64,
@@ -469,7 +469,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The report as a table for people.
-pub fn render(r: &Report) -> String {
+pub(crate) fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

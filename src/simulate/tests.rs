@@ -4,8 +4,8 @@
 
 use std::io::Write as _;
 
-use super::report::SendKind;
-use super::{run, Class, Options, Report};
+use super::report::{Class, ClassReport, SendKind};
+use super::{run, Options, Report};
 
 /// Small enough for a debug build; every class still acts.
 const SCALE: f64 = 0.03;
@@ -25,7 +25,7 @@ fn simulate(config: Option<&str>, seed: u64) -> Report {
     run(&options).unwrap()
 }
 
-fn class(r: &Report, class: Class) -> &super::ClassReport {
+fn class(r: &Report, class: Class) -> &ClassReport {
     r.classes.iter().find(|c| c.class == class).unwrap()
 }
 

@@ -47,7 +47,7 @@ pub(crate) struct Collector {
 }
 
 impl ActivitySink {
-    pub fn disabled() -> Self {
+    pub(super) fn disabled() -> Self {
         Self {
             tx: None,
             counters: Arc::default(),
@@ -56,7 +56,7 @@ impl ActivitySink {
 
     /// Starts the sender task on the current runtime. It ends once every sink clone is
     /// dropped and the queue is flushed.
-    pub fn spawn(collector: Collector, capacity: usize, runtime: &tokio::runtime::Handle) -> Self {
+    pub(super) fn spawn(collector: Collector, capacity: usize, runtime: &tokio::runtime::Handle) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let counters = Arc::<Counters>::default();
         runtime.spawn(run(collector, rx, counters.clone()));
@@ -66,14 +66,14 @@ impl ActivitySink {
         }
     }
 
-    pub fn push(&self, activity: Value) {
+    pub(super) fn push(&self, activity: Value) {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(activity).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn stats(&self) -> ActivityStats {
+    pub(super) fn stats(&self) -> ActivityStats {
         ActivityStats {
             sent: self.counters.sent.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),

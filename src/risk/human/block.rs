@@ -13,7 +13,7 @@ use crate::risk::ProviderChallenge;
 
 /// How the client should be answered, picked from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     /// A mobile-SDK client (`X-PX-AUTHORIZATION` present).
     Mobile,
     /// An XHR / fetch client (`Accept` or `Content-Type` names `application/json`).
@@ -23,7 +23,7 @@ pub enum Format {
 
 /// What a block page needs to know.
 #[derive(Debug, Clone)]
-pub struct Block<'a> {
+pub(super) struct Block<'a> {
     pub app_id: &'a str,
     /// The action letter (`c`, `b`, `j`, `r`, `hsc`, `cp`, …).
     pub action: &'a str,
@@ -89,7 +89,7 @@ impl Block<'_> {
     }
 
     /// The response for a client of the given format.
-    pub fn render(&self, format: Format) -> ProviderChallenge {
+    pub(super) fn render(&self, format: Format) -> ProviderChallenge {
         let (content_type, body) = match format {
             Format::Mobile => ("application/json", self.mobile_json()),
             // The rate-limit page is never served as the XHR JSON (A10 §2).
