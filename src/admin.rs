@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 /// Lifecycle state, as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     Starting = 0,
     Ready = 1,
     Draining = 2,
@@ -28,22 +28,22 @@ pub enum Phase {
 
 /// Readiness shared between the server and the admin listener.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     phase: AtomicU8,
     /// Why the gateway is degraded (still serving, e.g. on a fallback store), if it is.
     degraded: Mutex<Vec<String>>,
 }
 
 impl Health {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
-    pub fn set(&self, phase: Phase) {
+    pub(crate) fn set(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::SeqCst);
     }
 
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.phase.load(Ordering::SeqCst) {
             1 => Phase::Ready,
             2 => Phase::Draining,
@@ -52,7 +52,7 @@ impl Health {
     }
 
     /// Mark a degraded condition on or off; `reason` is a short fixed label.
-    pub fn set_degraded(&self, reason: &str, on: bool) {
+    pub(crate) fn set_degraded(&self, reason: &str, on: bool) {
         let mut list = self.degraded.lock();
         list.retain(|r| r != reason);
         if on {
@@ -60,7 +60,7 @@ impl Health {
         }
     }
 
-    pub fn degraded(&self) -> Vec<String> {
+    pub(crate) fn degraded(&self) -> Vec<String> {
         self.degraded.lock().clone()
     }
 }

@@ -230,7 +230,7 @@ pub enum AuditOutput {
 impl AuditConfig {
     /// Where audit lines go; `None` with the problem recorded when a file is asked for
     /// without a path.
-    pub fn build(&self, check: &mut Checker) -> Option<AuditSink> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<AuditSink> {
         Some(match (self.output, &self.path) {
             (AuditOutput::Off, _) => AuditSink::Off,
             (AuditOutput::Stdout, _) => AuditSink::Stdout,
@@ -384,7 +384,10 @@ mod tests {
                 ..AuditEvent::default()
             });
         }
-        assert!(audit.flush(Duration::from_secs(5)).await, "40 lines written");
+        assert!(
+            audit.flush(Duration::from_secs(5)).await,
+            "40 lines written"
+        );
         let rotated = std::fs::read_to_string(format!("{}.1", path.display())).unwrap();
         assert!(rotated
             .lines()

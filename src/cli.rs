@@ -125,7 +125,7 @@ async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Rel
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -150,7 +150,7 @@ pub async fn shutdown_signal() {
 }
 
 /// The demo's configuration (`config/demo.toml`), built in so `otpgate demo` needs no files.
-pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+pub(crate) const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// Where the demo listens.
 #[derive(Debug, Clone)]
@@ -475,7 +475,9 @@ pub fn print_config(path: &Path) -> ExitCode {
 }
 
 /// A recorded request: `METHOD PATH HTTP/1.1`, header lines, a blank line, the body.
-pub fn parse_recorded_request(text: &str) -> Result<(http::request::Parts, Vec<u8>), String> {
+pub(crate) fn parse_recorded_request(
+    text: &str,
+) -> Result<(http::request::Parts, Vec<u8>), String> {
     let text = text.replace("\r\n", "\n");
     let (head, body) = text.split_once("\n\n").unwrap_or((text.as_str(), ""));
     let mut lines = head.lines();

@@ -12,18 +12,17 @@ use serde::{Deserialize, Serialize};
 mod load;
 mod source;
 
-pub use load::{
-    effective_json, load, load_toml, load_with_env, PROVIDERS_NOT_PRINTED, SECRET_KEYS,
-};
+pub(crate) use load::{effective_json, load_toml, PROVIDERS_NOT_PRINTED};
+pub use load::{load, load_with_env};
 
-pub use crate::problem::{Checker, Dropped, Problem, Problems, Secret};
+pub use crate::problem::Secret;
+pub(crate) use crate::problem::{Checker, Dropped, Problem};
 // Each section's types live with the subsystem that uses them; these are named here too,
 // as the configuration's vocabulary.
-pub use crate::entra::settings::{DenyStyle, UnknownChannel, V2Mode};
-pub use crate::logging::{LogConfig, LogFormat};
-pub use crate::risk::routes::{ProviderChoice, Route};
-pub use crate::server::settings::parse_cidr;
-pub use crate::store::settings::StoreBackend;
+pub(crate) use crate::entra::settings::{DenyStyle, UnknownChannel, V2Mode};
+pub(crate) use crate::logging::LogConfig;
+pub(crate) use crate::risk::routes::{ProviderChoice, Route};
+pub(crate) use crate::store::settings::StoreBackend;
 
 use crate::audit::{AuditConfig, AuditSink};
 use crate::cors::{Cors, CorsConfig};
@@ -108,11 +107,6 @@ impl RawConfig {
         raw
     }
 
-    /// The key of element `index` of the list at `key`, as the user wrote it.
-    pub fn element_key(&self, key: &str, index: usize) -> String {
-        self.dropped.element_key(key, index)
-    }
-
     /// What every key defaults to, for typing environment overrides (the providers'
     /// defaults hold no secret).
     fn shape() -> serde_json::Value {
@@ -151,7 +145,7 @@ pub struct Settings {
 impl Settings {
     /// What is valid but unsafe to run with: `check-config` prints these, and the server
     /// logs them at start.
-    pub fn warnings(&self) -> Vec<Problem> {
+    pub(crate) fn warnings(&self) -> Vec<Problem> {
         let mut warnings = Vec::new();
         let mut warn = |key: &str, message: &str| {
             warnings.push(Problem {
@@ -187,7 +181,7 @@ impl Settings {
     }
 
     /// Build every section of `raw`, each recording its problems; `None` when any had one.
-    pub fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
+    pub(crate) fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
         let server = raw.server.build(&raw.dropped, check);
         let admin_listen = raw.admin.build(server.as_ref().map(|s| s.listen), check);
         let tls = raw.tls.build(check);
@@ -230,6 +224,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::problem::Problems;
 
     fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, Problems> {
         let dir = tempfile::tempdir().unwrap();
@@ -259,7 +254,7 @@ mod tests {
         assert_eq!(s.server.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(s.upstream.authority(), "contoso.ciamlogin.com");
-        assert!(s.upstream.is_https());
+        assert_eq!(s.upstream.url.scheme_str(), Some("https"));
         assert!(s.tls.is_none());
         assert_eq!(s.entra.v2, V2Mode::Block);
     }

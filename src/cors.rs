@@ -52,7 +52,7 @@ impl CorsConfig {
     /// The SPA proxy mode's runtime rules. `proof_header` (the step-up proof header) is
     /// always allowed: a browser must be able to send it, or our own step-up answers could
     /// never be satisfied from an SPA.
-    pub fn build(
+    pub(crate) fn build(
         &self,
         dropped: &Dropped,
         proof_header: Option<&HeaderName>,
@@ -143,7 +143,7 @@ pub struct Cors {
 }
 
 impl Cors {
-    pub fn new(
+    pub(crate) fn new(
         origins: &[String],
         extra_headers: &[String],
         max_age_secs: u64,
@@ -170,7 +170,7 @@ impl Cors {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.origins.is_empty() || self.mapping.is_some()
     }
 
@@ -184,7 +184,7 @@ impl Cors {
     /// A preflight (`OPTIONS` with `Access-Control-Request-Method`) gets its answer here:
     /// 204 with CORS headers for an allowed origin, 403 without them otherwise. `None`: not
     /// a preflight, or SPA mode is off.
-    pub fn preflight(&self, method: &Method, headers: &HeaderMap) -> Option<Response<()>> {
+    pub(crate) fn preflight(&self, method: &Method, headers: &HeaderMap) -> Option<Response<()>> {
         if self.origins.is_empty()
             || method != Method::OPTIONS
             || !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
@@ -222,7 +222,7 @@ impl Cors {
     }
 
     /// Add CORS headers to any answer for an allowed origin.
-    pub fn decorate(&self, request_headers: &HeaderMap, response_headers: &mut HeaderMap) {
+    pub(crate) fn decorate(&self, request_headers: &HeaderMap, response_headers: &mut HeaderMap) {
         if self.origins.is_empty() {
             return;
         }
@@ -244,7 +244,7 @@ impl Cors {
 
     /// Map `{prefix}/rest?query` onto `/{tenant}/rest?query`; `None` when the path is not
     /// under the prefix (it is then served as sent).
-    pub fn map_path(&self, path_and_query: &str) -> Option<String> {
+    pub(crate) fn map_path(&self, path_and_query: &str) -> Option<String> {
         let (prefix, tenant) = self.mapping.as_ref()?;
         let rest = path_and_query.strip_prefix(prefix.as_str())?;
         if !(rest.starts_with('/') || rest.starts_with('?') || rest.is_empty()) {

@@ -35,7 +35,7 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// A short stable label for logs and metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -53,7 +53,7 @@ impl GatewayError {
 
     /// The response a client gets for this fault. `correlation_id` is the client's
     /// `client-request-id`, echoed as Entra does.
-    pub fn to_response(&self, correlation_id: Option<&str>) -> http::Response<Body> {
+    pub(crate) fn to_response(&self, correlation_id: Option<&str>) -> http::Response<Body> {
         // AADSTS codes: 900144 is Entra's "request body must contain the following
         // parameter" family of invalid_request; the others are gateway-chosen and stable.
         let (status, error, code, message) = match self {

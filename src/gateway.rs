@@ -117,7 +117,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::PassThrough => "pass_through",
             Self::Preflight => "preflight",
@@ -159,7 +159,7 @@ impl Explanation {
     }
 
     /// The explanation as `otpgate explain` prints it.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let verdict = self.verdict.as_ref();
         let outcome = match (&self.refused, self.answer, &self.send, self.kind) {
             (Some(fault), _, _, _) => format!("refused: {fault}"),
@@ -214,7 +214,7 @@ impl Gateway {
 
     /// [`Self::with_store`] with the upstream client given, e.g. [`Upstream::in_process`]
     /// (`otpgate simulate`). [`Self::rebuild`] makes a socket upstream from the settings.
-    pub fn with_upstream(
+    pub(crate) fn with_upstream(
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
         store: Arc<dyn Store>,
@@ -251,7 +251,7 @@ impl Gateway {
     /// key hasher (so counters and learned flows carry over; `[store]` changes take a
     /// restart), metrics, the in-flight limit and the audit writer. Requests already
     /// running keep the gateway they started with.
-    pub fn rebuild(&self, settings: Arc<Settings>) -> Result<Self, BuildError> {
+    pub(crate) fn rebuild(&self, settings: Arc<Settings>) -> Result<Self, BuildError> {
         let old = &self.inner;
         let upstream = Upstream::new(&settings.upstream)?;
         let judge = Judge::build(
@@ -281,7 +281,7 @@ impl Gateway {
     /// At shutdown, once no connection is left: wait for requests still running detached
     /// from their clients, then for the audit writer to write every line they queued, in
     /// `within` overall. Returns whether everything finished in time.
-    pub async fn settle(&self, within: Duration) -> bool {
+    pub(crate) async fn settle(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         self.inner.detached.close();
         let finished = tokio::time::timeout_at(deadline, self.inner.detached.wait())
@@ -1091,7 +1091,10 @@ struct Arrival {
 /// Refuse what would make us an open proxy: `CONNECT`, absolute-form targets for a host
 /// other than the one addressed, and hosts outside `server.hosts` when it is set. Returns
 /// the host the client addressed (for `X-Forwarded-Host`).
-pub fn check_target<B>(req: &Request<B>, hosts: &[String]) -> Result<Option<String>, GatewayError> {
+pub(crate) fn check_target<B>(
+    req: &Request<B>,
+    hosts: &[String],
+) -> Result<Option<String>, GatewayError> {
     if req.method() == Method::CONNECT {
         return Err(GatewayError::MethodNotAllowed("CONNECT is not supported."));
     }

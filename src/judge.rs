@@ -79,7 +79,7 @@ pub enum ProviderAnswer {
 
 impl ProviderAnswer {
     /// `allow`, `step_up`, `deny`, the error label, or empty when not asked.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::NotAsked => "",
             Self::Said(RiskAction::Allow) => "allow",

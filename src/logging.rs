@@ -32,7 +32,7 @@ pub enum LogFormat {
 
 impl LogConfig {
     /// The config, once its filter is one tracing reads.
-    pub fn build(&self, check: &mut Checker) -> Option<LogConfig> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<LogConfig> {
         match tracing_subscriber::EnvFilter::try_new(&self.level) {
             Ok(_) => Some(self.clone()),
             Err(e) => {

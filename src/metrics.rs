@@ -13,7 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// The `kind` of requests nothing gates.
-pub const PASS_THROUGH: &str = "pass_through";
+pub(crate) const PASS_THROUGH: &str = "pass_through";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -23,7 +23,7 @@ pub struct RequestLabels {
 }
 
 /// `1xx` … `5xx`.
-pub fn status_class(status: http::StatusCode) -> &'static str {
+pub(crate) fn status_class(status: http::StatusCode) -> &'static str {
     STATUS_CLASSES[class_index(status)]
 }
 
@@ -86,12 +86,10 @@ pub struct OutcomeLabels {
 
 /// What the store reports at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StoreReport {
+pub(crate) struct StoreReport {
     pub counts: crate::store::fallback::FallbackCounts,
     /// Serving from the local fallback instead of the shared store.
     pub degraded: bool,
-    /// The shared backend is Redis (else memory only).
-    pub shared: bool,
     /// Keys the memory store evicted to stay within its bound.
     pub evictions: u64,
 }
@@ -175,7 +173,7 @@ impl prometheus_client::collector::Collector for StoreCollector {
 }
 
 /// A request in flight; see [`Metrics::in_flight_guard`].
-pub struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -335,7 +333,7 @@ impl Metrics {
         })
     }
 
-    pub fn request_done(&self, kind: &'static str, status: http::StatusCode) {
+    pub(crate) fn request_done(&self, kind: &'static str, status: http::StatusCode) {
         if kind == PASS_THROUGH {
             self.pass_through[class_index(status)].inc();
             return;
@@ -348,17 +346,17 @@ impl Metrics {
             .inc();
     }
 
-    pub fn upstream_done(&self, elapsed: Duration) {
+    pub(crate) fn upstream_done(&self, elapsed: Duration) {
         self.upstream_latency.observe(elapsed.as_secs_f64());
     }
 
-    pub fn upstream_failed(&self, outcome: &'static str) {
+    pub(crate) fn upstream_failed(&self, outcome: &'static str) {
         self.upstream_errors
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 
-    pub fn otp_send_seen(&self, endpoint: &'static str, channel: &'static str) {
+    pub(crate) fn otp_send_seen(&self, endpoint: &'static str, channel: &'static str) {
         self.otp_sends_seen
             .get_or_create(&SendLabels { endpoint, channel })
             .inc();
@@ -383,7 +381,7 @@ impl Metrics {
 
     /// A send forwarded to Entra; `result` is `ok` (Entra sent the code), `no_code` (it
     /// answered 2xx without one: a password prompt, a redirect) or `upstream_error`.
-    pub fn otp_send_forwarded(
+    pub(crate) fn otp_send_forwarded(
         &self,
         channel: &'static str,
         country: Option<&str>,
@@ -403,13 +401,18 @@ impl Metrics {
             .inc();
     }
 
-    pub fn config_reload(&self, outcome: &'static str) {
+    pub(crate) fn config_reload(&self, outcome: &'static str) {
         self.config_reloads
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 
-    pub fn provider_call(&self, provider: &'static str, outcome: &'static str, latency: Duration) {
+    pub(crate) fn provider_call(
+        &self,
+        provider: &'static str,
+        outcome: &'static str,
+        latency: Duration,
+    ) {
         self.provider_calls
             .get_or_create(&ProviderLabels { provider, outcome })
             .inc();
@@ -419,23 +422,26 @@ impl Metrics {
     }
 
     /// Where the store metrics come from; set once at start.
-    pub fn set_store_source(&self, source: impl Fn() -> StoreReport + Send + Sync + 'static) {
+    pub(crate) fn set_store_source(
+        &self,
+        source: impl Fn() -> StoreReport + Send + Sync + 'static,
+    ) {
         let _ = self.store.source.set(Arc::new(source));
     }
 
-    pub fn in_flight_inc(&self) {
+    pub(crate) fn in_flight_inc(&self) {
         self.in_flight.inc();
         self.in_flight_now.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn in_flight_dec(&self) {
+    pub(crate) fn in_flight_dec(&self) {
         self.in_flight.dec();
         self.in_flight_now.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Count a request in flight until the guard is dropped, however the request ends:
     /// the server drops a request's future when its client resets the stream or goes away.
-    pub fn in_flight_guard(&self) -> InFlight<'_> {
+    pub(crate) fn in_flight_guard(&self) -> InFlight<'_> {
         self.in_flight_inc();
         InFlight(self)
     }

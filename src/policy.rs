@@ -11,7 +11,8 @@ use crate::risk::{FailMode, RiskAction};
 
 mod reason;
 
-pub use reason::{DestinationRule, Reason};
+pub(crate) use reason::DestinationRule;
+pub use reason::Reason;
 
 /// `[policy]`: global decision settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -132,18 +133,13 @@ pub struct Decision {
 impl Decision {
     /// `allow`, `step_up`, `throttle`, `deny`, or `would_step_up` / `would_throttle` /
     /// `would_deny` when monitor mode forwarded what the rules would have stopped.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match (self.enforced, self.computed) {
             (Outcome::Allow, Outcome::StepUp(_)) => "would_step_up",
             (Outcome::Allow, Outcome::Throttle { .. }) => "would_throttle",
             (Outcome::Allow, Outcome::Deny) => "would_deny",
             (enforced, _) => enforced.label(),
         }
-    }
-
-    /// The decision's outcome was changed by monitor mode or monitor-only rules.
-    pub fn is_monitored(&self) -> bool {
-        self.reasons.iter().any(Reason::is_monitored)
     }
 }
 
@@ -561,6 +557,6 @@ mod tests {
                 "stepup:proof_refused:replayed",
             ]
         );
-        assert!(d.is_monitored());
+        assert!(matches!(d.reasons[1], Reason::Would(_)));
     }
 }

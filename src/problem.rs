@@ -40,7 +40,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.to_owned(),
             message: message.into(),
@@ -48,7 +48,7 @@ impl Checker {
     }
 
     /// Parse `value` with `parse`, recording a problem for `key` when it fails.
-    pub fn parse<T, E: fmt::Display>(
+    pub(crate) fn parse<T, E: fmt::Display>(
         &mut self,
         key: &str,
         value: &str,
@@ -63,7 +63,7 @@ impl Checker {
         }
     }
 
-    pub fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+    pub(crate) fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
         self.parse(key, value, |v| {
             v.parse::<SocketAddr>()
                 .map_err(|_| "not a socket address such as 127.0.0.1:8080 or [::1]:8080")
@@ -71,22 +71,22 @@ impl Checker {
     }
 
     /// A file that must exist and be readable now.
-    pub fn readable_file(&mut self, key: &str, path: &Path) {
+    pub(crate) fn readable_file(&mut self, key: &str, path: &Path) {
         if let Err(e) = std::fs::metadata(path) {
             self.problem(key, format!("cannot read {}: {e}", path.display()));
         }
     }
 
     /// The problems recorded so far.
-    pub fn problems(&self) -> &[Problem] {
+    pub(crate) fn problems(&self) -> &[Problem] {
         &self.problems
     }
 
-    pub fn into_problems(self) -> Problems {
+    pub(crate) fn into_problems(self) -> Problems {
         Problems(self.problems)
     }
 
-    pub fn finish(self) -> Result<(), Problems> {
+    pub(crate) fn finish(self) -> Result<(), Problems> {
         if self.problems.is_empty() {
             Ok(())
         } else {
@@ -103,7 +103,7 @@ pub struct Dropped(BTreeMap<String, Vec<usize>>);
 
 impl Dropped {
     /// The index as written of the element now at `index` of the array at `key`.
-    pub fn written_index(&self, key: &str, index: usize) -> usize {
+    pub(crate) fn written_index(&self, key: &str, index: usize) -> usize {
         let mut at = index;
         for &gone in self.0.get(key).map(Vec::as_slice).unwrap_or_default() {
             if gone <= at {
@@ -114,12 +114,12 @@ impl Dropped {
     }
 
     /// The key of element `index` of the list at `key`, as the user wrote it.
-    pub fn element_key(&self, key: &str, index: usize) -> String {
+    pub(crate) fn element_key(&self, key: &str, index: usize) -> String {
         format!("{key}[{}]", self.written_index(key, index))
     }
 
     /// Note that the element written at index `written` of the list at `key` was dropped.
-    pub fn record(&mut self, key: &str, written: usize) {
+    pub(crate) fn record(&mut self, key: &str, written: usize) {
         let gone = self.0.entry(key.to_owned()).or_default();
         let at = gone.partition_point(|&g| g < written);
         gone.insert(at, written);

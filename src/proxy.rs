@@ -11,8 +11,9 @@ use ipnet::IpNet;
 
 pub mod body;
 
-pub use crate::upstream::{ForwardError, Upstream, UpstreamBody};
-pub use body::{full, streamed, Body, BoxError};
+pub use crate::upstream::{ForwardError, Upstream};
+pub use body::{full, Body};
+pub(crate) use body::{streamed, BoxError};
 
 /// Declares a list of header names (lowercase) and a function that tells whether a name
 /// is on it, from one list: the list is what the docs and tests read, the function is the
@@ -136,7 +137,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Remove hop-by-hop headers and every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip(headers, is_hop_by_hop);
 }
 
@@ -232,7 +233,7 @@ pub struct ConnInfo {
 /// [`is_unwanted_request_header`]), then set our own `X-Forwarded-*` from what we know.
 ///
 /// `original_host` is the host the client addressed (for `X-Forwarded-Host`).
-pub fn prepare_request(
+pub(crate) fn prepare_request(
     headers: &mut HeaderMap,
     client: IpAddr,
     tls: bool,
@@ -285,7 +286,7 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
 }
 
 /// Clean an upstream response for the client.
-pub fn prepare_response(headers: &mut HeaderMap) {
+pub(crate) fn prepare_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
 }
 
@@ -303,7 +304,7 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter()
-            .map(|s| crate::config::parse_cidr(s).unwrap())
+            .map(|s| crate::server::settings::parse_cidr(s).unwrap())
             .collect()
     }
 

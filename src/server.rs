@@ -116,7 +116,7 @@ impl Server {
 
     /// Answer `POST /demo/reset` on the admin port by running `hook` (the demo's clean
     /// slate; nothing else sets one).
-    pub fn with_reset(mut self, hook: admin::ResetHook) -> Self {
+    pub(crate) fn with_reset(mut self, hook: admin::ResetHook) -> Self {
         self.reset = Some(hook);
         self
     }
@@ -129,16 +129,12 @@ impl Server {
         self.admin.local_addr()
     }
 
-    pub fn health(&self) -> Arc<Health> {
-        self.health.clone()
-    }
-
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
 
     /// The certificate resolver, for swapping certificates at run time.
-    pub fn cert_resolver(&self) -> Option<Arc<CertResolver>> {
+    pub(crate) fn cert_resolver(&self) -> Option<Arc<CertResolver>> {
         self.tls.as_ref().map(|(_, r)| r.clone())
     }
 
@@ -302,7 +298,7 @@ impl Reloader {
 
     /// Apply validated settings. Returns the restart-only keys whose new value is not in
     /// use (see [`restart_only_changes`]).
-    pub fn apply(&self, settings: Settings) -> Result<Vec<&'static str>, Vec<String>> {
+    pub(crate) fn apply(&self, settings: Settings) -> Result<Vec<&'static str>, Vec<String>> {
         let current = self.live.load_full();
         let restart = restart_only_changes(current.settings(), &settings);
         let key = match (&settings.tls, &self.cert) {
@@ -324,7 +320,7 @@ impl Reloader {
     }
 
     /// The certificate and key files in use, to watch for replacement on disk.
-    pub fn tls_files(&self) -> Vec<std::path::PathBuf> {
+    pub(crate) fn tls_files(&self) -> Vec<std::path::PathBuf> {
         match &self.live.load().settings().tls {
             Some(t) if self.cert.is_some() => vec![t.cert_file.clone(), t.key_file.clone()],
             _ => Vec::new(),
@@ -335,7 +331,7 @@ impl Reloader {
 /// The settings a running server cannot change: listeners and their limits, logging, the
 /// store and the audit writer are built once at start. Each key named here that differs
 /// between `old` and `new` keeps its old value until a restart.
-pub fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+pub(crate) fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let (os, ns) = (&old.store, &new.store);
     let checks = [
@@ -431,7 +427,6 @@ async fn build_store(
             metrics.set_store_source(move || StoreReport {
                 counts: report_from.stats().snapshot(),
                 degraded: report_from.is_degraded(),
-                shared: true,
                 evictions: local.evictions(),
             });
             let mut degraded = store.subscribe();

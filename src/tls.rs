@@ -58,7 +58,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Load a certificate chain and its key from PEM files into a signing key.
-pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load_certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert_file)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
@@ -77,18 +80,18 @@ pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<Certified
 /// The listener's certificate, swappable at run time: new handshakes see a new certificate
 /// at once, established connections keep theirs.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl CertResolver {
-    pub fn new(key: CertifiedKey) -> Self {
+    pub(crate) fn new(key: CertifiedKey) -> Self {
         Self {
             current: ArcSwap::from_pointee(key),
         }
     }
 
-    pub fn swap(&self, key: CertifiedKey) {
+    pub(crate) fn swap(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
     }
 }
@@ -100,7 +103,7 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// A rustls server config offering HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
+pub(crate) fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions())
         .map_err(TlsError::Provider)?
@@ -112,7 +115,9 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig
 
 /// A rustls client config for the upstream: the webpki roots plus, optionally, extra PEM
 /// CA certificates (a private CA, or a test certificate).
-pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+pub(crate) fn upstream_client_config(
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {

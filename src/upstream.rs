@@ -35,7 +35,7 @@ use crate::tls;
 
 pub mod settings;
 
-pub use settings::{UpstreamConfig, UpstreamSettings};
+pub(crate) use settings::{UpstreamConfig, UpstreamSettings};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -260,13 +260,13 @@ impl Upstream {
 /// `otpgate simulate` puts the Entra emulator behind the gateway this way, so the whole
 /// request path runs on paused tokio time with nothing waiting on real I/O. It gets the
 /// request as [`Upstream::send`] would write it (origin-form target, `Host` set), body read.
-pub type InProcessHandler =
+pub(crate) type InProcessHandler =
     Arc<dyn Fn(Request<Bytes>) -> BoxFuture<'static, Response<Bytes>> + Send + Sync>;
 
 impl Upstream {
     /// An upstream that hands every request to `handler`: no connection, no pool. The
     /// `Host` header and the response timeout come from `settings`, as for [`Upstream::new`].
-    pub fn in_process(
+    pub(crate) fn in_process(
         settings: &UpstreamSettings,
         handler: InProcessHandler,
     ) -> Result<Self, tls::TlsError> {

@@ -17,7 +17,7 @@ pub fn load(path: Option<&Path>) -> Result<(RawConfig, Settings), Problems> {
 /// defaults filled in, the velocity rules in force (the built-in ones when none are
 /// configured), secrets as `***` (passwords inside URLs included), and `providers` named
 /// but not shown (its settings hold tokens and secrets in plain fields).
-pub fn effective_json(raw: &RawConfig) -> serde_json::Value {
+pub(crate) fn effective_json(raw: &RawConfig) -> serde_json::Value {
     let mut value = serde_json::to_value(raw).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.insert(
@@ -39,11 +39,11 @@ pub fn effective_json(raw: &RawConfig) -> serde_json::Value {
 }
 
 /// What [`effective_json`] shows for `providers`.
-pub const PROVIDERS_NOT_PRINTED: &str = "<configured; not printed: holds secrets>";
+pub(crate) const PROVIDERS_NOT_PRINTED: &str = "<configured; not printed: holds secrets>";
 
 /// Keys whose value is a secret: each may instead be given as `<key>_file`, a path whose
 /// contents (without the trailing newline) become the value.
-pub const SECRET_KEYS: &[&str] = &[
+pub(crate) const SECRET_KEYS: &[&str] = &[
     "providers.human.auth_token",
     "providers.human.cookie_secrets",
     "providers.prove.client_secret",
@@ -67,7 +67,7 @@ pub fn load_with_env(
 }
 
 /// Load from TOML text (a built-in config such as the demo's) with env overrides.
-pub fn load_toml(
+pub(crate) fn load_toml(
     toml: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(RawConfig, Settings), Problems> {

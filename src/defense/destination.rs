@@ -68,7 +68,7 @@ impl Default for DestinationConfig {
 /// * `voip`: step up. VoIP numbers are cheap to acquire in bulk but have real users.
 /// * `mobile`, `fixed_line`, `fixed_line_or_mobile`, `toll_free`: allow (fixed lines get
 ///   SMS as text-to-speech in some countries; country rules still apply).
-pub fn default_number_types() -> BTreeMap<NumberKind, CountryAction> {
+pub(crate) fn default_number_types() -> BTreeMap<NumberKind, CountryAction> {
     use CountryAction::{Deny, StepUp};
     use NumberKind::*;
     BTreeMap::from([
@@ -96,7 +96,7 @@ pub fn default_number_types() -> BTreeMap<NumberKind, CountryAction> {
 /// * `+870`: Inmarsat SNAC (satellite).
 /// * `+881`: Global Mobile Satellite System (Iridium, Globalstar, …).
 /// * `+882`, `+883`: International Networks (shared codes of carriers, M2M operators).
-pub fn default_deny_prefixes() -> Vec<String> {
+pub(crate) fn default_deny_prefixes() -> Vec<String> {
     ["+870", "+881", "+882", "+883"]
         .into_iter()
         .map(String::from)
@@ -115,7 +115,7 @@ pub enum CountryAction {
 }
 
 impl CountryAction {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
@@ -135,7 +135,8 @@ pub enum DestinationAction {
 }
 
 impl DestinationAction {
-    pub fn as_str(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Allow => "allow",
             Self::StepUp => "step_up",
@@ -159,7 +160,7 @@ pub struct Phone {
 
 impl Phone {
     /// `+44•••••••23`: enough to tell numbers apart in a log, not enough to dial.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         let code_len = self.calling_code.to_string().len() + 1;
         let digits = self.e164.len().saturating_sub(code_len);
         let tail = digits.min(2);
@@ -198,7 +199,8 @@ pub struct DestinationVerdict {
 
 impl DestinationVerdict {
     /// Whether a monitored rule (or monitor mode) let through what it would have denied.
-    pub fn would_deny(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn would_deny(&self) -> bool {
         self.would == DestinationAction::Deny && self.action != DestinationAction::Deny
     }
 }

@@ -12,13 +12,10 @@ pub mod destination;
 mod numbering;
 pub mod velocity;
 
-pub use destination::{
-    DestinationAction, DestinationConfig, DestinationPolicy, DestinationVerdict, Phone,
-};
-pub use numbering::{NumberKind, MAX_E164_DIGITS};
-pub use velocity::{
-    RuleHit, Subject, VelocityAction, VelocityKey, VelocityOutcome, VelocityRule, VelocityRules,
-};
+pub(crate) use destination::{DestinationAction, Phone};
+pub use destination::{DestinationConfig, DestinationPolicy};
+pub(crate) use numbering::MAX_E164_DIGITS;
+pub(crate) use velocity::{VelocityAction, VelocityOutcome, VelocityRule, VelocityRules};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +35,7 @@ pub struct DefenseConfig {
 impl DefenseConfig {
     /// The destination policy and the velocity rules (the built-in ones when none are
     /// configured), or `None` with every problem recorded.
-    pub fn build(
+    pub(crate) fn build(
         &self,
         dropped: &Dropped,
         check: &mut Checker,

@@ -17,7 +17,7 @@ use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Digits in the longest E.164 number (ITU-T E.164: 15, calling code included).
-pub const MAX_E164_DIGITS: usize = 15;
+pub(crate) const MAX_E164_DIGITS: usize = 15;
 
 /// A number's type. One variant per libphonenumber type, plus `invalid` for a number that
 /// parses but fits no range of its country (or has no country).
@@ -46,8 +46,9 @@ pub enum NumberKind {
 }
 
 impl NumberKind {
-    /// Every kind, for documentation and tests.
-    pub const ALL: [NumberKind; 18] = [
+    /// Every kind, for the tests.
+    #[cfg(test)]
+    pub(crate) const ALL: [NumberKind; 18] = [
         Self::FixedLine,
         Self::Mobile,
         Self::FixedLineOrMobile,

@@ -100,23 +100,6 @@ pub enum VelocityKey {
     Global,
 }
 
-impl VelocityKey {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Ip => "ip",
-            Self::IpNetwork => "ip_network",
-            Self::Phone => "phone",
-            Self::PhonePrefix => "phone_prefix",
-            Self::Country => "country",
-            Self::Method => "method",
-            Self::User => "user",
-            Self::Flow => "flow",
-            Self::ClientId => "client_id",
-            Self::Global => "global",
-        }
-    }
-}
-
 /// What a rule's hit asks for. Ordered by strictness: step-up can be satisfied now,
 /// throttle only later, deny not at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -128,7 +111,7 @@ pub enum VelocityAction {
 }
 
 impl VelocityAction {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::StepUp => "step_up",
             Self::Throttle => "throttle",
@@ -162,7 +145,7 @@ impl VelocityAction {
 /// * `email-per-user`: 10 emails per account per hour, deny: email bombing through
 ///   sign-in, sign-up or password reset, from any number of IPs.
 /// * `email-per-ip`: 30 emails per IP per hour, step up (email bombing from one host).
-pub fn default_rules() -> Vec<VelocityRule> {
+pub(crate) fn default_rules() -> Vec<VelocityRule> {
     use Channel::{Email, Sms};
     use VelocityAction::{Deny, StepUp, Throttle};
     use VelocityKey::*;
@@ -200,7 +183,7 @@ pub fn default_rules() -> Vec<VelocityRule> {
 }
 
 /// Every problem in `rules`, keyed `[i].field` relative to the rule list.
-pub fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
+pub(crate) fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |i: usize, field: &str, message: &str| {
         problems.push(Problem {
@@ -251,7 +234,7 @@ pub fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
 
 /// What is known about one OTP send, for counting. `Debug` hides the phone number.
 #[derive(Clone, Copy)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub channel: Channel,
     pub client_ip: IpAddr,
     /// Destination in E.164, when the request names it (registration); never on MFA sends.
@@ -282,7 +265,7 @@ impl fmt::Debug for Subject<'_> {
 
 /// A rule whose window was already full.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleHit {
+pub(crate) struct RuleHit {
     pub rule: String,
     pub action: VelocityAction,
     /// The rule only reports: the caller forwards anyway.
@@ -295,7 +278,7 @@ pub struct RuleHit {
 
 impl RuleHit {
     /// Why: `velocity:{rule}:{action}`.
-    pub fn reason(&self) -> crate::policy::Reason {
+    pub(crate) fn reason(&self) -> crate::policy::Reason {
         crate::policy::Reason::Velocity {
             rule: self.rule.clone(),
             action: self.action.as_str(),
@@ -305,7 +288,7 @@ impl RuleHit {
 
 /// The result of [`VelocityRules::check`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VelocityOutcome {
+pub(crate) struct VelocityOutcome {
     /// Rules whose window was full, in rule order.
     pub hits: Vec<RuleHit>,
     /// Store keys where a slot was reserved for this request: give them back with
@@ -314,17 +297,6 @@ pub struct VelocityOutcome {
     /// Rules that could not be counted because the store failed. They contribute no hit;
     /// the caller applies its fail mode when this is not zero.
     pub errors: usize,
-}
-
-impl VelocityOutcome {
-    /// The enforced hit asking for the most (deny, then throttle, then step-up), the
-    /// longest wait first among equals. Monitor-only hits never count here.
-    pub fn strictest(&self) -> Option<&RuleHit> {
-        self.hits
-            .iter()
-            .filter(|hit| !hit.monitor)
-            .max_by_key(|hit| (hit.action, hit.retry_after))
-    }
 }
 
 /// Validated rules, compiled for counting: no config struct is read per request.
@@ -418,7 +390,7 @@ impl Compiled {
 impl VelocityRules {
     /// Validate `rules` and compile them; every problem is returned at once (see
     /// [`validate`]).
-    pub fn new(rules: Vec<VelocityRule>) -> Result<Self, Vec<Problem>> {
+    pub(crate) fn new(rules: Vec<VelocityRule>) -> Result<Self, Vec<Problem>> {
         let problems = validate(&rules);
         if problems.is_empty() {
             Ok(Self {
@@ -436,7 +408,7 @@ impl VelocityRules {
     /// A full window is a hit and takes no slot. When the store fails, every applicable
     /// rule is counted in `errors` and none gives a hit: whether that means allow, step-up
     /// or deny is the caller's fail mode, not this module's.
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         store: &dyn Store,
         keys: &KeyHasher,
@@ -492,7 +464,7 @@ impl VelocityRules {
     /// Give back the slots `outcome` reserved for `request_id`, when the request is not
     /// forwarded after all, in one store call. Returns how many may not have been released
     /// (the store failed: all of them); those expire with their window.
-    pub async fn release(
+    pub(crate) async fn release(
         &self,
         store: &dyn Store,
         outcome: &VelocityOutcome,
@@ -817,14 +789,6 @@ mod tests {
             .map(|h| (h.rule.as_str(), h.monitor))
             .collect();
         assert_eq!(flags, [("watch", true), ("soft", false), ("burst", false)]);
-        // Throttle beats step-up; the monitored rule does not count.
-        assert_eq!(outcome.strictest().map(|h| h.rule.as_str()), Some("burst"));
-
-        let watch_only = VelocityOutcome {
-            hits: vec![outcome.hits[0].clone()],
-            ..VelocityOutcome::default()
-        };
-        assert_eq!(watch_only.strictest(), None);
     }
 
     #[tokio::test]

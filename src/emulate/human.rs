@@ -215,7 +215,7 @@ impl HumanEmulator {
             .collect()
     }
 
-    pub fn clear_requests(&self) {
+    pub(crate) fn clear_requests(&self) {
         self.inner.recorded.lock().clear();
     }
 
@@ -445,7 +445,7 @@ pub fn payload(score: u8, action: &str, ttl: Duration) -> TokenPayload {
 /// Mints a token v3 value (`<hmac>:<salt>:<iterations>:<ciphertext>`) for `secret`,
 /// HMAC over the encrypted part plus `signed_fields` (empty for mobile tokens, the user
 /// agent for cookies — see [`mint_cookie`]). 1000 iterations, random 16-byte salt.
-pub fn mint_token_v3(secret: &str, payload: &TokenPayload, signed_fields: &str) -> String {
+pub(crate) fn mint_token_v3(secret: &str, payload: &TokenPayload, signed_fields: &str) -> String {
     let plaintext = serde_json::to_string(payload).unwrap_or_default();
     token::mint(
         secret,

@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::human::json_response;
-pub use super::human::Recorded;
+pub(crate) use super::human::Recorded;
 use super::serve_with;
 use crate::risk::prove::{TOKEN_PATH, UNIFY_BIND_PATH, UNIFY_PATH, UNIFY_STATUS_PATH};
 
@@ -269,7 +269,7 @@ impl ProveEmulator {
             .count()
     }
 
-    pub fn clear_requests(&self) {
+    pub(crate) fn clear_requests(&self) {
         self.inner.recorded.lock().clear();
     }
 

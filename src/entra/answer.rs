@@ -13,9 +13,9 @@ use crate::config::DenyStyle;
 
 /// AADSTS code on our `access_denied` answers. Entra documents none for
 /// `provider_blocked_by_rep`; this one is stable so analysts can search for it.
-pub const DENY_CODE: u32 = 500_571;
+pub(crate) const DENY_CODE: u32 = 500_571;
 /// AADSTS code on our step-up answers (gateway-chosen, stable).
-pub const STEP_UP_CODE: u32 = 500_572;
+pub(crate) const STEP_UP_CODE: u32 = 500_572;
 
 /// A denied send. `AccessDenied` is `400 access_denied` with suberror
 /// `provider_blocked_by_rep`, which MSAL reports as a blocked verification contact
@@ -64,14 +64,14 @@ pub fn throttle(retry_after: Duration, correlation_id: Option<&str>) -> Response
 /// `challenge_required`) with one extra object, `otpgate_challenge`, describing what the
 /// client must solve before retrying the same request with the proof.
 #[derive(Debug, Serialize)]
-pub struct StepUpBody<C: Serialize> {
+pub(crate) struct StepUpBody<C: Serialize> {
     #[serde(flatten)]
     pub error: ErrorBody,
     pub otpgate_challenge: C,
 }
 
 /// Suberror of a step-up answer.
-pub const STEP_UP_SUBERROR: &str = "challenge_required";
+pub(crate) const STEP_UP_SUBERROR: &str = "challenge_required";
 
 pub fn step_up<C: Serialize>(challenge: C, correlation_id: Option<&str>) -> Response<Full<Bytes>> {
     let error = ErrorBody::new(

@@ -58,7 +58,7 @@ pub enum EndpointKind {
 
 impl EndpointKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EndpointKind; 17] = [
+    pub(crate) const ALL: [EndpointKind; 17] = [
         Self::SignInInitiate,
         Self::SignInChallenge,
         Self::SignInIntrospect,
@@ -131,7 +131,8 @@ impl EndpointKind {
     /// `V2AuthorizeChallenge` only returns step links and, at completion, a code; the V2 sends
     /// happen under `/api/`, and which href sends is the server's choice, so every `V2Api`
     /// request counts.
-    pub fn may_send_otp(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn may_send_otp(&self) -> bool {
         matches!(
             self,
             Self::SignInChallenge
@@ -142,7 +143,7 @@ impl EndpointKind {
         )
     }
 
-    pub fn is_v2(&self) -> bool {
+    pub(crate) fn is_v2(&self) -> bool {
         matches!(self, Self::V2AuthorizeChallenge | Self::V2Api)
     }
 
@@ -211,7 +212,7 @@ pub enum AmbiguousReason {
 
 impl AmbiguousReason {
     /// A stable snake_case label for logs and metrics.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::BadEncoding => "bad_encoding",
             Self::EncodedSlash => "encoded_slash",
@@ -283,7 +284,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
 /// Returns the path with that one doubled slash collapsed when the result is a native-auth
 /// endpoint (`/{tenant}/oauth2/v2.0/initiate`); `None` for every other path, which is then
 /// classified as it is (a doubled slash anywhere else stays ambiguous).
-pub fn collapse_sdk_slash(path: &str) -> Option<String> {
+pub(crate) fn collapse_sdk_slash(path: &str) -> Option<String> {
     let rest = path.strip_prefix('/')?;
     let (tenant, after) = rest.split_once("//")?;
     if tenant.is_empty() || tenant.contains('/') || after.starts_with('/') {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// An Entra error body. Field names and order follow reference §4.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     pub error: String,
     pub error_description: String,
     pub error_codes: Vec<u32>,
@@ -25,7 +25,7 @@ impl ErrorBody {
     ///
     /// `correlation_id` is the client's `client-request-id` when it sent one (MSAL matches on
     /// it), otherwise a fresh id.
-    pub fn new(error: &str, code: u32, message: &str, correlation_id: Option<&str>) -> Self {
+    pub(crate) fn new(error: &str, code: u32, message: &str, correlation_id: Option<&str>) -> Self {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let correlation_id = correlation_id
             .filter(|c| is_plain_id(c))
@@ -47,29 +47,29 @@ impl ErrorBody {
         }
     }
 
-    pub fn with_suberror(mut self, suberror: &str) -> Self {
+    pub(crate) fn with_suberror(mut self, suberror: &str) -> Self {
         self.suberror = Some(suberror.to_owned());
         self
     }
 
-    pub fn with_continuation_token(mut self, token: String) -> Self {
+    pub(crate) fn with_continuation_token(mut self, token: String) -> Self {
         self.continuation_token = Some(token);
         self
     }
 
-    pub fn to_json(&self) -> Bytes {
+    pub(crate) fn to_json(&self) -> Bytes {
         // Serializing a struct of strings and integers cannot fail.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
     /// The body as a JSON response with `status`, carrying `x-ms-request-id` like Entra does.
-    pub fn into_response<B: From<Bytes>>(self, status: StatusCode) -> Response<B> {
+    pub(crate) fn into_response<B: From<Bytes>>(self, status: StatusCode) -> Response<B> {
         json_response(status, self.to_json(), Some(&self.trace_id))
     }
 }
 
 /// A JSON response with Entra's content type and, when given, the `x-ms-request-id` header.
-pub fn json_response<B: From<Bytes>>(
+pub(crate) fn json_response<B: From<Bytes>>(
     status: StatusCode,
     body: Bytes,
     request_id: Option<&str>,
@@ -92,7 +92,7 @@ pub fn json_response<B: From<Bytes>>(
 }
 
 /// Entra's `timestamp` format: `2024-05-01 10:15:00Z`.
-pub fn entra_timestamp(at: time::OffsetDateTime) -> String {
+pub(crate) fn entra_timestamp(at: time::OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     at.to_offset(time::UtcOffset::UTC)

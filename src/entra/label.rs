@@ -9,7 +9,7 @@
 
 /// What a masked phone label shows: a pattern over the digits of an E.164 number.
 #[derive(Debug, Clone)]
-pub struct MaskedPhone {
+pub(crate) struct MaskedPhone {
     /// `^…$` over the number's digits: each visible run literally, each mask run as one or
     /// more digits, and (for a label without `+`) a country code of 1 to 3 digits first.
     pattern: regex::Regex,
@@ -29,7 +29,7 @@ fn is_mask(c: char) -> bool {
 impl MaskedPhone {
     /// Read `label`; `None` unless it is a phone label with at least one mask and one
     /// visible digit (spaces, dashes, dots and brackets between them are ignored).
-    pub fn parse(label: &str) -> Option<Self> {
+    pub(crate) fn parse(label: &str) -> Option<Self> {
         let label = label.trim();
         let (international, body) = match label.strip_prefix('+') {
             Some(rest) => (true, rest),
@@ -63,7 +63,7 @@ impl MaskedPhone {
 
     /// Whether the E.164 number `e164` (`+` and digits) could be the one behind the label:
     /// every visible digit where the label shows it, and each mask hiding at least one digit.
-    pub fn agrees_with(&self, e164: &str) -> bool {
+    pub(crate) fn agrees_with(&self, e164: &str) -> bool {
         e164.strip_prefix('+').is_some_and(|digits| {
             !digits.is_empty()
                 && digits.bytes().all(|b| b.is_ascii_digit())

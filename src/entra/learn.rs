@@ -21,13 +21,13 @@ use super::classify::EndpointKind;
 use crate::store::{KeyHasher, Store};
 
 /// Largest response body we parse; the caller caps what it buffers, this refuses the rest.
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Most methods kept from one introspect response; Entra lists a user's few methods.
-pub const MAX_METHODS: usize = 16;
+pub(crate) const MAX_METHODS: usize = 16;
 
 /// Longest label, error or suberror kept, in characters: they reach logs and the store.
-pub const MAX_TEXT_CHARS: usize = 128;
+pub(crate) const MAX_TEXT_CHARS: usize = 128;
 
 /// The channel a one-time passcode goes out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ impl Learned {
     /// but a 2xx, or a 2xx that asks for a password instead, falls back to the browser, or
     /// found the target already verified. An answer otpgate could not read counts as sent
     /// when it is a 2xx: only Entra's word that nothing went out gives a slot back.
-    pub fn no_code_sent(status: u16, learned: Option<&Learned>) -> bool {
+    pub(crate) fn no_code_sent(status: u16, learned: Option<&Learned>) -> bool {
         if !(200..300).contains(&status) {
             return true;
         }
@@ -219,7 +219,7 @@ impl FlowId {
         .then(|| Self(String::from_utf8_lossy(bytes).into_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -302,13 +302,13 @@ fn canonical_username(username: &str) -> String {
 }
 
 /// A method id as Entra compares it: ids are GUIDs, equal in any ASCII case.
-pub fn canonical_method_id(id: &str) -> String {
+pub(crate) fn canonical_method_id(id: &str) -> String {
     id.trim().to_ascii_lowercase()
 }
 
 /// What an MFA method id sends to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MethodInfo {
+pub(crate) struct MethodInfo {
     pub channel: Channel,
     /// The masked destination from `login_hint`, when Entra gave one.
     pub label: Option<String>,
@@ -328,10 +328,10 @@ pub struct FlowBook {
 
 impl FlowBook {
     /// Longer than Entra keeps a continuation token alive (reference §10: ≤ 10 minutes).
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
-    pub const DEFAULT_METHOD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+    pub(crate) const DEFAULT_METHOD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-    pub fn new(store: Arc<dyn Store>, keys: KeyHasher) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, keys: KeyHasher) -> Self {
         Self {
             store,
             keys,
@@ -340,7 +340,7 @@ impl FlowBook {
         }
     }
 
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+    pub(crate) fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
@@ -361,7 +361,7 @@ impl FlowBook {
     /// The flow the request's continuation token belongs to, or a new flow when the token is
     /// absent or unknown. An unknown token is bound to the new flow, so requests replaying
     /// the same token (resends that skip reading the response) still share one flow.
-    pub async fn flow_for_request(&self, continuation_token: Option<&str>) -> Flow {
+    pub(crate) async fn flow_for_request(&self, continuation_token: Option<&str>) -> Flow {
         let Some(token) = continuation_token.filter(|t| !t.is_empty()) else {
             return Flow::new(FlowId::random());
         };
@@ -385,7 +385,7 @@ impl FlowBook {
 
     /// Record the account a flow's request names (`username` of `initiate`, sign-up or
     /// reset `start`), keyed-hashed: it is what the flow's codes go to.
-    pub fn set_user(&self, flow: &mut Flow, username: &str) {
+    pub(crate) fn set_user(&self, flow: &mut Flow, username: &str) {
         let username = canonical_username(username);
         if !username.is_empty() {
             flow.user = Some(self.keys.hash(&username));
@@ -399,7 +399,7 @@ impl FlowBook {
     /// Register-introspect methods are not recorded: their ids are the fixed words `email`
     /// and `sms`, never sent as an MFA challenge `id`, and their `login_hint` is an
     /// unmasked address.
-    pub async fn learn(&self, flow: &Flow, kind: EndpointKind, learned: &Learned) {
+    pub(crate) async fn learn(&self, flow: &Flow, kind: EndpointKind, learned: &Learned) {
         if let Some(token) = &learned.continuation_token {
             let mfa_required = learned
                 .suberror
@@ -440,7 +440,7 @@ impl FlowBook {
     /// Remember the channel an MFA challenge (`/oauth2/v2.0/challenge` with `id`) was sent
     /// on, from its response: a resend of that id is then known even when the introspect that
     /// listed it was not seen (another replica's memory, or a client that skipped it).
-    pub async fn learn_challenge(&self, flow: &FlowId, method_id: &str, learned: &Learned) {
+    pub(crate) async fn learn_challenge(&self, flow: &FlowId, method_id: &str, learned: &Learned) {
         let Some(channel) = learned.challenge_channel else {
             return;
         };
@@ -461,7 +461,11 @@ impl FlowBook {
 
     /// What `method_id` sends to, as learned in `flow`, else as learned in any flow; `None`
     /// when never learned (the caller applies its unknown-method policy).
-    pub async fn method_channel(&self, flow: &FlowId, method_id: &str) -> Option<MethodInfo> {
+    pub(crate) async fn method_channel(
+        &self,
+        flow: &FlowId,
+        method_id: &str,
+    ) -> Option<MethodInfo> {
         if let Some(info) = self
             .get_method(&self.flow_method_key(flow, method_id))
             .await

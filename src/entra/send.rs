@@ -88,7 +88,7 @@ pub async fn label(
 
 /// What a request says about the code it would make Entra send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Intent {
+pub(crate) enum Intent {
     /// Sends nothing.
     None,
     /// Sends on a channel the request names, to a target it names (registration) or to the
@@ -130,7 +130,7 @@ impl fmt::Debug for Target {
 }
 
 /// What `kind` with `params` would make Entra send.
-pub fn intent(kind: EndpointKind, params: &Params) -> Intent {
+pub(crate) fn intent(kind: EndpointKind, params: &Params) -> Intent {
     match kind {
         EndpointKind::SignInChallenge => match params.get("id") {
             Some(id) if id.trim().is_empty() => Intent::EmptyMethodId,

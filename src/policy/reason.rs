@@ -90,11 +90,6 @@ impl Reason {
             Reason::WouldBe(outcome) => format!("would:{}", outcome.label()).into(),
         }
     }
-
-    /// Monitor mode or a monitor-only rule is behind this reason.
-    pub fn is_monitored(&self) -> bool {
-        matches!(self, Reason::Would(_) | Reason::WouldBe(_))
-    }
 }
 
 impl fmt::Display for Reason {
@@ -229,15 +224,5 @@ mod tests {
             let two: Vec<&str> = label.splitn(3, ':').take(2).collect();
             assert_eq!(reason.class(), two.join(":"), "{label}");
         }
-    }
-
-    #[test]
-    fn monitored_reasons_are_the_would_ones() {
-        let monitored: Vec<String> = every_kind()
-            .iter()
-            .filter(|r| r.is_monitored())
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(monitored, ["would:velocity:sms-per-ip:deny", "would:deny"]);
     }
 }

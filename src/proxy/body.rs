@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of everything the gateway sends, upstream or to clients.
 pub type Body = BoxBody<Bytes, BoxError>;
 
@@ -15,7 +15,7 @@ pub fn full(body: http_body_util::Full<Bytes>) -> Body {
 }
 
 /// A streamed body (client request or upstream response) as a [`Body`].
-pub fn streamed<B>(body: B) -> Body
+pub(crate) fn streamed<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
 {

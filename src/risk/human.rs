@@ -28,23 +28,22 @@ use config::Settings;
 pub use config::{HumanConfig, ModuleMode};
 pub(crate) use enforcer::read_token_with;
 use enforcer::*;
-pub use enforcer::{CallReason, CookieOrigin, OriginalToken, TokenOutcome, TokenState};
+pub(crate) use enforcer::{CallReason, CookieOrigin, TokenOutcome, TokenState};
 
-pub use activities::ActivityStats;
+pub(crate) use activities::ActivityStats;
 use activities::{ActivitySink, Collector};
-pub use block::action_word;
 use block::{Block, Format};
 
 /// Path of the synchronous Risk API on the sapi host.
 pub const RISK_API_PATH: &str = "/api/v3/risk";
 /// Path of the async activities endpoint on the collector host.
-pub const COLLECTOR_PATH: &str = "/api/v1/collector/s2s";
+pub(crate) const COLLECTOR_PATH: &str = "/api/v1/collector/s2s";
 /// The mobile SDK's token header.
-pub const MOBILE_HEADER: &str = "x-px-authorization";
+pub(crate) const MOBILE_HEADER: &str = "x-px-authorization";
 /// The mobile SDK's previous token, sent with a special value in [`MOBILE_HEADER`].
-pub const ORIGINAL_TOKEN_HEADER: &str = "x-px-original-token";
+pub(crate) const ORIGINAL_TOKEN_HEADER: &str = "x-px-original-token";
 /// The web risk cookie.
-pub const RISK_COOKIE: &str = "_px3";
+pub(crate) const RISK_COOKIE: &str = "_px3";
 
 const MODULE_VERSION: &str = concat!("otpgate v", env!("CARGO_PKG_VERSION"));
 

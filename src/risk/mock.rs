@@ -110,7 +110,7 @@ impl Default for MockChallenge {
 
 impl MockConfig {
     /// Every problem with the configuration, empty when it is usable.
-    pub fn validate(&self) -> Vec<String> {
+    pub(crate) fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let at = format!("rules[{i}]");

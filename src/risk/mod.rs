@@ -19,7 +19,7 @@ pub mod mock;
 pub mod prove;
 pub mod routes;
 
-pub use guard::{CircuitState, Evaluation, GuardConfig, Guarded};
+pub use guard::{CircuitState, GuardConfig, Guarded};
 
 pub use human::{HumanConfig, HumanProvider};
 pub use mock::{MockConfig, MockProvider};
@@ -107,7 +107,7 @@ const BASE_HEADERS: [HeaderName; 4] = [
 /// `User-Agent`, `Accept`, `Content-Type` (HUMAN picks its block-response format from
 /// them) and the `extra` names (see [`RiskProvider::wanted_headers`]). Every value of a
 /// multi-valued header is kept.
-pub fn provider_headers(headers: &HeaderMap, extra: &[HeaderName]) -> HeaderMap {
+pub(crate) fn provider_headers(headers: &HeaderMap, extra: &[HeaderName]) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let keep = name.as_str().starts_with("x-px-")
@@ -145,7 +145,7 @@ pub struct ProviderChallenge {
 
 impl ProviderChallenge {
     /// The challenge as an HTTP response.
-    pub fn to_response(&self) -> http::Response<Bytes> {
+    pub(crate) fn to_response(&self) -> http::Response<Bytes> {
         let mut rsp = http::Response::new(self.body.clone());
         *rsp.status_mut() = self.status;
         let headers = rsp.headers_mut();
@@ -194,7 +194,7 @@ impl std::fmt::Debug for PossessionSession {
 
 impl RiskVerdict {
     /// A verdict with only an action.
-    pub fn new(action: RiskAction) -> Self {
+    pub(crate) fn new(action: RiskAction) -> Self {
         Self {
             action,
             score: None,
@@ -205,16 +205,16 @@ impl RiskVerdict {
         }
     }
 
-    pub fn allow() -> Self {
+    pub(crate) fn allow() -> Self {
         Self::new(RiskAction::Allow)
     }
 
-    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+    pub(crate) fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reasons.push(reason.into());
         self
     }
 
-    pub fn with_score(mut self, score: f64) -> Self {
+    pub(crate) fn with_score(mut self, score: f64) -> Self {
         self.score = Some(score.clamp(0.0, 1.0));
         self
     }

@@ -41,7 +41,7 @@ use super::{
 pub const TOKEN_PATH: &str = "/token";
 pub const UNIFY_PATH: &str = "/v3/unify";
 pub const UNIFY_STATUS_PATH: &str = "/v3/unify-status";
-pub const UNIFY_BIND_PATH: &str = "/v3/unify-bind";
+pub(crate) const UNIFY_BIND_PATH: &str = "/v3/unify-bind";
 
 /// How Prove checks possession of the phone (B4 `possessionType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ impl std::fmt::Debug for ProveConfig {
 
 impl ProveConfig {
     /// Every problem with the configuration, empty when it is usable.
-    pub fn validate(&self) -> Vec<String> {
+    pub(crate) fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         match reqwest::Url::parse(&self.base_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {

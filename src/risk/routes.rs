@@ -123,7 +123,11 @@ pub struct Route {
 
 impl RoutesConfig {
     /// Both routes, with the problems of the providers they name (only those are built).
-    pub fn build(&self, providers: &ProvidersConfig, check: &mut Checker) -> Option<RouteSettings> {
+    pub(crate) fn build(
+        &self,
+        providers: &ProvidersConfig,
+        check: &mut Checker,
+    ) -> Option<RouteSettings> {
         let mut ok = true;
         if providers.circuit.failure_threshold == 0 {
             check.problem("providers.circuit.failure_threshold", "must be at least 1");

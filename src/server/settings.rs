@@ -101,13 +101,13 @@ pub struct ServerSettings {
 }
 
 /// Most request threads `server.worker_threads` may ask for.
-pub const MAX_WORKER_THREADS: usize = 1024;
+pub(crate) const MAX_WORKER_THREADS: usize = 1024;
 
 impl ServerSettings {
     /// How many threads run requests: `server.worker_threads`, else a valid
     /// `TOKIO_WORKER_THREADS`, else the CPUs this process may use (its cgroup quota
     /// included).
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
@@ -185,7 +185,7 @@ impl ServerConfig {
 impl TlsConfig {
     /// TLS on the public listener: `Some(None)` when off, `None` with the problems recorded
     /// when a file is missing or unreadable or the two do not belong together.
-    pub fn build(&self, check: &mut Checker) -> Option<Option<TlsSettings>> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<Option<TlsSettings>> {
         if let Some(cert) = &self.cert_file {
             check.readable_file("tls.cert_file", cert);
         }
@@ -221,7 +221,11 @@ impl TlsConfig {
 
 impl AdminConfig {
     /// The admin listener's address, which must not be the public one.
-    pub fn build(&self, listen: Option<SocketAddr>, check: &mut Checker) -> Option<SocketAddr> {
+    pub(crate) fn build(
+        &self,
+        listen: Option<SocketAddr>,
+        check: &mut Checker,
+    ) -> Option<SocketAddr> {
         let admin = check.addr("admin.listen", &self.listen)?;
         if listen.is_some_and(|l| l == admin && admin.port() != 0) {
             check.problem("admin.listen", "must differ from server.listen");
@@ -232,7 +236,7 @@ impl AdminConfig {
 }
 
 /// A CIDR, or a bare address meaning a single host.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
     }

@@ -4,4 +4,5 @@
 
 pub mod pow;
 
-pub use pow::{AltchaChallenge, Binding, Pow, PowConfig, ProofError, StepUpSettings};
+pub use pow::AltchaChallenge;
+pub(crate) use pow::{Binding, Pow, PowConfig, StepUpSettings};

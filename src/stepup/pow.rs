@@ -30,7 +30,7 @@ use crate::store::Store;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The only algorithm issued and accepted.
-pub const ALGORITHM: &str = "SHA-256";
+pub(crate) const ALGORITHM: &str = "SHA-256";
 
 /// Random bytes in a salt, as altcha-lib's default.
 const SALT_BYTES: usize = 12;
@@ -90,7 +90,7 @@ pub struct StepUpSettings {
 impl PowConfig {
     /// Check the config and build the verifier, recording every problem under
     /// `stepup.*`.
-    pub fn build(&self, check: &mut Checker) -> Option<StepUpSettings> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<StepUpSettings> {
         let before = check.problems().len();
         let key = if self.key.is_empty() {
             Secret::new(hex::encode(rand::random::<[u8; 32]>()))
@@ -138,14 +138,14 @@ pub struct AltchaChallenge {
 /// What a proof is bound to: the flow it was issued for and the hashed target (see
 /// [`Pow::target_hash`]). Both travel in the salt, so they must not be secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Binding<'a> {
+pub(crate) struct Binding<'a> {
     pub flow: &'a str,
     pub target_hash: &'a str,
 }
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ProofError {
+pub(crate) enum ProofError {
     #[error("proof is not a base64 ALTCHA payload")]
     Malformed,
     #[error("proof does not verify")]
@@ -162,7 +162,7 @@ pub enum ProofError {
 
 impl ProofError {
     /// A stable label for metrics and audit.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
             Self::Forged => "forged",
@@ -205,7 +205,7 @@ impl fmt::Debug for Pow {
 }
 
 impl Pow {
-    pub fn new(key: &[u8], ttl: Duration, max_number: u64) -> Self {
+    pub(crate) fn new(key: &[u8], ttl: Duration, max_number: u64) -> Self {
         Self {
             mac: keyed_mac(key),
             ttl,
@@ -213,13 +213,14 @@ impl Pow {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// A keyed hash of a destination (phone number, method id) for [`Binding`]: it goes
     /// to the client in the salt, so it must not reveal the number to whoever sees it.
-    pub fn target_hash(&self, target: &str) -> String {
+    pub(crate) fn target_hash(&self, target: &str) -> String {
         let mut mac = self.mac();
         mac.update(b"otpgate-pow-target\0");
         mac.update(target.as_bytes());
@@ -227,12 +228,12 @@ impl Pow {
     }
 
     /// A fresh challenge bound to `binding`, expiring `ttl` from now.
-    pub fn challenge(&self, binding: &Binding<'_>) -> AltchaChallenge {
+    pub(crate) fn challenge(&self, binding: &Binding<'_>) -> AltchaChallenge {
         self.challenge_at(binding, unix_now())
     }
 
     /// [`Pow::challenge`] as of `now` (Unix seconds).
-    pub fn challenge_at(&self, binding: &Binding<'_>, now: u64) -> AltchaChallenge {
+    pub(crate) fn challenge_at(&self, binding: &Binding<'_>, now: u64) -> AltchaChallenge {
         let mut rng = rand::thread_rng();
         let random: [u8; SALT_BYTES] = rng.gen();
         let number = rng.gen_range(0..=self.max_number);
@@ -270,7 +271,7 @@ impl Pow {
     /// Order: the payload's integrity first (hash, then signature), so `Expired` and
     /// `WrongFlow` are only ever said of a challenge we really issued; then expiry and
     /// binding; the store is touched last, only for a proof that is otherwise good.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         payload_b64: &str,
         binding: &Binding<'_>,
@@ -281,7 +282,7 @@ impl Pow {
     }
 
     /// [`Pow::verify`] as of `now` (Unix seconds).
-    pub async fn verify_at(
+    pub(crate) async fn verify_at(
         &self,
         payload_b64: &str,
         binding: &Binding<'_>,

@@ -15,7 +15,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// sharing a store must hash alike: give them the same key. Cheap to clone; `Debug`
 /// hides the key.
 #[derive(Clone)]
-pub struct KeyHasher {
+pub(crate) struct KeyHasher {
     /// Keyed once; cloned for every hash. `None`: plain SHA-256, for replicas that share
     /// Redis without a configured key (see [`KeyHasher::unkeyed`]).
     mac: Option<HmacSha256>,
@@ -23,7 +23,7 @@ pub struct KeyHasher {
 
 impl KeyHasher {
     /// HMAC-SHA256 under `key`.
-    pub fn keyed(key: &[u8]) -> Self {
+    pub(crate) fn keyed(key: &[u8]) -> Self {
         Self {
             mac: Some(keyed_mac(key)),
         }
@@ -31,22 +31,22 @@ impl KeyHasher {
 
     /// HMAC-SHA256 under a random key of this process: for a store no other process
     /// reads. Keys do not survive a restart, and neither does the in-process store.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         Self::keyed(&rand::random::<[u8; 32]>())
     }
 
     /// Plain SHA-256: what replicas can agree on without a shared key. Anyone who can
     /// read the store can brute-force a phone number from its key; set a key instead.
-    pub fn unkeyed() -> Self {
+    pub(crate) fn unkeyed() -> Self {
         Self { mac: None }
     }
 
-    pub fn is_keyed(&self) -> bool {
+    pub(crate) fn is_keyed(&self) -> bool {
         self.mac.is_some()
     }
 
     /// The hex hash of `value`.
-    pub fn hash(&self, value: &str) -> String {
+    pub(crate) fn hash(&self, value: &str) -> String {
         match &self.mac {
             Some(mac) => {
                 let mut mac = mac.clone();

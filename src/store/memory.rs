@@ -81,7 +81,7 @@ impl MemoryStore {
     }
 
     /// Entries evicted to stay within the bound since start.
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
     }
 

@@ -15,8 +15,8 @@ pub mod memory;
 pub mod redis;
 pub mod settings;
 
-pub use fallback::{FallbackCounts, FallbackStats, FallbackStore};
-pub use keys::KeyHasher;
+pub use fallback::FallbackStore;
+pub(crate) use keys::KeyHasher;
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore};
 

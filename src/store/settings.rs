@@ -95,7 +95,7 @@ impl StoreSettings {
     /// The hasher for sensitive parts of store keys (see [`StoreConfig::key_secret`]).
     /// Without a key, replicas sharing Redis can only agree on plain SHA-256; a process
     /// alone picks a random key.
-    pub fn key_hasher(&self) -> super::KeyHasher {
+    pub(crate) fn key_hasher(&self) -> super::KeyHasher {
         use super::KeyHasher;
         match (self.key_secret.is_empty(), self.backend) {
             (false, _) => KeyHasher::keyed(self.key_secret.expose().as_bytes()),
@@ -107,7 +107,7 @@ impl StoreSettings {
 
 impl StoreConfig {
     /// The store's settings, or `None` with the problems recorded.
-    pub fn build(&self, check: &mut Checker) -> Option<StoreSettings> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<StoreSettings> {
         let r = &self.redis;
         if self.backend == StoreBackend::Redis
             && !(r.url.starts_with("redis://") || r.url.starts_with("rediss://"))

@@ -30,7 +30,7 @@ pub struct UpstreamConfig {
 
 impl UpstreamConfig {
     /// The upstream as configured, or `None` with the problems recorded.
-    pub fn build(&self, check: &mut Checker) -> Option<UpstreamSettings> {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<UpstreamSettings> {
         if let Some(ca) = &self.ca_file {
             check.readable_file("upstream.ca_file", ca);
         }
@@ -78,11 +78,9 @@ pub struct UpstreamSettings {
 }
 
 impl UpstreamSettings {
-    pub fn is_https(&self) -> bool {
-        self.url.scheme_str() == Some("https")
-    }
     /// `host[:port]` as it goes into the `Host` header.
-    pub fn authority(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn authority(&self) -> &str {
         self.url.authority().map(|a| a.as_str()).unwrap_or_default()
     }
 }

@@ -210,7 +210,7 @@ impl EntraConfig {
     }
 
     /// Every problem with this configuration at once.
-    pub fn validate(&self) -> Result<(), EmulatorError> {
+    pub(crate) fn validate(&self) -> Result<(), EmulatorError> {
         let mut problems = Vec::new();
         let name_ok = !self.tenant_name.is_empty()
             && self

@@ -104,10 +104,8 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use config::{
-    Channel, EntraConfig, MfaMethodSpec, SignUpPolicy, UserSpec, DEMO_CLIENT_ID, DEMO_PASSWORD,
-    DEMO_TENANT_ID,
-};
+pub use config::{Channel, EntraConfig, DEMO_CLIENT_ID, DEMO_PASSWORD, DEMO_TENANT_ID};
+pub(crate) use config::{MfaMethodSpec, SignUpPolicy, UserSpec};
 
 use crate::entra::error::json_response;
 use request::Tenant;
@@ -230,7 +228,7 @@ impl EntraEmulator {
         self.inner.state.lock().outbox.total()
     }
 
-    pub fn clear_outbox(&self) {
+    pub(crate) fn clear_outbox(&self) {
         self.inner.state.lock().outbox.clear();
     }
 

@@ -225,7 +225,7 @@ fn remove_dot_segments(path: &str) -> String {
 
 /// The reference normalisations of `path`: every prefix of every server order, every
 /// single step, and every order with one step left out.
-pub fn normalisations(path: &str) -> BTreeSet<String> {
+pub(crate) fn normalisations(path: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     out.insert(path.to_owned());
     for step in ALL_STEPS {
@@ -260,7 +260,7 @@ fn same_word(segment: &str, word: &str) -> bool {
 
 /// The endpoint a *normalised* path names, if any (`/{tenant}/{suffix}` or
 /// `/{tenant}/api/...`).
-pub fn endpoint_of(normalised: &str) -> Option<EndpointKind> {
+pub(crate) fn endpoint_of(normalised: &str) -> Option<EndpointKind> {
     let rest = normalised.strip_prefix('/')?;
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.len() < 2 || segments[0].is_empty() {

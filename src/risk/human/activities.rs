@@ -56,7 +56,11 @@ impl ActivitySink {
 
     /// Starts the sender task on the current runtime. It ends once every sink clone is
     /// dropped and the queue is flushed.
-    pub(super) fn spawn(collector: Collector, capacity: usize, runtime: &tokio::runtime::Handle) -> Self {
+    pub(super) fn spawn(
+        collector: Collector,
+        capacity: usize,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let counters = Arc::<Counters>::default();
         runtime.spawn(run(collector, rx, counters.clone()));

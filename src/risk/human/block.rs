@@ -39,7 +39,7 @@ pub(super) struct Block<'a> {
 }
 
 /// The word the mobile SDK expects for an action letter (NODE `pxutil.parseAction`).
-pub fn action_word(action: &str) -> &'static str {
+pub(crate) fn action_word(action: &str) -> &'static str {
     match action {
         "b" => "block",
         "j" => "challenge",

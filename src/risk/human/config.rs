@@ -161,7 +161,7 @@ impl std::fmt::Debug for HumanConfig {
 
 impl HumanConfig {
     /// The Risk API base URL in effect.
-    pub fn risk_api_base(&self) -> String {
+    pub(crate) fn risk_api_base(&self) -> String {
         match &self.base_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("https://sapi-{}.perimeterx.net", self.app_id.to_lowercase()),
@@ -169,7 +169,7 @@ impl HumanConfig {
     }
 
     /// The collector base URL in effect.
-    pub fn collector_base(&self) -> String {
+    pub(crate) fn collector_base(&self) -> String {
         match &self.collector_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!(
@@ -180,7 +180,7 @@ impl HumanConfig {
     }
 
     /// Every problem with the configuration, empty when it is usable.
-    pub fn validate(&self) -> Vec<String> {
+    pub(crate) fn validate(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.app_id.trim().is_empty() {
             p.push("app_id: required".to_owned());

@@ -12,7 +12,7 @@ use crate::risk::{retry_after, RiskError, RiskRequest};
 
 /// Why the Risk API is called (`additional.s2s_call_reason`, reference A3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallReason {
+pub(crate) enum CallReason {
     NoCookie,
     NoCookieWithVid,
     NoCookieKey,
@@ -26,7 +26,7 @@ pub enum CallReason {
 }
 
 impl CallReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CallReason::NoCookie => "no_cookie",
             CallReason::NoCookieWithVid => "no_cookie_w_vid",
@@ -45,7 +45,7 @@ impl CallReason {
 
 /// Where the token came from (`additional.cookie_origin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieOrigin {
+pub(crate) enum CookieOrigin {
     /// The `_px3` cookie of a web client.
     Cookie,
     /// The `X-PX-AUTHORIZATION` header of a mobile-SDK client.
@@ -53,7 +53,7 @@ pub enum CookieOrigin {
 }
 
 impl CookieOrigin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CookieOrigin::Cookie => "cookie",
             CookieOrigin::Header => "header",
@@ -63,7 +63,7 @@ impl CookieOrigin {
 
 /// What the token alone decides (reference A6).
 #[derive(Debug, Clone, PartialEq)]
-pub enum TokenOutcome {
+pub(crate) enum TokenOutcome {
     /// Valid, low score, not a sensitive route: pass without calling (`pass_reason: cookie`).
     Pass,
     /// Valid token with a score at or above the blocking score (`cookie_high_score`).
@@ -74,7 +74,7 @@ pub enum TokenOutcome {
 
 /// The mobile `X-PX-ORIGINAL-TOKEN`, evaluated when the main header holds a special value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OriginalToken {
+pub(crate) struct OriginalToken {
     pub raw: String,
     pub uuid: Option<String>,
     pub decoded: Option<String>,
@@ -84,7 +84,7 @@ pub struct OriginalToken {
 
 /// Everything read from the request's HUMAN cookies and headers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TokenState {
+pub(crate) struct TokenState {
     pub outcome: TokenOutcome,
     pub origin: CookieOrigin,
     pub vid: Option<String>,

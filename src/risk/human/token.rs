@@ -40,11 +40,11 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 /// `COOKIE_V3_MAXIMUM_SALT_LENGTH`: the longest accepted salt, in base64 characters.
-pub const MAX_SALT_LENGTH: usize = 100;
+pub(crate) const MAX_SALT_LENGTH: usize = 100;
 /// The iteration count producers use.
-pub const DEFAULT_ITERATIONS: u32 = 1000;
+pub(crate) const DEFAULT_ITERATIONS: u32 = 1000;
 /// At most this many cookie secrets are tried (`COOKIE_SECRET_MAX_VALUES`).
-pub const MAX_SECRETS: usize = 2;
+pub(crate) const MAX_SECRETS: usize = 2;
 
 const KEY_LEN: usize = 32;
 const IV_LEN: usize = 16;
@@ -214,7 +214,12 @@ fn decrypt_with(
 /// The extra text the HMAC covers: nothing for mobile tokens; for cookies, per char of
 /// `x` (`u` → user agent, `s` → socket IP), or the user agent when `x` is absent. An absent
 /// user agent signs as the empty string (PY2/PHP/JSCORE; NODE's `none` is not followed).
-pub fn signed_fields(payload: &Payload, mobile: bool, user_agent: &str, socket_ip: &str) -> String {
+pub(crate) fn signed_fields(
+    payload: &Payload,
+    mobile: bool,
+    user_agent: &str,
+    socket_ip: &str,
+) -> String {
     if mobile {
         return String::new();
     }
@@ -240,7 +245,7 @@ fn mac(secret: &str, signed: &str, fields: &str) -> Option<Hmac<Sha256>> {
 
 /// Whether the token's HMAC matches `secret` over the signed text plus `fields`, compared
 /// in constant time. Hex case does not matter.
-pub fn hmac_valid(token: &Parsed<'_>, secret: &str, fields: &str) -> bool {
+pub(crate) fn hmac_valid(token: &Parsed<'_>, secret: &str, fields: &str) -> bool {
     let Ok(given) = hex::decode(token.hmac_hex) else {
         return false;
     };
@@ -378,7 +383,7 @@ pub struct DecryptCache {
 
 impl DecryptCache {
     /// Tokens a cache holds by default: a few MiB at most.
-    pub const DEFAULT_CAPACITY: usize = 4096;
+    pub(crate) const DEFAULT_CAPACITY: usize = 4096;
 
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -389,7 +394,7 @@ impl DecryptCache {
     }
 
     /// Tokens answered from the cache since it was built.
-    pub fn hits(&self) -> u64 {
+    pub(crate) fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
 
