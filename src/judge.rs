@@ -30,6 +30,8 @@ use crate::stepup::{AltchaChallenge, Binding, Pow};
 use crate::store::{KeyHasher, Store};
 
 mod possession;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use possession::PROVE_CORRELATION_HEADER;
 

@@ -211,7 +211,7 @@ impl FlowId {
     }
 
     /// A flow id read back from the store, if it has the shape we write.
-    fn parse(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         (bytes.len() == Self::HEX_LEN
             && bytes
                 .iter()
