@@ -140,6 +140,7 @@ pub struct Settings {
     pub cors: Cors,
     pub destination: DestinationPolicy,
     pub velocity: VelocityRules,
+    pub adaptive: crate::defense::Adaptive,
 }
 
 impl Settings {
@@ -196,7 +197,7 @@ impl Settings {
             .cors
             .build(&raw.dropped, stepup.as_ref().map(|s| &s.header), check);
         let defense = raw.defense.build(&raw.dropped, check);
-        let (destination, velocity) = defense?;
+        let (destination, velocity, adaptive) = defense?;
         Some(Settings {
             server: server?,
             tls: tls?,
@@ -214,6 +215,7 @@ impl Settings {
             cors,
             destination,
             velocity,
+            adaptive,
         })
     }
 }

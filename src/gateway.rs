@@ -562,6 +562,10 @@ impl Gateway {
         ctx.upstream_status = Some(status);
         let (resp, learned) = self.learn(&gated, &flow, resp).await?;
         self.settle_send(ctx, status, learned.as_ref()).await;
+        if crate::entra::send::verifies(kind, &gated.params, status) {
+            self.inner.metrics.verification(&gated.kind);
+            self.inner.judge.verified(&flow.id).await;
+        }
         Ok(resp)
     }
 
@@ -600,6 +604,9 @@ impl Gateway {
         let verdict = ctx.verdict.as_deref();
         if let (false, Some(held)) = (sent, verdict.and_then(|v| v.held.as_ref())) {
             self.inner.judge.give_back(held).await;
+        }
+        if let (true, Some(v), Some(flow)) = (sent, verdict, ctx.flow.as_ref()) {
+            self.inner.judge.sent(flow, &v.conversion).await;
         }
         ctx.code_sent = Some(sent);
         let country = verdict

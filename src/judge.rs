@@ -11,9 +11,11 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Version};
 
 use crate::config::{ProviderChoice, Route, Settings};
+use crate::defense::adaptive::{self, AdaptiveAction};
 use crate::defense::velocity::Subject as VelocitySubject;
 use crate::defense::{
-    DestinationAction, DestinationPolicy, Phone, VelocityAction, VelocityOutcome, VelocityRules,
+    Adaptive, DestinationAction, DestinationPolicy, Phone, VelocityAction, VelocityOutcome,
+    VelocityRules,
 };
 use crate::entra::learn::{Channel, FlowId};
 use crate::entra::send::{OtpSend, Target};
@@ -68,6 +70,9 @@ pub struct Verdict {
     /// The velocity slots an allowed send holds until Entra's answer says whether it sent
     /// a code (see [`Judge::give_back`]).
     pub held: Option<HeldSlots>,
+    /// The keys the send counts under for conversion once Entra sends its code
+    /// ([`Judge::sent`]).
+    pub conversion: adaptive::Keys,
 }
 
 /// What the route's provider said.
@@ -102,6 +107,7 @@ pub struct HeldSlots {
 struct Defense {
     local: Vec<LocalVerdict>,
     phone: Option<Phone>,
+    conversion: adaptive::Keys,
     velocity: VelocityOutcome,
     /// The id the velocity slots were reserved under: fresh per request, since
     /// client-chosen ids could collide on purpose and count as one.
@@ -156,6 +162,7 @@ pub(crate) struct Judge {
     global_monitor: bool,
     destination: DestinationPolicy,
     velocity: VelocityRules,
+    adaptive: Adaptive,
     store: Arc<dyn Store>,
     keys: KeyHasher,
     pow: Pow,
@@ -232,6 +239,7 @@ impl Judge {
             global_monitor: settings.policy.monitor,
             destination: settings.destination.clone(),
             velocity: settings.velocity.clone(),
+            adaptive: settings.adaptive.clone(),
             store,
             keys,
             pow: settings.stepup.pow.clone(),
@@ -265,7 +273,7 @@ impl Judge {
                 .map_or(ProofInput::None, ProofInput::Refused),
             monitor: self.global_monitor || route.route.monitor,
         };
-        let phone = defense.phone;
+        let phone = defense.phone.clone();
         let (decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
         let held = self
             .settle(route, &decision, defense.velocity, defense.reservation_id)
@@ -280,6 +288,7 @@ impl Judge {
             phone,
             pow_challenge,
             held,
+            conversion: defense.conversion,
         }
     }
 
@@ -310,9 +319,14 @@ impl Judge {
         let mut defense = Defense {
             local,
             phone,
+            conversion: adaptive::Keys::default(),
             velocity: VelocityOutcome::default(),
             reservation_id: uuid::Uuid::new_v4().to_string(),
         };
+        if defense.denies() {
+            return defense;
+        }
+        self.adapt(s, &mut defense).await;
         if defense.denies() {
             return defense;
         }
@@ -363,6 +377,53 @@ impl Judge {
             });
         }
         defense
+    }
+
+    /// The adaptive rules: is the send's destination, range, network or app one whose codes
+    /// are not entered? A store that cannot answer judges nothing (the velocity rules and
+    /// their fail mode still count).
+    async fn adapt(&self, s: &Subject<'_>, defense: &mut Defense) {
+        let phone = defense.phone.as_ref();
+        let subject = adaptive::Subject {
+            channel: s.send.channel,
+            client_ip: s.client_ip,
+            e164: phone.map(|p| p.e164.as_str()),
+            calling_code: phone.map(|p| p.calling_code),
+            label: s.send.label.as_deref(),
+            client_id: s.client_id,
+        };
+        defense.conversion = self.adaptive.keys(&self.keys, &subject);
+        let outcome = self
+            .adaptive
+            .check(self.store.as_ref(), &defense.conversion)
+            .await;
+        if outcome.errors > 0 {
+            tracing::debug!(errors = outcome.errors, "adaptive rules not judged");
+        }
+        for hit in &outcome.hits {
+            defense.local.push(LocalVerdict {
+                action: match hit.action {
+                    AdaptiveAction::Deny => LocalAction::Deny,
+                    AdaptiveAction::StepUp => LocalAction::StepUp,
+                },
+                reason: hit.reason(),
+                monitor: hit.monitor,
+            });
+        }
+    }
+
+    /// Entra sent the code of a send judged with `keys`: count it for conversion.
+    pub(crate) async fn sent(&self, flow: &FlowId, keys: &adaptive::Keys) {
+        self.adaptive
+            .record_send(self.store.as_ref(), &self.keys, flow.as_str(), keys)
+            .await;
+    }
+
+    /// Entra accepted a code in `flow`: count the verification of its send.
+    pub(crate) async fn verified(&self, flow: &FlowId) {
+        self.adaptive
+            .record_verified(self.store.as_ref(), &self.keys, flow.as_str())
+            .await;
     }
 
     /// The route's risk provider, within its budget; or, when the request retries after a

@@ -46,6 +46,11 @@ pub struct SendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardedLabels {
     pub channel: &'static str,
     /// ISO region of the destination phone, or `unknown` (MFA sends carry no number).
@@ -195,6 +200,7 @@ pub struct Metrics {
     pub overload_rejections: Counter,
     pub audit_dropped: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
+    pub otp_verifications: Family<EndpointLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub otp_sends_forwarded: Family<ForwardedLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
@@ -256,6 +262,12 @@ impl Metrics {
             "otp_send_requests",
             "Requests that would make Entra send a code, by endpoint and channel",
             otp_sends_seen.clone(),
+        );
+        let otp_verifications = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "otp_verifications",
+            "Codes Entra accepted (what the adaptive rules learn from), by endpoint",
+            otp_verifications.clone(),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
@@ -323,6 +335,7 @@ impl Metrics {
             overload_rejections,
             audit_dropped,
             otp_sends_seen,
+            otp_verifications,
             decisions,
             otp_sends_forwarded,
             config_reloads,
@@ -353,6 +366,14 @@ impl Metrics {
     pub(crate) fn upstream_failed(&self, outcome: &'static str) {
         self.upstream_errors
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub(crate) fn verification(&self, endpoint: &crate::entra::classify::EndpointKind) {
+        self.otp_verifications
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
             .inc();
     }
 

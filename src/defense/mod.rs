@@ -8,10 +8,12 @@
 //! They report verdicts and reasons; `policy::decide` combines them with the risk
 //! provider's answer.
 
+pub mod adaptive;
 pub mod destination;
 mod numbering;
 pub mod velocity;
 
+pub(crate) use adaptive::Adaptive;
 pub(crate) use destination::{DestinationAction, Phone};
 pub use destination::{DestinationConfig, DestinationPolicy};
 pub(crate) use numbering::MAX_E164_DIGITS;
@@ -30,6 +32,11 @@ pub struct DefenseConfig {
     /// `[[defense.velocity]]`: sliding-window rules. Absent: the built-in defaults
     /// (`defense::velocity::default_rules`); `velocity = []` turns them all off.
     pub velocity: Option<Vec<VelocityRule>>,
+    /// `[[defense.adaptive]]`: conversion rules. Absent: the built-in defaults
+    /// (`defense::adaptive::default_rules`); `adaptive = []` turns them all off.
+    pub adaptive: Option<Vec<adaptive::AdaptiveRule>>,
+    /// `[defense.conversion]`: how sends and their verifications are matched.
+    pub conversion: adaptive::ConversionConfig,
 }
 
 impl DefenseConfig {
@@ -39,7 +46,7 @@ impl DefenseConfig {
         &self,
         dropped: &Dropped,
         check: &mut Checker,
-    ) -> Option<(DestinationPolicy, VelocityRules)> {
+    ) -> Option<(DestinationPolicy, VelocityRules, Adaptive)> {
         let destination = match DestinationPolicy::from_config(&self.destination) {
             Ok(p) => Some(p),
             Err(problems) => {
@@ -74,6 +81,26 @@ impl DefenseConfig {
                 None
             }
         };
-        Some((destination?, velocity?))
+        let rules = self
+            .adaptive
+            .clone()
+            .unwrap_or_else(adaptive::default_rules);
+        let adaptive = match Adaptive::new(rules, self.conversion.clone()) {
+            Ok(a) => Some(a),
+            Err(problems) => {
+                for p in problems {
+                    let key = match p.key.strip_prefix('[').and_then(|k| k.split_once(']')) {
+                        Some((i, rest)) => match i.parse::<usize>() {
+                            Ok(i) => format!("{}{rest}", dropped.element_key("defense.adaptive", i)),
+                            Err(_) => format!("defense.adaptive{}", p.key),
+                        },
+                        None => format!("defense.{}", p.key),
+                    };
+                    check.problem(&key, p.message);
+                }
+                None
+            }
+        };
+        Some((destination?, velocity?, adaptive?))
     }
 }

@@ -229,6 +229,11 @@ pub(crate) fn classify(code: u16, national: &str) -> (Option<String>, NumberKind
     (region, kind)
 }
 
+/// Whether `code` is a country calling code some numbering plan uses.
+pub(crate) fn is_calling_code(code: u16) -> bool {
+    !Plans::get().for_code(code).is_empty()
+}
+
 /// Every numbering plan of the metadata, by calling code.
 struct Plans {
     /// Indexed by calling code: the plans sharing it, the main country first.

@@ -170,6 +170,24 @@ pub(crate) fn intent(kind: EndpointKind, params: &Params) -> Intent {
     }
 }
 
+/// Whether Entra's `status` to a request of `kind` with `params` accepts a one-time code:
+/// a 2xx to `/oauth2/v2.0/token` with `grant_type=mfa_oob` or `oob`, or to a `continue`
+/// of registration, sign-up or password reset with `grant_type=oob`. A wrong code is a 4xx
+/// (`invalid_oob_value`): an attempt, not a verification. Only Entra's answer counts.
+pub fn verifies(kind: EndpointKind, params: &Params, status: u16) -> bool {
+    if !(200..300).contains(&status) {
+        return false;
+    }
+    let grant = params.get("grant_type").unwrap_or_default();
+    match kind {
+        EndpointKind::Token => grant == "mfa_oob" || grant == "oob",
+        EndpointKind::RegisterContinue
+        | EndpointKind::SignUpContinue
+        | EndpointKind::ResetPasswordContinue => grant == "oob",
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,9 @@ pub enum Reason {
     Velocity { rule: String, action: &'static str },
     /// `velocity:store_error`: the store could not count, and the fail mode refused.
     VelocityStoreError,
+    /// `adaptive:{rule}:{action}`: an adaptive rule found the send's key pumped (its codes
+    /// are not entered).
+    Adaptive { rule: String, action: &'static str },
     /// `provider:{allow|step_up|deny}`: the risk provider's action.
     ProviderAction(Outcome),
     /// `provider:{text}`: a reason the provider gave, in its own words.
@@ -74,6 +77,7 @@ impl Reason {
             },
             Reason::Velocity { rule, .. } => format!("velocity:{rule}").into(),
             Reason::VelocityStoreError => "velocity:store_error".into(),
+            Reason::Adaptive { rule, .. } => format!("adaptive:{rule}").into(),
             Reason::ProviderAction(outcome) => format!("provider:{}", outcome.label()).into(),
             Reason::ProviderSaid(text) => {
                 format!("provider:{}", text.split(':').next().unwrap_or_default()).into()
@@ -106,6 +110,7 @@ impl fmt::Display for Reason {
             }
             Reason::Velocity { rule, action } => write!(f, "velocity:{rule}:{action}"),
             Reason::VelocityStoreError => f.write_str("velocity:store_error"),
+            Reason::Adaptive { rule, action } => write!(f, "adaptive:{rule}:{action}"),
             Reason::ProviderAction(outcome) => write!(f, "provider:{}", outcome.label()),
             Reason::ProviderSaid(text) => write!(f, "provider:{text}"),
             Reason::ProviderFailed { error, fail_mode } => {
@@ -172,6 +177,10 @@ mod tests {
                 action: "throttle",
             },
             Reason::VelocityStoreError,
+            Reason::Adaptive {
+                rule: "sms-country".into(),
+                action: "deny",
+            },
             Reason::ProviderAction(Outcome::StepUp(StepUpBy::Provider)),
             Reason::ProviderSaid("block_reason:bot_behavior".into()),
             Reason::ProviderSaid("simulated_block".into()),
@@ -203,6 +212,7 @@ mod tests {
                 "destination:type:premium_rate:step_up",
                 "velocity:sms-per-phone:throttle",
                 "velocity:store_error",
+                "adaptive:sms-country:deny",
                 "provider:step_up",
                 "provider:block_reason:bot_behavior",
                 "provider:simulated_block",

@@ -116,8 +116,8 @@ fn refusing_every_sms_sends_none() {
 }
 
 #[test]
-fn no_velocity_rules_let_the_pumpers_through() {
-    let weak = simulate(Some("[defense]\nvelocity = []\n"), 4);
+fn no_velocity_or_adaptive_rules_let_the_pumpers_through() {
+    let weak = simulate(Some("[defense]\nvelocity = []\nadaptive = []\n"), 4);
     check_counts(&weak);
     for pumper in [
         Class::LowAndSlow,
@@ -154,5 +154,20 @@ fn human_and_prove_are_refused() {
     match run(&options) {
         Err(e) => assert!(e.to_string().contains("Prove"), "{e}"),
         Ok(_) => panic!("a Prove route was simulated"),
+    }
+}
+
+#[test]
+fn the_adaptive_rules_stop_pumpers_the_velocity_rules_miss() {
+    let velocity_only = simulate(Some("[defense]\nadaptive = []\n"), 5);
+    let defaults = simulate(None, 5);
+    check_counts(&defaults);
+    for pumper in [Class::IrsfPumper, Class::LowAndSlow, Class::PowSolver] {
+        let before = &class(&velocity_only, pumper).sms;
+        let after = &class(&defaults, pumper).sms;
+        assert!(
+            after.sent < before.sent,
+            "{pumper:?}: {after:?} against {before:?}"
+        );
     }
 }

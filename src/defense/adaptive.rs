@@ -1,0 +1,701 @@
+//! Adaptive rules: conversion learned from Entra's own answers. People enter their codes;
+//! pumping does not. Every code Entra sends is counted per rule and key (destination
+//! calling code, number prefix, client network, `client_id`), and so is every code Entra
+//! then accepts in the same flow. A key whose codes are not entered, far below the
+//! tenant's own rate, is refused until its window forgets or its conversion recovers.
+//! ADAPTIVE.md has the design.
+//!
+//! Counts live in the Store: sliding windows of one entry per flow, so resends in one flow
+//! count once, and replicas sharing a Redis share them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::entra::learn::Channel;
+use crate::problem::Problem;
+use crate::store::{KeyHasher, Store, WindowSpec};
+
+const MAX_NAME_CHARS: usize = 64;
+/// The key value every send of a rule's channel is also counted under: the baseline.
+const ALL: &str = "*";
+
+/// What an adaptive rule counts conversion by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveKey {
+    /// The destination's calling code: from the number on registration, from the masked
+    /// label Entra shows for an MFA method (its visible digits when they do not name a
+    /// code).
+    Country,
+    /// The first `prefix_digits` digits of the E.164 number (registration only).
+    Prefix,
+    /// The client's network (`ipv4_prefix`, `ipv6_prefix`).
+    IpNetwork,
+    /// The application's `client_id`.
+    ClientId,
+}
+
+/// What a rule does to new sends to a key it finds pumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveAction {
+    Deny,
+    StepUp,
+}
+
+impl AdaptiveAction {
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::StepUp => "step_up",
+        }
+    }
+}
+
+/// One rule of `[[defense.adaptive]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveRule {
+    /// Unique name (letters, digits, `-`, `_`, `.`): part of the store keys and of the
+    /// reason label `adaptive:{name}:{action}`.
+    pub name: String,
+    /// `country`, `prefix`, `ip_network` or `client_id`.
+    pub key: AdaptiveKey,
+    /// The channel counted: `sms` or `email`; absent counts both.
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// How far back sends and verifications count, such as `24h`.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Unverified sends a key must have before the rule judges it: the allowance of a key
+    /// that has never converted (a destination new to the tenant).
+    pub min_unverified: u64,
+    /// The conversion (verified / sent) under which a key is pumped, 0 to 1.
+    pub below: f64,
+    /// And under this share of the channel's own conversion, 0 to 1 (when the channel
+    /// has enough settled sends to tell): an outage that drops every key's conversion
+    /// together blocks none of them.
+    #[serde(default = "default_relative")]
+    pub relative: f64,
+    /// `deny` or `step_up`.
+    pub action: AdaptiveAction,
+    /// Report hits (reason `would:adaptive:…`) without enforcing them.
+    #[serde(default)]
+    pub monitor: bool,
+    /// For `prefix`: how many leading digits of the E.164 number, country code included.
+    #[serde(default)]
+    pub prefix_digits: Option<usize>,
+    /// For `ip_network`: the IPv4 network size counted together.
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// For `ip_network`: the IPv6 network size counted together.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_relative() -> f64 {
+    0.5
+}
+fn default_ipv4_prefix() -> u8 {
+    24
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+
+/// `[defense.conversion]`: how sends and verifications are matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversionConfig {
+    /// A send not verified within this long counts as unconverted for good.
+    #[serde(with = "humantime_serde")]
+    pub verify_within: Duration,
+    /// Sends younger than this are not judged yet: their codes may still be on the way or
+    /// being typed.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Settled sends the channel needs before a rule's `relative` test applies.
+    pub baseline_min: u64,
+}
+
+impl Default for ConversionConfig {
+    fn default() -> Self {
+        Self {
+            verify_within: Duration::from_secs(600),
+            grace: Duration::from_secs(180),
+            baseline_min: 20,
+        }
+    }
+}
+
+/// The rules used when none are configured, all on SMS, all over 24 hours and `deny`: a
+/// proof of work costs a bot less than one pumped SMS pays it, and a key is only refused
+/// once it has sent codes nobody entered, at a rate far under the tenant's own.
+///
+/// * `sms-country`: a calling code with 3 unverified sends and under 20% converted. A
+///   destination new to the tenant gets 3 codes to earn its trust.
+/// * `sms-prefix`: a 7-digit range (`+44 7400 1…`, `+371 200…`) with 3 unverified sends and
+///   under 20% converted: pumping walks the ranges it shares revenue on, also inside a
+///   country with real users.
+/// * `sms-network`: a /24 or /64 with 5 unverified sends and under 20% converted: a hosting
+///   range that solves every proof; carrier-grade NAT, whose users enter their codes,
+///   stays far above.
+pub(crate) fn default_rules() -> Vec<AdaptiveRule> {
+    let day = Duration::from_secs(24 * 3600);
+    let rule = |name: &str, key, min_unverified, prefix_digits| AdaptiveRule {
+        name: name.to_owned(),
+        key,
+        channel: Some(Channel::Sms),
+        window: day,
+        min_unverified,
+        below: 0.2,
+        relative: default_relative(),
+        action: AdaptiveAction::Deny,
+        monitor: false,
+        prefix_digits,
+        ipv4_prefix: default_ipv4_prefix(),
+        ipv6_prefix: default_ipv6_prefix(),
+    };
+    vec![
+        rule("sms-country", AdaptiveKey::Country, 3, None),
+        rule("sms-prefix", AdaptiveKey::Prefix, 3, Some(7)),
+        rule("sms-network", AdaptiveKey::IpNetwork, 5, None),
+    ]
+}
+
+/// Every problem of `rules`, keyed `[i].field`.
+fn validate(rules: &[AdaptiveRule]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |i: usize, field: &str, message: &str| {
+        problems.push(Problem {
+            key: format!("[{i}].{field}"),
+            message: message.to_owned(),
+        })
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let name = rule.name.as_str();
+        if name.is_empty()
+            || name.len() > MAX_NAME_CHARS
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            problem(i, "name", "1 to 64 letters, digits, '-', '_' or '.'");
+        } else if names.contains(&name) {
+            problem(i, "name", "another rule has this name");
+        } else {
+            names.push(name);
+        }
+        if rule.window.is_zero() {
+            problem(i, "window", "must be longer than zero");
+        }
+        if rule.min_unverified == 0 {
+            problem(i, "min_unverified", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&rule.below) {
+            problem(i, "below", "a conversion from 0 to 1");
+        }
+        if !(0.0..=1.0).contains(&rule.relative) {
+            problem(i, "relative", "a share from 0 to 1");
+        }
+        match (rule.key, rule.prefix_digits) {
+            (AdaptiveKey::Prefix, None) => {
+                problem(i, "prefix_digits", "required for key = \"prefix\"")
+            }
+            (AdaptiveKey::Prefix, Some(n)) if !(2..=super::MAX_E164_DIGITS).contains(&n) => {
+                problem(i, "prefix_digits", "must be 2 to 15")
+            }
+            (AdaptiveKey::Prefix, Some(_)) | (_, None) => {}
+            (_, Some(_)) => problem(i, "prefix_digits", "only for key = \"prefix\""),
+        }
+        if rule.ipv4_prefix == 0 || rule.ipv4_prefix > 32 {
+            problem(i, "ipv4_prefix", "must be 1 to 32");
+        }
+        if rule.ipv6_prefix == 0 || rule.ipv6_prefix > 128 {
+            problem(i, "ipv6_prefix", "must be 1 to 128");
+        }
+    }
+    problems
+}
+
+/// What is known of one send, for its adaptive keys. `Debug` hides the number.
+#[derive(Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub channel: Channel,
+    pub client_ip: IpAddr,
+    /// The destination in E.164, when the request names it (registration).
+    pub e164: Option<&'a str>,
+    /// Its calling code, when the number parsed.
+    pub calling_code: Option<u16>,
+    /// The masked label Entra showed for the MFA method, when learned.
+    pub label: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject")
+            .field("channel", &self.channel)
+            .field("client_ip", &self.client_ip)
+            .field("e164", &self.e164.map(|_| "<redacted>"))
+            .field("calling_code", &self.calling_code)
+            .field("label", &self.label)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// The keys one send is counted and judged under: for each rule that applies, the store
+/// key of its value and of its baseline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    entries: Vec<(usize, String, String)>,
+}
+
+impl Keys {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A rule that found the send's key pumped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AdaptiveHit {
+    pub rule: String,
+    pub action: AdaptiveAction,
+    pub monitor: bool,
+    /// Settled sends and verifications of the key in the window.
+    pub settled: u64,
+    pub verified: u64,
+}
+
+impl AdaptiveHit {
+    /// Why: `adaptive:{rule}:{action}`.
+    pub(crate) fn reason(&self) -> crate::policy::Reason {
+        crate::policy::Reason::Adaptive {
+            rule: self.rule.clone(),
+            action: self.action.as_str(),
+        }
+    }
+}
+
+/// The outcome of [`Adaptive::check`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct AdaptiveOutcome {
+    pub hits: Vec<AdaptiveHit>,
+    /// Store calls that failed: their rules could not judge.
+    pub errors: usize,
+}
+
+/// Validated adaptive rules and the conversion settings.
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    rules: Vec<AdaptiveRule>,
+    conversion: ConversionConfig,
+}
+
+impl Adaptive {
+    /// Validate `rules`; every problem at once, keyed `[i].field`.
+    pub(crate) fn new(
+        rules: Vec<AdaptiveRule>,
+        conversion: ConversionConfig,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = validate(&rules);
+        if conversion.verify_within.is_zero() {
+            problems.push(Problem {
+                key: "conversion.verify_within".to_owned(),
+                message: "must be longer than zero".to_owned(),
+            });
+        }
+        if problems.is_empty() {
+            Ok(Self { rules, conversion })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The store keys `s` is counted under.
+    pub(crate) fn keys(&self, hasher: &KeyHasher, s: &Subject<'_>) -> Keys {
+        let mut entries = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.channel.is_some_and(|c| c != s.channel) {
+                continue;
+            }
+            let Some(value) = value_of(rule, s) else {
+                continue;
+            };
+            let base = format!("conv:{}:", rule.name);
+            entries.push((
+                i,
+                format!("{base}{}", hasher.hash(&value)),
+                format!("{base}{ALL}:{}", s.channel.as_str()),
+            ));
+        }
+        Keys { entries }
+    }
+
+    /// Judge every key of `keys`: a hit for each rule that finds its key pumped.
+    pub(crate) async fn check(&self, store: &dyn Store, keys: &Keys) -> AdaptiveOutcome {
+        let grace = self.conversion.grace;
+        let judged = join_all(keys.entries.iter().map(|(i, key, all)| async move {
+            let rule = &self.rules[*i];
+            let counts = join_all([
+                store.count(&format!("{key}:s"), rule.window),
+                store.count(&format!("{key}:r"), grace),
+                store.count(&format!("{key}:v"), rule.window),
+                store.count(&format!("{all}:s"), rule.window),
+                store.count(&format!("{all}:r"), grace),
+                store.count(&format!("{all}:v"), rule.window),
+            ])
+            .await;
+            let counts: Result<Vec<u64>, _> = counts.into_iter().collect();
+            (rule, counts)
+        }))
+        .await;
+        let mut outcome = AdaptiveOutcome::default();
+        for (rule, counts) in judged {
+            let Ok(c) = counts else {
+                outcome.errors += 1;
+                continue;
+            };
+            let settled = c[0].saturating_sub(c[1]);
+            let verified = c[2].min(settled);
+            let baseline_settled = c[3].saturating_sub(c[4]);
+            let baseline = (baseline_settled >= self.conversion.baseline_min)
+                .then(|| c[5].min(baseline_settled) as f64 / baseline_settled as f64);
+            if pumped(rule, settled, verified, baseline) {
+                outcome.hits.push(AdaptiveHit {
+                    rule: rule.name.clone(),
+                    action: rule.action,
+                    monitor: rule.monitor,
+                    settled,
+                    verified,
+                });
+            }
+        }
+        outcome
+    }
+
+    /// Count a send Entra made in `flow` under `keys`, once per flow: a resend while the
+    /// flow's record lives counts nothing more.
+    pub(crate) async fn record_send(
+        &self,
+        store: &dyn Store,
+        hasher: &KeyHasher,
+        flow: &str,
+        keys: &Keys,
+    ) {
+        if keys.is_empty() {
+            return;
+        }
+        let record = flow_key(hasher, flow);
+        match store.get(&record).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(%error, "adaptive: send not counted");
+                return;
+            }
+        }
+        let mut text = String::new();
+        let mut windows: Vec<(String, Duration)> = Vec::new();
+        for (i, key, all) in &keys.entries {
+            let rule = &self.rules[*i];
+            text.push_str(&format!("{i} {key} {all}\n"));
+            for base in [key, all] {
+                windows.push((format!("{base}:s"), rule.window));
+                windows.push((format!("{base}:r"), self.conversion.grace));
+            }
+        }
+        let specs: Vec<WindowSpec<'_>> = windows
+            .iter()
+            .map(|(key, window)| WindowSpec {
+                key,
+                window: *window,
+                limit: u64::MAX,
+            })
+            .collect();
+        let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
+        let (put, reserved) = futures_util::join!(put, store.reserve_many(flow, &specs));
+        if let Err(error) = put.and(reserved.map(|_| ())) {
+            tracing::debug!(%error, "adaptive: send not fully counted");
+        }
+    }
+
+    /// Count a verification Entra accepted in `flow`, once, when the flow's send is recent
+    /// enough to have a record.
+    pub(crate) async fn record_verified(&self, store: &dyn Store, hasher: &KeyHasher, flow: &str) {
+        let record = flow_key(hasher, flow);
+        let Ok(Some(text)) = store.get(&record).await else {
+            return;
+        };
+        // The record goes with the first verification: a second one in the flow counts
+        // nothing more.
+        match store
+            .take_once(&format!("{record}:done"), self.conversion.verify_within)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::debug!(%error, "adaptive: verification not counted");
+                return;
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        let mut windows: Vec<(String, Duration)> = Vec::new();
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let (Some(i), Some(key), Some(all)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(rule) = i.parse::<usize>().ok().and_then(|i| self.rules.get(i)) else {
+                continue;
+            };
+            windows.push((format!("{key}:v"), rule.window));
+            windows.push((format!("{all}:v"), rule.window));
+        }
+        let specs: Vec<WindowSpec<'_>> = windows
+            .iter()
+            .map(|(key, window)| WindowSpec {
+                key,
+                window: *window,
+                limit: u64::MAX,
+            })
+            .collect();
+        if let Err(error) = store.reserve_many(flow, &specs).await {
+            tracing::debug!(%error, "adaptive: verification not fully counted");
+        }
+    }
+}
+
+fn flow_key(hasher: &KeyHasher, flow: &str) -> String {
+    format!("conv:flow:{}", hasher.hash(flow))
+}
+
+/// Whether a key with `settled` sends, `verified` of them, is pumped by `rule`'s measure;
+/// `baseline` is the channel's conversion when it has enough sends to tell.
+fn pumped(rule: &AdaptiveRule, settled: u64, verified: u64, baseline: Option<f64>) -> bool {
+    if settled.saturating_sub(verified) < rule.min_unverified {
+        return false;
+    }
+    let conversion = verified as f64 / settled as f64;
+    conversion < rule.below && baseline.is_none_or(|b| conversion < rule.relative * b)
+}
+
+/// The value `rule` counts `s` under, `None` when the send has none.
+fn value_of(rule: &AdaptiveRule, s: &Subject<'_>) -> Option<String> {
+    match rule.key {
+        AdaptiveKey::Country => match (s.calling_code, s.label) {
+            (Some(code), _) => Some(format!("+{code}")),
+            (None, Some(label)) => label_code(label),
+            (None, None) => None,
+        },
+        AdaptiveKey::Prefix => {
+            let digits = rule.prefix_digits?;
+            let e164 = s.e164?;
+            // `+` and the digits.
+            e164.get(..=digits).map(str::to_owned)
+        }
+        AdaptiveKey::IpNetwork => {
+            let prefix = match s.client_ip {
+                IpAddr::V4(_) => rule.ipv4_prefix,
+                IpAddr::V6(_) => rule.ipv6_prefix,
+            };
+            Some(IpNet::new(s.client_ip, prefix).ok()?.trunc().to_string())
+        }
+        AdaptiveKey::ClientId => s.client_id.filter(|c| !c.is_empty()).map(str::to_owned),
+    }
+}
+
+/// The calling code a masked label such as `+1********6` or `+44*******56` shows: the
+/// shortest run of its leading digits that is a code in use (codes are prefix-free), else
+/// those digits as shown (`+37…` names a zone, not a country), marked as such.
+fn label_code(label: &str) -> Option<String> {
+    let rest = label.trim().strip_prefix('+')?;
+    let digits: String = rest
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(3)
+        .collect();
+    if digits.is_empty() {
+        return None;
+    }
+    for n in 1..=digits.len() {
+        if let Ok(code) = digits[..n].parse::<u16>() {
+            if super::numbering::is_calling_code(code) {
+                return Some(format!("+{code}"));
+            }
+        }
+    }
+    Some(format!("label+{digits}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use std::net::Ipv4Addr;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn adaptive(rules: Vec<AdaptiveRule>) -> Adaptive {
+        Adaptive::new(rules, ConversionConfig::default()).unwrap()
+    }
+
+    fn country_rule() -> AdaptiveRule {
+        AdaptiveRule {
+            min_unverified: 3,
+            ..default_rules().remove(0)
+        }
+    }
+
+    fn sms(e164: &'static str, code: u16, last_octet: u8) -> Subject<'static> {
+        Subject {
+            channel: Channel::Sms,
+            client_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, last_octet)),
+            e164: Some(e164),
+            calling_code: Some(code),
+            label: None,
+            client_id: Some("app"),
+        }
+    }
+
+    async fn send(a: &Adaptive, store: &MemoryStore, flow: &str, s: &Subject<'_>) -> bool {
+        let hasher = KeyHasher::unkeyed();
+        let keys = a.keys(&hasher, s);
+        let refused = a
+            .check(store, &keys)
+            .await
+            .hits
+            .iter()
+            .any(|h| !h.monitor);
+        if !refused {
+            a.record_send(store, &hasher, flow, &keys).await;
+        }
+        refused
+    }
+
+    #[test]
+    fn labels_name_a_calling_code_when_their_digits_do() {
+        assert_eq!(label_code("+1********6").as_deref(), Some("+1"));
+        assert_eq!(label_code("+44*******56").as_deref(), Some("+44"));
+        assert_eq!(label_code("+37*******56").as_deref(), Some("label+37"));
+        assert_eq!(label_code("+371****56").as_deref(), Some("+371"));
+        assert_eq!(label_code("+********"), None);
+        assert_eq!(label_code("c***r@contoso.com"), None);
+    }
+
+    #[test]
+    fn prefixes_and_networks_are_cut_as_configured() {
+        let rules = default_rules();
+        let s = sms("+37120012345", 371, 9);
+        assert_eq!(value_of(&rules[0], &s).as_deref(), Some("+371"));
+        assert_eq!(value_of(&rules[1], &s).as_deref(), Some("+3712001"));
+        assert_eq!(value_of(&rules[2], &s).as_deref(), Some("198.51.100.0/24"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_whose_codes_are_never_entered_is_refused_after_its_allowance() {
+        let a = adaptive(vec![country_rule()]);
+        let store = MemoryStore::new(10_000);
+        let s = sms("+37120012345", 371, 9);
+        for i in 0..3 {
+            assert!(!send(&a, &store, &format!("f{i}"), &s).await, "send {i}");
+        }
+        // Not judged while the codes may still be typed.
+        assert!(!send(&a, &store, "f3", &s).await);
+        tokio::time::advance(4 * MINUTE).await;
+        assert!(send(&a, &store, "f4", &s).await, "pumped after the grace");
+        // Another country is not touched.
+        assert!(!send(&a, &store, "g0", &sms("+447400123456", 44, 9)).await);
+        // The window forgets: the block lifts by itself.
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        assert!(!send(&a, &store, "f5", &s).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verified_sends_keep_a_key_open_and_resends_count_once() {
+        let a = adaptive(vec![country_rule()]);
+        let store = MemoryStore::new(10_000);
+        let hasher = KeyHasher::unkeyed();
+        let s = sms("+447400123456", 44, 9);
+        for i in 0..40 {
+            let flow = format!("f{i}");
+            assert!(!send(&a, &store, &flow, &s).await, "send {i}");
+            // A resend in the same flow is not a second send.
+            assert!(!send(&a, &store, &flow, &s).await);
+            // Four in five users enter their code.
+            if i % 5 != 0 {
+                a.record_verified(&store, &hasher, &flow).await;
+                a.record_verified(&store, &hasher, &flow).await;
+            }
+            tokio::time::advance(MINUTE).await;
+        }
+        let keys = a.keys(&hasher, &s);
+        let day = Duration::from_secs(86400);
+        let sent = store.count(&format!("{}:s", keys.entries[0].1), day).await;
+        let verified = store.count(&format!("{}:v", keys.entries[0].1), day).await;
+        assert_eq!((sent.unwrap(), verified.unwrap()), (40, 32));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verification_after_verify_within_does_not_count() {
+        let a = adaptive(vec![country_rule()]);
+        let store = MemoryStore::new(10_000);
+        let hasher = KeyHasher::unkeyed();
+        let s = sms("+447400123456", 44, 9);
+        assert!(!send(&a, &store, "late", &s).await);
+        tokio::time::advance(11 * MINUTE).await;
+        a.record_verified(&store, &hasher, "late").await;
+        let keys = a.keys(&hasher, &s);
+        let v = store
+            .count(&format!("{}:v", keys.entries[0].1), Duration::from_secs(86400))
+            .await
+            .unwrap();
+        assert_eq!(v, 0);
+    }
+
+    #[test]
+    fn an_outage_that_drops_the_whole_channel_blocks_no_key() {
+        let rule = country_rule();
+        // The home country at 10% during an outage, the channel at 12%: not pumped.
+        assert!(!pumped(&rule, 100, 10, Some(0.12)));
+        // A pumped destination at 0% against a healthy channel.
+        assert!(pumped(&rule, 5, 0, Some(0.85)));
+        // A code-entering pumper at 30% against 85%, under a stricter rule.
+        let strict = AdaptiveRule {
+            below: 0.5,
+            ..country_rule()
+        };
+        assert!(pumped(&strict, 20, 6, Some(0.85)));
+        // Not enough unverified sends yet.
+        assert!(!pumped(&rule, 2, 0, None));
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        let mut bad = default_rules();
+        bad[0].below = 1.5;
+        bad[1].prefix_digits = None;
+        bad[2].name = bad[0].name.clone();
+        bad[2].min_unverified = 0;
+        let problems = Adaptive::new(bad, ConversionConfig::default()).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "[0].below",
+                "[1].prefix_digits",
+                "[2].name",
+                "[2].min_unverified"
+            ]
+        );
+    }
+}
