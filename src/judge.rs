@@ -391,11 +391,12 @@ impl Judge {
             calling_code: phone.map(|p| p.calling_code),
             label: s.send.label.as_deref(),
             client_id: s.client_id,
+            user: s.user,
         };
         defense.conversion = self.adaptive.keys(&self.keys, &subject);
         let outcome = self
             .adaptive
-            .check(self.store.as_ref(), &defense.conversion)
+            .check(self.store.as_ref(), &mut defense.conversion)
             .await;
         if outcome.errors > 0 {
             tracing::debug!(errors = outcome.errors, "adaptive rules not judged");

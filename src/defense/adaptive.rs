@@ -37,6 +37,9 @@ pub enum AdaptiveKey {
     IpNetwork,
     /// The application's `client_id`.
     ClientId,
+    /// The account (the flow's username, as a keyed hash): codes requested for it again
+    /// and again, never used.
+    User,
 }
 
 /// What a rule does to new sends to a key it finds pumped.
@@ -63,7 +66,7 @@ pub struct AdaptiveRule {
     /// Unique name (letters, digits, `-`, `_`, `.`): part of the store keys and of the
     /// reason label `adaptive:{name}:{action}`.
     pub name: String,
-    /// `country`, `prefix`, `ip_network` or `client_id`.
+    /// `country`, `prefix`, `ip_network`, `client_id` or `user`.
     pub key: AdaptiveKey,
     /// The channel counted: `sms` or `email`; absent counts both.
     #[serde(default)]
@@ -81,8 +84,19 @@ pub struct AdaptiveRule {
     /// together blocks none of them.
     #[serde(default = "default_relative")]
     pub relative: f64,
-    /// `deny` or `step_up`.
+    /// `deny` or `step_up`: what a pumped key's new sends get.
     pub action: AdaptiveAction,
+    /// Deny, whatever `action` says, once the key has this many unverified sends: a
+    /// step-up first (people pass it, their codes are entered and the key recovers), a
+    /// deny when a bot pays for proofs and still enters no code.
+    #[serde(default)]
+    pub deny_after: Option<u64>,
+    /// Keys no code was ever verified for in the window (a destination new to the
+    /// tenant) also share one allowance, judged together with `action` (never denied by
+    /// the pool alone): a pumper spreading over many new countries spends the one
+    /// allowance, not one each.
+    #[serde(default)]
+    pub pooled: bool,
     /// Report hits (reason `would:adaptive:…`) without enforcing them.
     #[serde(default)]
     pub monitor: bool,
@@ -132,38 +146,45 @@ impl Default for ConversionConfig {
     }
 }
 
-/// The rules used when none are configured, all on SMS, all over 24 hours and `deny`: a
-/// proof of work costs a bot less than one pumped SMS pays it, and a key is only refused
-/// once it has sent codes nobody entered, at a rate far under the tenant's own.
+/// The rules used when none are configured, all on SMS and over 24 hours. A key is
+/// judged only once it has sent codes nobody entered, at a conversion under 20% and under
+/// half the tenant's own. It is stepped up first: people pass a proof, their codes are
+/// entered, and the key recovers by itself; a bot that pays for proofs and still enters no
+/// code is denied once the key has more unverified sends (a proof of work costs it less
+/// than one pumped SMS pays).
 ///
-/// * `sms-country`: a calling code with 3 unverified sends and under 20% converted. A
-///   destination new to the tenant gets 3 codes to earn its trust.
-/// * `sms-prefix`: a 7-digit range (`+44 7400 1…`, `+371 200…`) with 3 unverified sends and
-///   under 20% converted: pumping walks the ranges it shares revenue on, also inside a
-///   country with real users.
-/// * `sms-network`: a /24 or /64 with 5 unverified sends and under 20% converted: a hosting
-///   range that solves every proof; carrier-grade NAT, whose users enter their codes,
-///   stays far above.
+/// * `sms-country`: a calling code; step-up from 2 unverified sends, deny from 8. A
+///   destination new to the tenant gets 2 codes to earn its trust.
+/// * `sms-prefix`: a 7-digit range (`+44 7400 1…`, `+371 200…`); step-up from 2, deny
+///   from 5: pumping walks the ranges it shares revenue on, also inside a country with
+///   real users.
+/// * `sms-network`: a /24 or /64; step-up from 3, deny from 8: a hosting range that solves
+///   every proof. Carrier-grade NAT, whose users enter their codes, stays far above.
+/// * `sms-user`: an account; step-up from 3 unverified sends: its MFA codes requested
+///   again and again and never used (bombing its owner), capped over a day.
 pub(crate) fn default_rules() -> Vec<AdaptiveRule> {
     let day = Duration::from_secs(24 * 3600);
-    let rule = |name: &str, key, min_unverified, prefix_digits| AdaptiveRule {
+    let rule = |name: &str, key, min_unverified, deny_after, prefix_digits| AdaptiveRule {
         name: name.to_owned(),
         key,
         channel: Some(Channel::Sms),
         window: day,
         min_unverified,
-        below: 0.2,
+        below: 0.4,
         relative: default_relative(),
-        action: AdaptiveAction::Deny,
+        action: AdaptiveAction::StepUp,
+        deny_after,
+        pooled: false,
         monitor: false,
         prefix_digits,
         ipv4_prefix: default_ipv4_prefix(),
         ipv6_prefix: default_ipv6_prefix(),
     };
     vec![
-        rule("sms-country", AdaptiveKey::Country, 3, None),
-        rule("sms-prefix", AdaptiveKey::Prefix, 3, Some(7)),
-        rule("sms-network", AdaptiveKey::IpNetwork, 5, None),
+        rule("sms-country", AdaptiveKey::Country, 2, Some(4), None),
+        rule("sms-prefix", AdaptiveKey::Prefix, 2, Some(4), Some(7)),
+        rule("sms-network", AdaptiveKey::IpNetwork, 3, Some(5), None),
+        rule("sms-user", AdaptiveKey::User, 3, None, None),
     ]
 }
 
@@ -196,6 +217,9 @@ fn validate(rules: &[AdaptiveRule]) -> Vec<Problem> {
         }
         if rule.min_unverified == 0 {
             problem(i, "min_unverified", "must be at least 1");
+        }
+        if rule.deny_after.is_some_and(|n| n < rule.min_unverified) {
+            problem(i, "deny_after", "must be at least min_unverified");
         }
         if !(0.0..=1.0).contains(&rule.below) {
             problem(i, "below", "a conversion from 0 to 1");
@@ -235,6 +259,8 @@ pub(crate) struct Subject<'a> {
     /// The masked label Entra showed for the MFA method, when learned.
     pub label: Option<&'a str>,
     pub client_id: Option<&'a str>,
+    /// Keyed hash of the flow's username, when known.
+    pub user: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Subject<'_> {
@@ -246,6 +272,7 @@ impl std::fmt::Debug for Subject<'_> {
             .field("calling_code", &self.calling_code)
             .field("label", &self.label)
             .field("client_id", &self.client_id)
+            .field("user", &self.user.map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -254,7 +281,17 @@ impl std::fmt::Debug for Subject<'_> {
 /// key of its value and of its baseline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
-    entries: Vec<(usize, String, String)>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    rule: usize,
+    /// The store key of the send's value, and of the rule's baseline.
+    key: String,
+    all: String,
+    /// The rule's pool, when the value had no verification when judged.
+    pool: Option<String>,
 }
 
 impl Keys {
@@ -330,52 +367,100 @@ impl Adaptive {
                 continue;
             };
             let base = format!("conv:{}:", rule.name);
-            entries.push((
-                i,
-                format!("{base}{}", hasher.hash(&value)),
-                format!("{base}{ALL}:{}", s.channel.as_str()),
-            ));
+            entries.push(Entry {
+                rule: i,
+                key: format!("{base}{}", hasher.hash(&value)),
+                all: format!("{base}{ALL}:{}", s.channel.as_str()),
+                pool: None,
+            });
         }
         Keys { entries }
     }
 
-    /// Judge every key of `keys`: a hit for each rule that finds its key pumped.
-    pub(crate) async fn check(&self, store: &dyn Store, keys: &Keys) -> AdaptiveOutcome {
+    /// Judge every key of `keys`: a hit for each rule that finds its key (or, for a key
+    /// never verified, the rule's pool) pumped. Marks the keys that belong to their pool.
+    pub(crate) async fn check(&self, store: &dyn Store, keys: &mut Keys) -> AdaptiveOutcome {
         let grace = self.conversion.grace;
-        let judged = join_all(keys.entries.iter().map(|(i, key, all)| async move {
-            let rule = &self.rules[*i];
-            let counts = join_all([
-                store.count(&format!("{key}:s"), rule.window),
+        let counts = |key: String, window: Duration| async move {
+            let c = join_all([
+                store.count(&format!("{key}:s"), window),
                 store.count(&format!("{key}:r"), grace),
-                store.count(&format!("{key}:v"), rule.window),
-                store.count(&format!("{all}:s"), rule.window),
-                store.count(&format!("{all}:r"), grace),
-                store.count(&format!("{all}:v"), rule.window),
+                store.count(&format!("{key}:v"), window),
             ])
             .await;
-            let counts: Result<Vec<u64>, _> = counts.into_iter().collect();
-            (rule, counts)
+            let c: Result<Vec<u64>, _> = c.into_iter().collect();
+            // Settled sends, and the verifications among them.
+            c.map(|c| {
+                let settled = c[0].saturating_sub(c[1]);
+                (settled, c[2], c[2].min(settled))
+            })
+        };
+        let judged = join_all(keys.entries.iter().map(|e| {
+            let rule = &self.rules[e.rule];
+            let pool = rule.pooled.then(|| {
+                format!(
+                    "conv:{}:~pool:{}",
+                    rule.name,
+                    e.all.rsplit(':').next().unwrap_or_default()
+                )
+            });
+            async move {
+                let (own, all) = futures_util::join!(
+                    counts(e.key.clone(), rule.window),
+                    counts(e.all.clone(), rule.window)
+                );
+                let pool = match (pool, &own) {
+                    // Only a key with no verification in the window is in the pool.
+                    (Some(pool), Ok((_, 0, _))) => {
+                        Some((counts(pool.clone(), rule.window).await, pool))
+                    }
+                    _ => None,
+                };
+                (rule, own, all, pool)
+            }
         }))
         .await;
         let mut outcome = AdaptiveOutcome::default();
-        for (rule, counts) in judged {
-            let Ok(c) = counts else {
+        for (entry, (rule, own, all, pool)) in keys.entries.iter_mut().zip(judged) {
+            let (Ok((settled, _, verified)), Ok((baseline_settled, _, baseline_verified))) =
+                (own, all)
+            else {
                 outcome.errors += 1;
                 continue;
             };
-            let settled = c[0].saturating_sub(c[1]);
-            let verified = c[2].min(settled);
-            let baseline_settled = c[3].saturating_sub(c[4]);
             let baseline = (baseline_settled >= self.conversion.baseline_min)
-                .then(|| c[5].min(baseline_settled) as f64 / baseline_settled as f64);
+                .then(|| baseline_verified as f64 / baseline_settled as f64);
             if pumped(rule, settled, verified, baseline) {
+                let unverified = settled - verified;
+                let action = match rule.deny_after {
+                    Some(n) if unverified >= n => AdaptiveAction::Deny,
+                    _ => rule.action,
+                };
                 outcome.hits.push(AdaptiveHit {
                     rule: rule.name.clone(),
-                    action: rule.action,
+                    action,
                     monitor: rule.monitor,
                     settled,
                     verified,
                 });
+                continue;
+            }
+            let Some((pool_counts, pool_key)) = pool else {
+                continue;
+            };
+            entry.pool = Some(pool_key);
+            match pool_counts {
+                Ok((settled, _, verified)) if pumped(rule, settled, verified, baseline) => {
+                    outcome.hits.push(AdaptiveHit {
+                        rule: rule.name.clone(),
+                        action: rule.action,
+                        monitor: rule.monitor,
+                        settled,
+                        verified,
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => outcome.errors += 1,
             }
         }
         outcome
@@ -404,10 +489,14 @@ impl Adaptive {
         }
         let mut text = String::new();
         let mut windows: Vec<(String, Duration)> = Vec::new();
-        for (i, key, all) in &keys.entries {
-            let rule = &self.rules[*i];
-            text.push_str(&format!("{i} {key} {all}\n"));
-            for base in [key, all] {
+        for e in &keys.entries {
+            let rule = &self.rules[e.rule];
+            let pool = e.pool.as_deref().unwrap_or("-");
+            text.push_str(&format!("{} {} {} {pool}\n", e.rule, e.key, e.all));
+            for base in [Some(&e.key), Some(&e.all), e.pool.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 windows.push((format!("{base}:s"), rule.window));
                 windows.push((format!("{base}:r"), self.conversion.grace));
             }
@@ -451,7 +540,8 @@ impl Adaptive {
         let mut windows: Vec<(String, Duration)> = Vec::new();
         for line in text.lines() {
             let mut parts = line.split(' ');
-            let (Some(i), Some(key), Some(all)) = (parts.next(), parts.next(), parts.next())
+            let (Some(i), Some(key), Some(all), Some(pool)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -460,6 +550,9 @@ impl Adaptive {
             };
             windows.push((format!("{key}:v"), rule.window));
             windows.push((format!("{all}:v"), rule.window));
+            if pool != "-" {
+                windows.push((format!("{pool}:v"), rule.window));
+            }
         }
         let specs: Vec<WindowSpec<'_>> = windows
             .iter()
@@ -511,6 +604,7 @@ fn value_of(rule: &AdaptiveRule, s: &Subject<'_>) -> Option<String> {
             Some(IpNet::new(s.client_ip, prefix).ok()?.trunc().to_string())
         }
         AdaptiveKey::ClientId => s.client_id.filter(|c| !c.is_empty()).map(str::to_owned),
+        AdaptiveKey::User => s.user.map(str::to_owned),
     }
 }
 
@@ -552,6 +646,8 @@ mod tests {
     fn country_rule() -> AdaptiveRule {
         AdaptiveRule {
             min_unverified: 3,
+            action: AdaptiveAction::Deny,
+            deny_after: None,
             ..default_rules().remove(0)
         }
     }
@@ -564,14 +660,16 @@ mod tests {
             calling_code: Some(code),
             label: None,
             client_id: Some("app"),
+            user: None,
         }
     }
 
     async fn send(a: &Adaptive, store: &MemoryStore, flow: &str, s: &Subject<'_>) -> bool {
         let hasher = KeyHasher::unkeyed();
         let keys = a.keys(&hasher, s);
+        let mut keys = keys;
         let refused = a
-            .check(store, &keys)
+            .check(store, &mut keys)
             .await
             .hits
             .iter()
@@ -640,8 +738,12 @@ mod tests {
         }
         let keys = a.keys(&hasher, &s);
         let day = Duration::from_secs(86400);
-        let sent = store.count(&format!("{}:s", keys.entries[0].1), day).await;
-        let verified = store.count(&format!("{}:v", keys.entries[0].1), day).await;
+        let sent = store
+            .count(&format!("{}:s", keys.entries[0].key), day)
+            .await;
+        let verified = store
+            .count(&format!("{}:v", keys.entries[0].key), day)
+            .await;
         assert_eq!((sent.unwrap(), verified.unwrap()), (40, 32));
     }
 
@@ -656,10 +758,103 @@ mod tests {
         a.record_verified(&store, &hasher, "late").await;
         let keys = a.keys(&hasher, &s);
         let v = store
-            .count(&format!("{}:v", keys.entries[0].1), Duration::from_secs(86400))
+            .count(
+                &format!("{}:v", keys.entries[0].key),
+                Duration::from_secs(86400),
+            )
             .await
             .unwrap();
         assert_eq!(v, 0);
+    }
+
+    async fn action(
+        a: &Adaptive,
+        store: &MemoryStore,
+        flow: &str,
+        s: &Subject<'_>,
+    ) -> Option<AdaptiveAction> {
+        let hasher = KeyHasher::unkeyed();
+        let mut keys = a.keys(&hasher, s);
+        let hit = a
+            .check(store, &mut keys)
+            .await
+            .hits
+            .first()
+            .map(|h| h.action);
+        if hit.is_none() {
+            a.record_send(store, &hasher, flow, &keys).await;
+        }
+        hit
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pumped_key_is_stepped_up_then_denied() {
+        let rule = AdaptiveRule {
+            min_unverified: 2,
+            deny_after: Some(4),
+            action: AdaptiveAction::StepUp,
+            ..country_rule()
+        };
+        let a = adaptive(vec![rule]);
+        let store = MemoryStore::new(10_000);
+        let s = sms("+37120012345", 371, 9);
+        let mut seen = Vec::new();
+        for i in 0..6 {
+            let got = action(&a, &store, &format!("f{i}"), &s).await;
+            // A step-up that is passed sends the code: count it, as the gateway does.
+            if got == Some(AdaptiveAction::StepUp) {
+                let hasher = KeyHasher::unkeyed();
+                let keys = a.keys(&hasher, &s);
+                a.record_send(&store, &hasher, &format!("f{i}"), &keys)
+                    .await;
+            }
+            seen.push(got);
+            tokio::time::advance(4 * MINUTE).await;
+        }
+        use AdaptiveAction::{Deny, StepUp};
+        assert_eq!(
+            seen,
+            [
+                None,
+                None,
+                Some(StepUp),
+                Some(StepUp),
+                Some(Deny),
+                Some(Deny)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pooled_keys_share_one_allowance_until_they_convert() {
+        let rule = AdaptiveRule {
+            min_unverified: 2,
+            pooled: true,
+            ..country_rule()
+        };
+        let a = adaptive(vec![rule]);
+        let store = MemoryStore::new(10_000);
+        let hasher = KeyHasher::unkeyed();
+        // A country whose codes are entered is out of the pool.
+        let home = sms("+447400123456", 44, 4);
+        assert_eq!(action(&a, &store, "h", &home).await, None);
+        a.record_verified(&store, &hasher, "h").await;
+        // Two new countries, one unverified send each: the pool has spent its allowance.
+        let lv = sms("+37120012345", 371, 1);
+        let lt = sms("+37060012345", 370, 2);
+        assert_eq!(action(&a, &store, "a", &lv).await, None);
+        assert_eq!(action(&a, &store, "b", &lt).await, None);
+        tokio::time::advance(4 * MINUTE).await;
+        let ee = sms("+37250012345", 372, 3);
+        assert!(
+            action(&a, &store, "c", &ee).await.is_some(),
+            "a third new country"
+        );
+        assert_eq!(
+            action(&a, &store, "h2", &home).await,
+            None,
+            "the home country"
+        );
     }
 
     #[test]

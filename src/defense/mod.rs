@@ -91,7 +91,9 @@ impl DefenseConfig {
                 for p in problems {
                     let key = match p.key.strip_prefix('[').and_then(|k| k.split_once(']')) {
                         Some((i, rest)) => match i.parse::<usize>() {
-                            Ok(i) => format!("{}{rest}", dropped.element_key("defense.adaptive", i)),
+                            Ok(i) => {
+                                format!("{}{rest}", dropped.element_key("defense.adaptive", i))
+                            }
                             Err(_) => format!("defense.adaptive{}", p.key),
                         },
                         None => format!("defense.{}", p.key),

@@ -14,11 +14,8 @@ use crate::fixtures::redis::RedisServer;
 use crate::fixtures::risk::serve_human;
 use otpgate::emulate::human::Answer;
 use otpgate::emulate::prove::{self as prove_emu, ProveEmulator, ProveEmulatorConfig};
-use tokio::sync::RwLock;
 
-/// Tests that move hundreds of MiB take this exclusively (they would slow the others'
-/// timed fail modes); the others share it.
-static ALONE: RwLock<()> = RwLock::const_new(());
+use crate::fixtures::ALONE;
 
 const PHONE: &str = "+447400123456";
 const MOBILE: (&str, &str) = ("x-px-authorization", "1");

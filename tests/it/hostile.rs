@@ -14,10 +14,8 @@ use crate::fixtures::wire;
 use crate::fixtures::{upstream, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::RwLock;
 
-/// Tests that measure memory or latency take this exclusively; the others share it.
-static ALONE: RwLock<()> = RwLock::const_new(());
+use crate::fixtures::ALONE;
 
 const SETTLE: Duration = Duration::from_secs(10);
 /// What a normal client may wait while the gateway is under attack: generous on purpose

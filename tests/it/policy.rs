@@ -413,7 +413,8 @@ const UNREACHED_DEFAULT_RULES: &str = include_str!(concat!(
 #[tokio::test]
 async fn a_gated_send_reserves_every_velocity_window_in_one_redis_call() {
     let redis = RedisServer::start();
-    let store = redis_toml(&redis.url());
+    // The velocity windows alone: the adaptive rules' counts are calls of their own.
+    let store = format!("{}[defense]\nadaptive = []\n", redis_toml(&redis.url()));
     let env = start(&format!("{store}{UNREACHED_DEFAULT_RULES}")).await;
     let forwarded = commands_per_send(&redis, &env, 20, 200).await;
     eprintln!("Redis commands per forwarded SMS send: {forwarded:?}");
@@ -426,4 +427,120 @@ async fn a_gated_send_reserves_every_velocity_window_in_one_redis_call() {
     assert_eq!(forwarded.get("evalsha"), Some(&1.0), "{forwarded:?}");
     assert_eq!(forwarded.get("time"), Some(&1.0), "{forwarded:?}");
     assert_eq!(stepped_up.get("evalsha"), Some(&2.0), "{stepped_up:?}");
+}
+
+/// One adaptive rule on the destination's calling code: deny after two unverified sends,
+/// judged at once (no grace), under any conversion below 40%.
+const COUNTRY_ADAPTIVE: &str = "[defense]\nvelocity = []\n[defense.conversion]\ngrace = \"1ms\"\n\
+    [[defense.adaptive]]\nname = \"country\"\nkey = \"country\"\nchannel = \"sms\"\n\
+    window = \"1h\"\nmin_unverified = 2\nbelow = 0.4\naction = \"deny\"\n";
+
+/// A registration SMS for a fresh account through `base` (a gateway's URL); the answer's
+/// status and body.
+async fn register_through(env: &Env, base: &str, phone: &str) -> (u16, serde_json::Value) {
+    let n = rand_suffix();
+    let token = env
+        .register_introspect(&format!("reg{n}@contoso.com"))
+        .await
+        .token();
+    let resp = env
+        .client
+        .post(format!(
+            "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
+        ))
+        .form(&[
+            ("client_id", DEMO_CLIENT_ID),
+            ("continuation_token", token.as_str()),
+            ("challenge_type", "oob"),
+            ("challenge_channel", "sms"),
+            ("challenge_target", phone),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// A distinct number per call, for fresh account names.
+fn rand_suffix() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn replicas_on_one_redis_share_conversion_and_adaptive_blocks() {
+    let redis = RedisServer::start();
+    let store = redis_toml(&redis.url());
+    // Accounts that must register a phone: one per registration below.
+    let mut users = otpgate::emulate::entra::EntraConfig::demo();
+    for n in 1000..1100 {
+        users.users.push(otpgate::emulate::entra::UserSpec {
+            username: format!("reg{n}@contoso.com"),
+            password: Some(otpgate::emulate::entra::DEMO_PASSWORD.to_owned()),
+            display_name: None,
+            mfa_required: true,
+            mfa_methods: vec![],
+        });
+    }
+    let a = crate::fixtures::entra::start_with(users, &format!("{store}{COUNTRY_ADAPTIVE}")).await;
+    let b = crate::fixtures::gateway(&format!(
+        "[upstream]\nurl = \"http://{}\"\n{store}{COUNTRY_ADAPTIVE}",
+        a.entra
+    ))
+    .await;
+    let (a_url, b_url) = (a.gw.url(""), b.url(""));
+
+    // A home country whose codes are entered, half through each replica: the code is
+    // sent through one replica and entered through the other.
+    for i in 0..4 {
+        let (send_via, enter_via) = if i % 2 == 0 {
+            (&a_url, &b_url)
+        } else {
+            (&b_url, &a_url)
+        };
+        let (status, sent) = register_through(&a, send_via, "+447400123456").await;
+        assert_eq!(status, 200, "{sent}");
+        let code = a.outbox().last().unwrap().code.clone();
+        let entered = a
+            .client
+            .post(format!(
+                "{enter_via}/contoso.onmicrosoft.com/register/v1.0/continue"
+            ))
+            .form(&[
+                ("client_id", DEMO_CLIENT_ID),
+                (
+                    "continuation_token",
+                    sent["continuation_token"].as_str().unwrap(),
+                ),
+                ("grant_type", "oob"),
+                ("oob", code.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(entered.status(), 200);
+    }
+
+    // A destination whose codes nobody enters: two through replica A...
+    for phone in ["+37120012345", "+37120012346"] {
+        let (status, body) = register_through(&a, &a_url, phone).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // ...and replica B refuses the third before any request of its own went there.
+    let sent_before = a.outbox().len();
+    let (status, body) = register_through(&a, &b_url, "+37120012347").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "access_denied", "{body}");
+    assert_eq!(a.outbox().len(), sent_before, "no code sent");
+    // The home country, verified through both, is still open on both.
+    for url in [&a_url, &b_url] {
+        let (status, body) = register_through(&a, url, "+447400123457").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = a.metrics().await;
+    assert!(
+        metrics.contains("otpgate_otp_verifications_total{endpoint=\"register_continue\"}"),
+        "{metrics}"
+    );
 }

@@ -104,8 +104,10 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use config::{Channel, EntraConfig, DEMO_CLIENT_ID, DEMO_PASSWORD, DEMO_TENANT_ID};
-pub(crate) use config::{MfaMethodSpec, SignUpPolicy, UserSpec};
+pub use config::{
+    Channel, EntraConfig, MfaMethodSpec, SignUpPolicy, UserSpec, DEMO_CLIENT_ID, DEMO_PASSWORD,
+    DEMO_TENANT_ID,
+};
 
 use crate::entra::error::json_response;
 use request::Tenant;
