@@ -606,7 +606,10 @@ impl Gateway {
             self.inner.judge.give_back(held).await;
         }
         if let (true, Some(v), Some(flow)) = (sent, verdict, ctx.flow.as_ref()) {
-            self.inner.judge.sent(flow, &v.conversion).await;
+            self.inner
+                .judge
+                .sent(flow, &v.conversion, v.held.as_ref())
+                .await;
         }
         ctx.code_sent = Some(sent);
         let country = verdict

@@ -413,18 +413,62 @@ impl Judge {
         }
     }
 
-    /// Entra sent the code of a send judged with `keys`: count it for conversion.
-    pub(crate) async fn sent(&self, flow: &FlowId, keys: &adaptive::Keys) {
-        self.adaptive
-            .record_send(self.store.as_ref(), &self.keys, flow.as_str(), keys)
-            .await;
+    /// Entra sent the code of a send judged with `keys`: count it for conversion, and
+    /// note the slots of `unverified_only` velocity rules it holds, to give back if the
+    /// code is entered.
+    pub(crate) async fn sent(
+        &self,
+        flow: &FlowId,
+        keys: &adaptive::Keys,
+        held: Option<&HeldSlots>,
+    ) {
+        let store = self.store.as_ref();
+        let refund = async {
+            let Some(held) = held.filter(|h| !h.outcome.refundable.is_empty()) else {
+                return;
+            };
+            let record = refund_key(&self.keys, flow);
+            let mut text = match store.get(&record).await {
+                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(None) => String::new(),
+                Err(_) => return,
+            };
+            for key in &held.outcome.refundable {
+                text.push_str(&format!("{} {key}\n", held.reservation_id));
+            }
+            let _ = store
+                .put(&record, text.as_bytes(), self.adaptive.verify_within())
+                .await;
+        };
+        futures_util::join!(
+            self.adaptive
+                .record_send(store, &self.keys, flow.as_str(), keys),
+            refund
+        );
     }
 
-    /// Entra accepted a code in `flow`: count the verification of its send.
+    /// Entra accepted a code in `flow`: count the verification of its send, and give back
+    /// the slots its sends hold in `unverified_only` velocity windows.
     pub(crate) async fn verified(&self, flow: &FlowId) {
-        self.adaptive
-            .record_verified(self.store.as_ref(), &self.keys, flow.as_str())
-            .await;
+        let store = self.store.as_ref();
+        let refund = async {
+            let record = refund_key(&self.keys, flow);
+            let Ok(Some(bytes)) = store.get(&record).await else {
+                return;
+            };
+            // Emptied first, so a second verification gives nothing back twice.
+            let _ = store.put(&record, b"", self.adaptive.verify_within()).await;
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                if let Some((id, key)) = line.split_once(' ') {
+                    let _ = store.release(key, id).await;
+                }
+            }
+        };
+        futures_util::join!(
+            self.adaptive
+                .record_verified(store, &self.keys, flow.as_str()),
+            refund
+        );
     }
 
     /// The route's risk provider, within its budget; or, when the request retries after a
@@ -552,6 +596,11 @@ impl Judge {
             .release(self.store.as_ref(), &held.outcome, &held.reservation_id)
             .await;
     }
+}
+
+/// Where a flow's refundable velocity slots are noted.
+fn refund_key(keys: &KeyHasher, flow: &FlowId) -> String {
+    format!("vel:refund:{}", keys.hash(flow.as_str()))
 }
 
 /// What the provider is told about the send.

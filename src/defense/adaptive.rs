@@ -356,6 +356,11 @@ impl Adaptive {
         }
     }
 
+    /// How long after its send a verification still counts.
+    pub(crate) fn verify_within(&self) -> Duration {
+        self.conversion.verify_within
+    }
+
     /// The store keys `s` is counted under.
     pub(crate) fn keys(&self, hasher: &KeyHasher, s: &Subject<'_>) -> Keys {
         let mut entries = Vec::new();

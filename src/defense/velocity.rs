@@ -62,6 +62,12 @@ pub struct VelocityRule {
     /// subscriber's LAN).
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// Count only sends whose code is not entered: a send Entra then verifies (within
+    /// `defense.conversion.verify_within`) gives its slot back. For keys many real users
+    /// share, such as a carrier-grade NAT address: they enter their codes, pumping does
+    /// not.
+    #[serde(default)]
+    pub unverified_only: bool,
 }
 
 fn default_ipv4_prefix() -> u8 {
@@ -162,6 +168,7 @@ pub(crate) fn default_rules() -> Vec<VelocityRule> {
         prefix_digits: None,
         ipv4_prefix: default_ipv4_prefix(),
         ipv6_prefix: default_ipv6_prefix(),
+        unverified_only: false,
     };
     vec![
         rule("sms-per-flow", Flow, Sms, 15 * MINUTE, 3, Deny),
@@ -172,8 +179,14 @@ pub(crate) fn default_rules() -> Vec<VelocityRule> {
             ..rule("sms-per-phone-prefix", PhonePrefix, Sms, HOUR, 20, StepUp)
         },
         rule("sms-per-ip-burst", Ip, Sms, MINUTE, 3, Throttle),
-        rule("sms-per-ip", Ip, Sms, HOUR, 10, StepUp),
-        rule("sms-per-ip-network", IpNetwork, Sms, HOUR, 30, StepUp),
+        VelocityRule {
+            unverified_only: true,
+            ..rule("sms-per-ip", Ip, Sms, HOUR, 10, StepUp)
+        },
+        VelocityRule {
+            unverified_only: true,
+            ..rule("sms-per-ip-network", IpNetwork, Sms, HOUR, 30, StepUp)
+        },
         rule("sms-per-country", Country, Sms, HOUR, 500, StepUp),
         rule("sms-per-user", User, Sms, HOUR, 10, Deny),
         rule("email-per-flow", Flow, Email, 15 * MINUTE, 5, Deny),
@@ -294,6 +307,9 @@ pub(crate) struct VelocityOutcome {
     /// Store keys where a slot was reserved for this request: give them back with
     /// [`VelocityRules::release`] unless the request is forwarded.
     pub reservations: Vec<String>,
+    /// Of `reservations`, those of `unverified_only` rules: given back when the code is
+    /// verified.
+    pub refundable: Vec<String>,
     /// Rules that could not be counted because the store failed. They contribute no hit;
     /// the caller applies its fail mode when this is not zero.
     pub errors: usize,
@@ -322,6 +338,7 @@ struct Compiled {
     ipv6_prefix: u8,
     /// `vel:{name}:`, the keyed hash of the value follows.
     key_prefix: String,
+    unverified_only: bool,
 }
 
 impl Compiled {
@@ -339,6 +356,7 @@ impl Compiled {
             ipv4_prefix: rule.ipv4_prefix,
             ipv6_prefix: rule.ipv6_prefix,
             key_prefix: format!("vel:{}:", rule.name),
+            unverified_only: rule.unverified_only,
         }
     }
 
@@ -447,6 +465,9 @@ impl VelocityRules {
         };
         for ((rule, key), window) in applicable.into_iter().zip(windows) {
             if window.reserved {
+                if rule.unverified_only {
+                    outcome.refundable.push(key.clone());
+                }
                 outcome.reservations.push(key);
             } else {
                 outcome.hits.push(RuleHit {
@@ -504,6 +525,7 @@ mod tests {
             prefix_digits: None,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
+            unverified_only: false,
         }
     }
 

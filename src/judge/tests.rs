@@ -288,3 +288,31 @@ async fn settle_gives_slots_back_unless_the_send_goes_to_entra() {
     j.give_back(&held).await;
     assert!(!j.defend(&req.subject(), &j.sms).await.denies());
 }
+
+const ONE_UNVERIFIED_PER_IP: &str = "[[defense.velocity]]\nname = \"ip\"\nkey = \"ip\"\n\
+     channel = \"sms\"\nwindow = \"1h\"\nlimit = 1\naction = \"deny\"\nunverified_only = true\n";
+
+#[tokio::test]
+async fn a_verified_code_gives_back_its_unverified_only_slot() {
+    let j = judge(ONE_UNVERIFIED_PER_IP);
+    let allow = policy::decide(&Inputs {
+        local: vec![],
+        provider: ProviderInput::NotAsked,
+        proof: ProofInput::None,
+        monitor: false,
+    });
+    // One send from the address, sent by Entra and then verified in its flow.
+    let req = Request::new(register(UK_MOBILE));
+    let defense = j.defend(&req.subject(), &j.sms).await;
+    let held = j
+        .settle(&j.sms, &allow, defense.velocity, defense.reservation_id)
+        .await;
+    j.sent(&req.flow, &defense.conversion, held.as_ref()).await;
+    assert!(
+        j.defend(&req.subject(), &j.sms).await.denies(),
+        "the slot is held while the code is not entered"
+    );
+    j.verified(&req.flow).await;
+    let next = j.defend(&req.subject(), &j.sms).await;
+    assert!(!next.denies(), "a verified send no longer counts");
+}
