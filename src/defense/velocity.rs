@@ -138,10 +138,10 @@ impl VelocityAction {
 /// * `sms-per-phone-prefix`: 20 per 9-digit range (`+44 7912 34…`) per hour, step up.
 ///   Pumping walks consecutive numbers of a range the fraudster shares revenue on.
 /// * `sms-per-ip-burst`: 3 per IP per minute, throttle. No person asks that fast.
-/// * `sms-per-ip`: 10 per IP per hour, step up (not deny: carrier-grade NAT puts many
-///   users behind one address).
-/// * `sms-per-ip-network`: 30 per /24 or /64 per hour, step up: catches rotation inside
-///   a hosting range, while a proof keeps NATed mobile users going.
+/// * `sms-per-ip`: 10 unverified codes per IP per hour, step up (not deny, and a code
+///   entered gives its slot back: carrier-grade NAT puts many users behind one address).
+/// * `sms-per-ip-network`: 30 unverified codes per /24 or /64 per hour, step up: catches
+///   rotation inside a hosting range, while NATed mobile users enter their codes.
 /// * `sms-per-country`: 500 per destination country per hour, step up. A budget per
 ///   country: pumping shows up as a sudden burst towards one country.
 /// * `sms-per-user`: 10 SMS per account per hour, deny: a script that starts flow after
