@@ -375,7 +375,12 @@ impl Adaptive {
             entries.push(Entry {
                 rule: i,
                 key: format!("{base}{}", hasher.hash(&value)),
-                all: format!("{base}{ALL}:{}", s.channel.as_str()),
+                // One baseline per channel and window, shared by the rules.
+                all: format!(
+                    "conv:{ALL}:{}:{}",
+                    s.channel.as_str(),
+                    rule.window.as_secs()
+                ),
                 pool: None,
             });
         }
@@ -400,20 +405,23 @@ impl Adaptive {
                 (settled, c[2], c[2].min(settled))
             })
         };
+        // Each baseline once, however many rules share it.
+        let mut baselines: Vec<(String, Duration)> = Vec::new();
+        for e in &keys.entries {
+            if !baselines.iter().any(|(k, _)| *k == e.all) {
+                baselines.push((e.all.clone(), self.rules[e.rule].window));
+            }
+        }
+        let baseline_counts = join_all(
+            baselines
+                .iter()
+                .map(|(key, window)| counts(key.clone(), *window)),
+        );
         let judged = join_all(keys.entries.iter().map(|e| {
             let rule = &self.rules[e.rule];
-            let pool = rule.pooled.then(|| {
-                format!(
-                    "conv:{}:~pool:{}",
-                    rule.name,
-                    e.all.rsplit(':').next().unwrap_or_default()
-                )
-            });
+            let pool = rule.pooled.then(|| format!("conv:{}:~pool", rule.name));
             async move {
-                let (own, all) = futures_util::join!(
-                    counts(e.key.clone(), rule.window),
-                    counts(e.all.clone(), rule.window)
-                );
+                let own = counts(e.key.clone(), rule.window).await;
                 let pool = match (pool, &own) {
                     // Only a key with no verification in the window is in the pool.
                     (Some(pool), Ok((_, 0, _))) => {
@@ -421,14 +429,20 @@ impl Adaptive {
                     }
                     _ => None,
                 };
-                (rule, own, all, pool)
+                (rule, own, pool)
             }
-        }))
-        .await;
+        }));
+        let (baseline_counts, judged) = futures_util::join!(baseline_counts, judged);
+        let baseline_of = |all: &str| {
+            baselines
+                .iter()
+                .position(|(k, _)| *k == all)
+                .and_then(|i| baseline_counts[i].as_ref().ok().copied())
+        };
         let mut outcome = AdaptiveOutcome::default();
-        for (entry, (rule, own, all, pool)) in keys.entries.iter_mut().zip(judged) {
-            let (Ok((settled, _, verified)), Ok((baseline_settled, _, baseline_verified))) =
-                (own, all)
+        for (entry, (rule, own, pool)) in keys.entries.iter_mut().zip(judged) {
+            let (Ok((settled, _, verified)), Some((baseline_settled, _, baseline_verified))) =
+                (own, baseline_of(&entry.all))
             else {
                 outcome.errors += 1;
                 continue;
@@ -502,8 +516,14 @@ impl Adaptive {
                 .into_iter()
                 .flatten()
             {
-                windows.push((format!("{base}:s"), rule.window));
-                windows.push((format!("{base}:r"), self.conversion.grace));
+                for (key, window) in [
+                    (format!("{base}:s"), rule.window),
+                    (format!("{base}:r"), self.conversion.grace),
+                ] {
+                    if !windows.iter().any(|(k, _)| *k == key) {
+                        windows.push((key, window));
+                    }
+                }
             }
         }
         let specs: Vec<WindowSpec<'_>> = windows
@@ -553,10 +573,11 @@ impl Adaptive {
             let Some(rule) = i.parse::<usize>().ok().and_then(|i| self.rules.get(i)) else {
                 continue;
             };
-            windows.push((format!("{key}:v"), rule.window));
-            windows.push((format!("{all}:v"), rule.window));
-            if pool != "-" {
-                windows.push((format!("{pool}:v"), rule.window));
+            for base in [key, all, pool].into_iter().filter(|b| *b != "-") {
+                let key = format!("{base}:v");
+                if !windows.iter().any(|(k, _)| *k == key) {
+                    windows.push((key, rule.window));
+                }
             }
         }
         let specs: Vec<WindowSpec<'_>> = windows

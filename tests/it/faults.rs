@@ -23,8 +23,8 @@ const BUDGET: Duration = Duration::from_millis(300);
 /// How long a fail mode may take beyond the budget: a correctness bound, not a benchmark.
 const SLACK: Duration = Duration::from_millis(700);
 const SETTLE: Duration = Duration::from_secs(5);
-/// No velocity rules (they would throttle the repeated sends), no audit noise.
-const QUIET: &str = "[defense]\nvelocity = []\n[audit]\noutput = \"off\"\n";
+/// No velocity or adaptive rules (they would refuse the repeated sends), no audit noise.
+const QUIET: &str = "[defense]\nvelocity = []\nadaptive = []\n[audit]\noutput = \"off\"\n";
 
 /// What a fail mode looks like to the client, and whether the SMS went.
 fn fail_mode_applied(mode: &str, a: &crate::fixtures::entra::Answer, sent: bool) -> bool {
