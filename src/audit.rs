@@ -71,6 +71,9 @@ pub(crate) struct AuditEvent {
     /// For a send that was forwarded: whether Entra's answer says it sent the code (`false`
     /// for an error, a password prompt or a redirect). `null` otherwise.
     pub code_sent: Option<bool>,
+    /// Entra accepted a one-time code in this request's flow (what the adaptive rules
+    /// learn from); the flow id links it to its send's line.
+    pub code_verified: bool,
     pub latency_ms: f64,
     pub provider_ms: f64,
     /// A fault we answered ourselves (`bad_request`, `upstream_timeout`, …).

@@ -82,6 +82,8 @@ struct RequestCtx {
     upstream_status: Option<u16>,
     /// For a forwarded send: whether Entra's answer says it sent the code.
     code_sent: Option<bool>,
+    /// Entra accepted a one-time code in this request.
+    code_verified: bool,
     client_ip: Option<IpAddr>,
     verdict: Option<Box<Verdict>>,
     /// Arrival time, for the audit line.
@@ -327,6 +329,7 @@ impl Gateway {
             send: None,
             upstream_status: None,
             code_sent: None,
+            code_verified: false,
             client_ip: None,
             verdict: None,
             received: SystemTime::now(),
@@ -563,6 +566,7 @@ impl Gateway {
         let (resp, learned) = self.learn(&gated, &flow, resp).await?;
         self.settle_send(ctx, status, learned.as_ref()).await;
         if crate::entra::send::verifies(kind, &gated.params, status) {
+            ctx.code_verified = true;
             self.inner.metrics.verification(&gated.kind);
             self.inner.judge.verified(&flow.id).await;
         }
@@ -898,6 +902,7 @@ impl Gateway {
             status: resp.status().as_u16(),
             upstream_status: ctx.upstream_status.unwrap_or(0),
             code_sent: ctx.code_sent,
+            code_verified: ctx.code_verified,
             latency_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             provider_ms: verdict
                 .and_then(|v| v.provider_latency)

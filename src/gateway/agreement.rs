@@ -37,6 +37,10 @@ struct Live {
     /// What the table has covered: endpoint kinds and decisions.
     kinds: BTreeSet<&'static str>,
     decisions: BTreeSet<String>,
+    /// The emulator behind the gateway, when it is one: its outbox has the codes.
+    emulator: Option<EntraEmulator>,
+    /// The audit line of the last request, once compared.
+    last_line: Option<Value>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,7 +62,9 @@ impl Answer {
 impl Live {
     async fn start(toml: &str) -> Self {
         let emulator = EntraEmulator::new(EntraConfig::demo());
-        Self::start_with(toml, crate::simulate::emulator_handler(&emulator)).await
+        let mut live = Self::start_with(toml, crate::simulate::emulator_handler(&emulator)).await;
+        live.emulator = Some(emulator);
+        live
     }
 
     async fn start_with(toml: &str, upstream: InProcessHandler) -> Self {
@@ -88,6 +94,8 @@ impl Live {
             read: 0,
             kinds: BTreeSet::new(),
             decisions: BTreeSet::new(),
+            emulator: None,
+            last_line: None,
             _dir: dir,
         }
     }
@@ -134,6 +142,7 @@ impl Live {
         );
         let line = self.next_line();
         agree(&explained, line.as_ref(), status, target);
+        self.last_line = line;
         self.kinds.insert(explained.kind.as_str());
         if let Some(verdict) = &explained.verdict {
             self.decisions.insert(verdict.decision.label().to_owned());
@@ -677,4 +686,47 @@ async fn a_request_that_panics_is_audited() {
         line["request_id"], "9d1f0c4e-3b7a-4c52-9e1d-0a6b5c4d3e2f",
         "{line}"
     );
+}
+
+/// A code Entra accepts is an audit line of its own, in the flow of the send it verifies;
+/// a wrong code is not.
+#[tokio::test]
+async fn a_verified_code_is_audited_in_its_sends_flow() {
+    let mut live = Live::start("").await;
+    let (ct, methods) = live.mfa_sign_in("sms@contoso.com").await;
+    let sent = live.mfa_challenge(&ct, &methods, "sms").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let send_line = live.last_line.take().unwrap();
+    assert_eq!(send_line["code_sent"], true, "{send_line}");
+    assert_eq!(send_line["code_verified"], false, "{send_line}");
+    let code = live
+        .emulator
+        .as_ref()
+        .unwrap()
+        .outbox()
+        .last()
+        .unwrap()
+        .code
+        .clone();
+    let redeem = |oob: &str| {
+        [
+            ("continuation_token", sent.token()),
+            ("grant_type", "mfa_oob".to_owned()),
+            ("oob", oob.to_owned()),
+            ("scope", "openid offline_access".to_owned()),
+        ]
+    };
+    let wrong = redeem("00000000");
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = live.post("/oauth2/v2.0/token", &wrong).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let line = live.last_line.take().unwrap();
+    assert_eq!(line["code_verified"], false, "a wrong code: {line}");
+    let right = redeem(&code);
+    let right: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = live.post("/oauth2/v2.0/token", &right).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let line = live.last_line.take().unwrap();
+    assert_eq!(line["code_verified"], true, "{line}");
+    assert_eq!(line["flow"], send_line["flow"], "{line}");
 }
