@@ -62,7 +62,14 @@ pub fn run(path: Option<&Path>) -> ExitCode {
         };
         let reloader = server.reloader();
         if let Some(path) = path.map(Path::to_path_buf) {
-            tokio::spawn(reload_on_change(path, reloader));
+            // Listening for SIGHUP starts before the server says it serves: a reload asked
+            // for right after that line must not meet the signal's default, which ends
+            // the process.
+            #[cfg(unix)]
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            #[cfg(not(unix))]
+            let hup = None;
+            tokio::spawn(reload_on_change(path, reloader, hup));
         }
         server.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
@@ -87,14 +94,21 @@ fn fingerprints(path: &Path, reloader: &crate::server::Reloader) -> Fingerprints
         .collect()
 }
 
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
 /// Reload on SIGHUP, and when the config file or the TLS certificate or key changes
 /// (polled every second, which also sees Kubernetes' symlink swaps of mounted ConfigMaps
 /// and Secrets, and cert-manager's renewals).
-async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Reloader) {
+async fn reload_on_change(
+    path: std::path::PathBuf,
+    reloader: crate::server::Reloader,
+    mut hup: Option<Hangup>,
+) {
     let mut seen = fingerprints(&path, &reloader);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
         let hangup = async {
@@ -104,7 +118,10 @@ async fn reload_on_change(path: std::path::PathBuf, reloader: crate::server::Rel
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<Option<()>>()
+        };
         tokio::select! {
             _ = tick.tick() => {
                 let now = fingerprints(&path, &reloader);
