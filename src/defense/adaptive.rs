@@ -19,7 +19,6 @@ use crate::entra::learn::Channel;
 use crate::problem::Problem;
 use crate::store::{KeyHasher, Store, WindowSpec};
 
-const MAX_NAME_CHARS: usize = 64;
 /// The key value every send of a rule's channel is also counted under: the baseline.
 const ALL: &str = "*";
 
@@ -199,18 +198,8 @@ fn validate(rules: &[AdaptiveRule]) -> Vec<Problem> {
     };
     let mut names: Vec<&str> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let name = rule.name.as_str();
-        if name.is_empty()
-            || name.len() > MAX_NAME_CHARS
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            problem(i, "name", "1 to 64 letters, digits, '-', '_' or '.'");
-        } else if names.contains(&name) {
-            problem(i, "name", "another rule has this name");
-        } else {
-            names.push(name);
+        if let Some(message) = super::name_problem(&rule.name, &mut names) {
+            problem(i, "name", message);
         }
         if rule.window.is_zero() {
             problem(i, "window", "must be longer than zero");
@@ -237,11 +226,8 @@ fn validate(rules: &[AdaptiveRule]) -> Vec<Problem> {
             (AdaptiveKey::Prefix, Some(_)) | (_, None) => {}
             (_, Some(_)) => problem(i, "prefix_digits", "only for key = \"prefix\""),
         }
-        if rule.ipv4_prefix == 0 || rule.ipv4_prefix > 32 {
-            problem(i, "ipv4_prefix", "must be 1 to 32");
-        }
-        if rule.ipv6_prefix == 0 || rule.ipv6_prefix > 128 {
-            problem(i, "ipv6_prefix", "must be 1 to 128");
+        for (field, message) in super::network_problems(rule.ipv4_prefix, rule.ipv6_prefix) {
+            problem(i, field, message);
         }
     }
     problems
@@ -526,14 +512,7 @@ impl Adaptive {
                 }
             }
         }
-        let specs: Vec<WindowSpec<'_>> = windows
-            .iter()
-            .map(|(key, window)| WindowSpec {
-                key,
-                window: *window,
-                limit: u64::MAX,
-            })
-            .collect();
+        let specs = counting(&windows);
         let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
         let (put, reserved) = futures_util::join!(put, store.reserve_many(flow, &specs));
         if let Err(error) = put.and(reserved.map(|_| ())) {
@@ -580,18 +559,23 @@ impl Adaptive {
                 }
             }
         }
-        let specs: Vec<WindowSpec<'_>> = windows
-            .iter()
-            .map(|(key, window)| WindowSpec {
-                key,
-                window: *window,
-                limit: u64::MAX,
-            })
-            .collect();
+        let specs = counting(&windows);
         if let Err(error) = store.reserve_many(flow, &specs).await {
             tracing::debug!(%error, "adaptive: verification not fully counted");
         }
     }
+}
+
+/// Windows that only count: every entry is taken, none is ever refused.
+fn counting(windows: &[(String, Duration)]) -> Vec<WindowSpec<'_>> {
+    windows
+        .iter()
+        .map(|(key, window)| WindowSpec {
+            key,
+            window: *window,
+            limit: u64::MAX,
+        })
+        .collect()
 }
 
 fn flow_key(hasher: &KeyHasher, flow: &str) -> String {

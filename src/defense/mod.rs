@@ -106,3 +106,36 @@ impl DefenseConfig {
         Some((destination?, velocity?, adaptive?))
     }
 }
+
+/// Longest rule name; names are part of store keys and reason labels.
+const MAX_NAME_CHARS: usize = 64;
+
+/// What is wrong with a rule's `name`, given the names of the rules before it (it is
+/// added to them when it is fine).
+pub(crate) fn name_problem<'a>(name: &'a str, seen: &mut Vec<&'a str>) -> Option<&'static str> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_CHARS
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        Some("1 to 64 letters, digits, '-', '_' or '.'")
+    } else if seen.contains(&name) {
+        Some("another rule has this name")
+    } else {
+        seen.push(name);
+        None
+    }
+}
+
+/// What is wrong with a rule's network sizes, by field.
+pub(crate) fn network_problems(ipv4: u8, ipv6: u8) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if ipv4 == 0 || ipv4 > 32 {
+        out.push(("ipv4_prefix", "must be 1 to 32"));
+    }
+    if ipv6 == 0 || ipv6 > 128 {
+        out.push(("ipv6_prefix", "must be 1 to 128"));
+    }
+    out
+}

@@ -24,9 +24,6 @@ use crate::entra::learn::Channel;
 use crate::problem::Problem;
 use crate::store::{KeyHasher, Store, WindowSpec};
 
-/// Longest rule name; names are part of store keys and reason labels.
-const MAX_NAME_CHARS: usize = 64;
-
 /// One rule of `[[defense.velocity]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,18 +203,8 @@ pub(crate) fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
     };
     let mut names: Vec<&str> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
-        let name = rule.name.as_str();
-        if name.is_empty()
-            || name.len() > MAX_NAME_CHARS
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            problem(i, "name", "1 to 64 letters, digits, '-', '_' or '.'");
-        } else if names.contains(&name) {
-            problem(i, "name", "another rule has this name");
-        } else {
-            names.push(name);
+        if let Some(message) = super::name_problem(&rule.name, &mut names) {
+            problem(i, "name", message);
         }
         if rule.limit == 0 {
             problem(i, "limit", "must be at least 1");
@@ -235,11 +222,8 @@ pub(crate) fn validate(rules: &[VelocityRule]) -> Vec<Problem> {
             (VelocityKey::PhonePrefix, Some(_)) | (_, None) => {}
             (_, Some(_)) => problem(i, "prefix_digits", "only for key = \"phone_prefix\""),
         }
-        if rule.ipv4_prefix == 0 || rule.ipv4_prefix > 32 {
-            problem(i, "ipv4_prefix", "must be 1 to 32");
-        }
-        if rule.ipv6_prefix == 0 || rule.ipv6_prefix > 128 {
-            problem(i, "ipv6_prefix", "must be 1 to 128");
+        for (field, message) in super::network_problems(rule.ipv4_prefix, rule.ipv6_prefix) {
+            problem(i, field, message);
         }
     }
     problems
