@@ -496,7 +496,7 @@ impl FlowBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemoryStore, StoreError, Window};
+    use crate::store::{Counter, MemoryStore, StoreError, Window};
     use async_trait::async_trait;
     use parking_lot::Mutex;
     use EndpointKind as K;
@@ -984,6 +984,13 @@ mod tests {
         }
         async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
             self.inner.count(key, window).await
+        }
+        async fn tally(
+            &self,
+            add: &[Counter<'_>],
+            read: &[Counter<'_>],
+        ) -> Result<Vec<u64>, StoreError> {
+            self.inner.tally(add, read).await
         }
         async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
             self.reads.lock().push(key.to_owned());

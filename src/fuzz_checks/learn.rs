@@ -17,7 +17,7 @@ use crate::entra::learn::{
     parse_response, FlowBook, FlowId, Learned, MethodInfo, MAX_METHODS, MAX_RESPONSE_BYTES,
     MAX_TEXT_CHARS,
 };
-use crate::store::{KeyHasher, Store, StoreError, Window};
+use crate::store::{Counter, KeyHasher, Store, StoreError, Window};
 
 /// The method id the check sends an MFA challenge for, besides the learned ones.
 const CHALLENGED_ID: &str = "fuzz-challenged-method-id";
@@ -296,6 +296,9 @@ impl Store for Recording {
     }
     async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
         Err(StoreError::Unavailable("not a window store".into()))
+    }
+    async fn tally(&self, _: &[Counter<'_>], _: &[Counter<'_>]) -> Result<Vec<u64>, StoreError> {
+        Err(StoreError::Unavailable("not a counter store".into()))
     }
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.entries.lock().get(key).cloned())

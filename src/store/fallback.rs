@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{MemoryStore, Store, StoreError, Window, WindowSpec};
+use super::{Counter, MemoryStore, Store, StoreError, Window, WindowSpec};
 
 /// The key the probe reads to learn whether the primary answers again. Reading it is
 /// harmless: nothing writes it.
@@ -349,6 +349,25 @@ impl Store for FallbackStore {
         self.local(None).count(key, window).await
     }
 
+    /// Added to the primary; while memory may hold counts an outage made, reads add them.
+    async fn tally(
+        &self,
+        add: &[Counter<'_>],
+        read: &[Counter<'_>],
+    ) -> Result<Vec<u64>, StoreError> {
+        if !self.is_degraded() {
+            if let Some(shared) = self.primary(self.inner.primary.tally(add, read)).await {
+                if !self.local_may_hold_entries() {
+                    return Ok(shared);
+                }
+                let held = self.inner.local.tally(&[], read).await?;
+                return Ok(shared.into_iter().zip(held).map(|(s, h)| s + h).collect());
+            }
+        }
+        let longest = add.iter().map(|c| c.window + c.width()).max();
+        self.local(longest).tally(add, read).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if !self.is_degraded() {
             match self.primary(self.inner.primary.get(key)).await {
@@ -429,6 +448,14 @@ mod tests {
         async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
             self.check()?;
             self.store.release(key, id).await
+        }
+        async fn tally(
+            &self,
+            add: &[Counter<'_>],
+            read: &[Counter<'_>],
+        ) -> Result<Vec<u64>, StoreError> {
+            self.check()?;
+            self.store.tally(add, read).await
         }
         async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
             self.check()?;

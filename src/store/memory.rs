@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Store, StoreError, Window, WindowSpec};
+use super::{Counter, Store, StoreError, Window, WindowSpec};
 
 const SHARDS: usize = 32;
 
@@ -27,6 +27,8 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Vec<Mutex<Shard>>,
+    /// Bucket numbers of counters count from here.
+    epoch: Instant,
     per_shard_cap: usize,
     evictions: AtomicU64,
 }
@@ -49,13 +51,21 @@ enum Slot {
     Mark {
         expires: Instant,
     },
+    /// A bucketed counter: (bucket number, count), oldest first, at most its bucket count.
+    Counter {
+        buckets: VecDeque<(u64, u64)>,
+        width: Duration,
+        expires: Instant,
+    },
 }
 
 impl Slot {
     fn expired(&self, now: Instant) -> bool {
         match self {
             Slot::Window { hits, window } => hits.back().is_none_or(|(t, _)| *t + *window <= now),
-            Slot::Value { expires, .. } | Slot::Mark { expires } => *expires <= now,
+            Slot::Value { expires, .. }
+            | Slot::Mark { expires }
+            | Slot::Counter { expires, .. } => *expires <= now,
         }
     }
 }
@@ -67,6 +77,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                epoch: Instant::now(),
                 per_shard_cap,
                 evictions: AtomicU64::new(0),
             }),
@@ -206,6 +217,67 @@ impl MemoryStore {
         reserve_in(slot, id, window, limit, now)
     }
 
+    /// The bucket `now` falls in for `counter`, and the oldest bucket its window still
+    /// counts.
+    fn buckets_at(&self, counter: &Counter<'_>, now: Instant) -> (u64, u64) {
+        let width = counter.width().as_micros().max(1);
+        let current = (now.saturating_duration_since(self.inner.epoch).as_micros() / width) as u64;
+        let oldest = (current + 1).saturating_sub(u64::from(counter.buckets.max(1)));
+        (current, oldest)
+    }
+
+    fn add_at(&self, counter: &Counter<'_>, now: Instant) {
+        let (current, oldest) = self.buckets_at(counter, now);
+        let width = counter.width();
+        let expires = now + counter.window + width;
+        let mut guard = self.shard(counter.key).lock();
+        let shard = &mut *guard;
+        if !shard.map.contains_key(counter.key) {
+            self.make_room(shard, now);
+        }
+        let slot = shard
+            .map
+            .entry(counter.key.to_owned())
+            .or_insert(Slot::Mark { expires: now });
+        match slot {
+            // A counter of another bucket width (its window was reconfigured) starts again.
+            Slot::Counter {
+                buckets,
+                width: w,
+                expires: e,
+            } if *w == width => {
+                while buckets.front().is_some_and(|(b, _)| *b < oldest) {
+                    buckets.pop_front();
+                }
+                match buckets.back_mut() {
+                    Some((b, n)) if *b == current => *n += 1,
+                    _ => buckets.push_back((current, 1)),
+                }
+                *e = expires;
+            }
+            _ => {
+                *slot = Slot::Counter {
+                    buckets: VecDeque::from([(current, 1)]),
+                    width,
+                    expires,
+                }
+            }
+        }
+    }
+
+    fn read_at(&self, counter: &Counter<'_>, now: Instant) -> u64 {
+        let (_, oldest) = self.buckets_at(counter, now);
+        let shard = self.shard(counter.key).lock();
+        match shard.map.get(counter.key) {
+            Some(Slot::Counter { buckets, width, .. }) if *width == counter.width() => buckets
+                .iter()
+                .filter(|(b, _)| *b >= oldest)
+                .map(|(_, n)| n)
+                .sum(),
+            _ => 0,
+        }
+    }
+
     fn release_now(&self, key: &str, id: &str) {
         let mut shard = self.shard(key).lock();
         if let Some(Slot::Window { hits, .. }) = shard.map.get_mut(key) {
@@ -264,6 +336,18 @@ impl Store for MemoryStore {
             }
             _ => 0,
         })
+    }
+
+    async fn tally(
+        &self,
+        add: &[Counter<'_>],
+        read: &[Counter<'_>],
+    ) -> Result<Vec<u64>, StoreError> {
+        let now = Instant::now();
+        for counter in add {
+            self.add_at(counter, now);
+        }
+        Ok(read.iter().map(|c| self.read_at(c, now)).collect())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -338,6 +422,59 @@ mod tests {
         let w = store.reserve("k", "z", HOUR, 3).await.unwrap();
         assert!(w.reserved, "the window has moved past the first hits");
         assert_eq!(w.count, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_counter_sums_its_buckets_inside_the_window_and_holds_no_more() {
+        let store = MemoryStore::new(1000);
+        let c = Counter {
+            key: "c",
+            window: HOUR,
+            buckets: 4,
+        };
+        let other = Counter { key: "d", ..c };
+        assert_eq!(
+            store.tally(&[], &[c]).await.unwrap(),
+            vec![0],
+            "never added"
+        );
+        assert_eq!(store.tally(&[c], &[c, other]).await.unwrap(), vec![1, 0]);
+        store.tally(&[c, other], &[]).await.unwrap();
+        // One bucket is 15 minutes. Three more buckets, one add in each.
+        for _ in 0..3 {
+            tokio::time::advance(HOUR / 4).await;
+            store.tally(&[c], &[]).await.unwrap();
+        }
+        assert_eq!(store.tally(&[], &[c, other]).await.unwrap(), vec![5, 1]);
+        // The first bucket (three adds) leaves the window whole.
+        tokio::time::advance(HOUR / 4).await;
+        assert_eq!(store.tally(&[], &[c, other]).await.unwrap(), vec![3, 0]);
+        store.tally(&[c], &[]).await.unwrap();
+        match store.shard("c").lock().map.get("c") {
+            Some(Slot::Counter { buckets, .. }) => assert_eq!(buckets.len(), 4),
+            _ => panic!("not a counter"),
+        }
+        // Another width is another counter: it starts again.
+        let wider = Counter {
+            window: 2 * HOUR,
+            ..c
+        };
+        assert_eq!(
+            store.tally(&[wider], &[wider, c]).await.unwrap(),
+            vec![1, 0]
+        );
+        tokio::time::advance(3 * HOUR).await;
+        assert_eq!(store.tally(&[], &[wider]).await.unwrap(), vec![0]);
+        assert!(
+            store
+                .shard("c")
+                .lock()
+                .map
+                .get("c")
+                .unwrap()
+                .expired(Instant::now()),
+            "an idle counter expires"
+        );
     }
 
     #[tokio::test(start_paused = true)]

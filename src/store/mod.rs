@@ -49,6 +49,24 @@ pub struct WindowSpec<'a> {
     pub limit: u64,
 }
 
+/// One bucketed counter of a [`Store::tally`] call: `window` split into `buckets` equal
+/// buckets. A read sums the buckets inside the window, the oldest whole until it leaves,
+/// so a counter holds at most `buckets` numbers however much it counts, and is exact to
+/// one bucket at the window's far edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter<'a> {
+    pub key: &'a str,
+    pub window: Duration,
+    pub buckets: u32,
+}
+
+impl Counter<'_> {
+    /// The width of one bucket (at least a millisecond).
+    pub fn width(&self) -> Duration {
+        (self.window / self.buckets.max(1)).max(Duration::from_millis(1))
+    }
+}
+
 /// Shared state. Implementations are cheap to clone handles and safe to call concurrently;
 /// every method is atomic with respect to the others on the same key.
 #[async_trait]
@@ -125,6 +143,16 @@ pub trait Store: Send + Sync + 'static {
             .collect()
     }
 
+    /// Add one to each counter of `add` (in its current bucket), then read each of `read`:
+    /// their sums, in the order of `read`. One round trip for a remote store, at one
+    /// instant for all; a counter read before it was ever added to is 0. Keys of `add`
+    /// should be distinct.
+    async fn tally(
+        &self,
+        add: &[Counter<'_>],
+        read: &[Counter<'_>],
+    ) -> Result<Vec<u64>, StoreError>;
+
     /// Entries currently in the window `key`, without reserving.
     async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError>;
 
@@ -153,6 +181,9 @@ impl Store for DownStore {
         Err(StoreError::Timeout)
     }
     async fn count(&self, _: &str, _: Duration) -> Result<u64, StoreError> {
+        Err(StoreError::Timeout)
+    }
+    async fn tally(&self, _: &[Counter<'_>], _: &[Counter<'_>]) -> Result<Vec<u64>, StoreError> {
         Err(StoreError::Timeout)
     }
     async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {

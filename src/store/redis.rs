@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
 
-use super::{Store, StoreError, Window, WindowSpec};
+use super::{Counter, Store, StoreError, Window, WindowSpec};
 
 /// Where the Redis store connects and how long it waits.
 #[derive(Clone)]
@@ -100,6 +100,7 @@ struct Inner {
     reserve: Script,
     release: Script,
     count: Script,
+    tally: Script,
 }
 
 /// Reserve a slot for one id in each of several sliding-window logs, in one call.
@@ -172,6 +173,55 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 return redis.call('ZCOUNT', key, string.format('(%.0f', now - tonumber(ARGV[1])), '+inf')
 ";
 
+/// Add to bucketed counters, then read bucketed counters, in one call.
+///
+/// KEYS: the counters added to, then the counters read; each a hash of bucket number
+/// (server time in µs divided by the bucket width) to count, and `w`, the width it was
+/// made with. ARGV: how many keys are added to, then bucket width (µs) and bucket count
+/// for each key in turn. Returns the sum of each read counter's buckets inside its window.
+///
+/// A hash of another width (its window was reconfigured) or a key of another kind is
+/// replaced, as in the memory store. An add drops the buckets that left the window, so a
+/// counter holds at most its bucket count of fields, and expires a bucket after its window
+/// when idle. Bucket numbers stay below 2^53 (µs since 1970 over a width of at least a
+/// millisecond), exact in Lua's numbers.
+const TALLY: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local adds = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local width = tonumber(ARGV[2 * i])
+  local buckets = tonumber(ARGV[2 * i + 1])
+  local current = math.floor(now / width)
+  local oldest = current - buckets + 1
+  local kind = redis.call('TYPE', key).ok
+  local same = kind == 'hash' and tonumber(redis.call('HGET', key, 'w')) == width
+  if i <= adds then
+    if not same and kind ~= 'none' then redis.call('DEL', key) end
+    redis.call('HSET', key, 'w', width)
+    redis.call('HINCRBY', key, current, 1)
+    if redis.call('HLEN', key) > buckets + 1 then
+      for _, field in ipairs(redis.call('HKEYS', key)) do
+        if field ~= 'w' and tonumber(field) < oldest then redis.call('HDEL', key, field) end
+      end
+    end
+    redis.call('PEXPIRE', key, math.ceil(width * (buckets + 1) / 1000))
+  else
+    local sum = 0
+    if same then
+      local all = redis.call('HGETALL', key)
+      for j = 1, #all, 2 do
+        if all[j] ~= 'w' and tonumber(all[j]) >= oldest then sum = sum + tonumber(all[j + 1]) end
+      end
+    end
+    out[#out + 1] = sum
+  end
+end
+return out
+";
+
 /// How long the kernel lets written data go unacknowledged before it drops the
 /// connection. Without it a peer that vanished without a reset (a partition) would keep a
 /// dead connection open, and the manager only reconnects after a connection error.
@@ -226,6 +276,7 @@ impl RedisStore {
                 reserve: Script::new(RESERVE),
                 release: Script::new(RELEASE),
                 count: Script::new(COUNT),
+                tally: Script::new(TALLY),
             }),
         }
     }
@@ -406,6 +457,34 @@ impl Store for RedisStore {
                 .await
         })
         .await
+    }
+
+    async fn tally(
+        &self,
+        add: &[Counter<'_>],
+        read: &[Counter<'_>],
+    ) -> Result<Vec<u64>, StoreError> {
+        if add.is_empty() && read.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.inner.tally.arg(add.len());
+        for counter in add.iter().chain(read) {
+            invocation
+                .key(self.key(counter.key))
+                .arg(micros(counter.width()))
+                .arg(counter.buckets.max(1));
+        }
+        let reply: Vec<u64> = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        if reply.len() != read.len() {
+            return Err(StoreError::Unavailable(format!(
+                "tally reply of {} numbers for {} counters",
+                reply.len(),
+                read.len()
+            )));
+        }
+        Ok(reply)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use crate::fixtures::eventually;
 use crate::fixtures::redis::RedisServer;
 use otpgate::store::{
-    FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window, WindowSpec,
+    Counter, FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window,
+    WindowSpec,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -380,6 +381,98 @@ async fn replicas_share_exact_limits_when_reserving_in_batches() {
     assert_eq!((phone, ip), (3, 25));
     assert_eq!(replicas[0].count("phone", HOUR).await.unwrap(), 3);
     assert_eq!(replicas[1].count("ip", HOUR).await.unwrap(), 25);
+}
+
+/// Bucketed counters: sums inside the window, exact across replicas adding at once, at
+/// most one field per bucket, forgotten when idle, started again at another width or over
+/// a key of another kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_are_exact_across_replicas_and_stay_bounded() {
+    const ADDS: usize = 60;
+    let server = RedisServer::start();
+    let replicas: [Arc<dyn Store>; 2] = [
+        Arc::new(replica(&server).await),
+        Arc::new(replica(&server).await),
+    ];
+    let day = |key| Counter {
+        key,
+        window: 24 * HOUR,
+        buckets: 24,
+    };
+    let barrier = Arc::new(Barrier::new(ADDS));
+    let tasks: Vec<_> = (0..ADDS)
+        .map(|i| {
+            let store = replicas[i % 2].clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.tally(&[day("sends"), day("all")], &[]).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let read = replicas[1]
+        .tally(&[day("all")], &[day("sends"), day("all"), day("never")])
+        .await
+        .unwrap();
+    assert_eq!(read, vec![ADDS as u64, ADDS as u64 + 1, 0]);
+
+    // 100 ms buckets, four to a window: a count leaves whole when its bucket does.
+    let store = store(&server).await;
+    let short = Counter {
+        key: "short",
+        window: Duration::from_millis(400),
+        buckets: 4,
+    };
+    for _ in 0..12 {
+        store.tally(&[short], &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut conn = raw(&server).await;
+    let fields: u64 = redis::cmd("HLEN")
+        .arg("otpgate:short")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        fields <= 6,
+        "at most the buckets, one being added, and the width: {fields}"
+    );
+    let held = store.tally(&[], &[short]).await.unwrap()[0];
+    assert!(
+        (4..=8).contains(&held),
+        "about 400 ms of adds every 60 ms: {held}"
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("otpgate:short")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 500,
+        "an idle counter expires: PTTL {pttl}"
+    );
+    tokio::time::sleep(Duration::from_millis(520)).await;
+    assert_eq!(store.tally(&[], &[short]).await.unwrap(), vec![0]);
+
+    let wider = Counter {
+        window: 48 * HOUR,
+        ..day("sends")
+    };
+    assert_eq!(
+        store.tally(&[wider], &[wider, day("sends")]).await.unwrap(),
+        vec![1, 0],
+        "another width starts again"
+    );
+    store.put("value", b"x", HOUR).await.unwrap();
+    assert_eq!(store.tally(&[], &[day("value")]).await.unwrap(), vec![0]);
+    assert_eq!(
+        store.tally(&[day("value")], &[day("value")]).await.unwrap(),
+        vec![1],
+        "a key of another kind is replaced"
+    );
 }
 
 async fn race(replicas: &[Arc<dyn Store>; 2]) -> usize {
