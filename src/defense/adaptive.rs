@@ -5,8 +5,9 @@
 //! tenant's own rate, is refused until its window forgets or its conversion recovers.
 //! ADAPTIVE.md has the design.
 //!
-//! Counts live in the Store: sliding windows of one entry per flow, so resends in one flow
-//! count once, and replicas sharing a Redis share them.
+//! Counts live in the Store as bucketed counters ([`Store::tally`]), bounded however busy
+//! a key is; a flow's send record makes resends in it count once, and replicas sharing a
+//! Redis share them.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +136,7 @@ pub struct ConversionConfig {
     /// Settled sends the channel needs before a rule's `relative` test applies.
     pub baseline_min: u64,
     /// How long a fresh deployment only reports adaptive hits (`would:adaptive:…`) before
-    /// it enforces them, counted from the first send judged and kept in the store, so
+    /// it enforces them, counted from the first send counted and kept in the store, so
     /// replicas sharing it warm up once. `0s` enforces from the start.
     #[serde(with = "humantime_serde")]
     pub warm_up: Duration,
@@ -329,6 +330,8 @@ pub struct Adaptive {
     conversion: ConversionConfig,
     /// Set once this process saw the warm-up over.
     warm: Arc<AtomicBool>,
+    /// Set once this process made sure the warm-up's start is in the store.
+    marked: Arc<AtomicBool>,
 }
 
 impl Adaptive {
@@ -349,6 +352,7 @@ impl Adaptive {
                 rules,
                 conversion,
                 warm: Arc::default(),
+                marked: Arc::default(),
             })
         } else {
             Err(problems)
@@ -398,9 +402,11 @@ impl Adaptive {
                 let rule = &self.rules[e.rule];
                 let own = reads.push(&e.key, rule.window, self.conversion.grace);
                 let all = reads.push(&e.all, rule.window, self.conversion.grace);
-                let pool = rule
-                    .pooled
-                    .then(|| reads.push(&pool_key(rule), rule.window, self.conversion.grace));
+                let pool = rule.pooled.then(|| {
+                    let key = pool_key(rule);
+                    let at = reads.push(&key, rule.window, self.conversion.grace);
+                    (at, key)
+                });
                 (own, all, pool)
             })
             .collect();
@@ -417,7 +423,6 @@ impl Adaptive {
                 };
             }
         };
-        let warming = self.warming(store).await;
         let mut outcome = AdaptiveOutcome::default();
         for (entry, (own, all, pool)) in keys.entries.iter_mut().zip(slots) {
             let rule = &self.rules[entry.rule];
@@ -428,7 +433,7 @@ impl Adaptive {
             let hit = |figures: Figures, action| AdaptiveHit {
                 rule: rule.name.clone(),
                 action,
-                monitor: rule.monitor || warming,
+                monitor: rule.monitor,
                 settled: figures.settled,
                 verified: figures.verified,
             };
@@ -442,52 +447,62 @@ impl Adaptive {
             }
             // Only a key with no verification in the window is in the pool, and the pool
             // alone never denies.
-            let Some(pool) = pool.filter(|_| own.entered == 0) else {
+            let Some((at, key)) = pool.filter(|_| own.entered == 0) else {
                 continue;
             };
-            entry.pool = Some(pool_key(rule));
-            let pool = reads.figures(&values, pool);
+            entry.pool = Some(key);
+            let pool = reads.figures(&values, at);
             if pumped(rule, pool.settled, pool.verified, baseline) {
                 outcome.hits.push(hit(pool, rule.action));
+            }
+        }
+        // Asked only when something would be refused: the warm-up costs no store call
+        // on a send no rule finds pumped.
+        if !outcome.hits.is_empty() && self.warming(store).await {
+            for hit in &mut outcome.hits {
+                hit.monitor = true;
             }
         }
         outcome
     }
 
     /// Whether the deployment is still in its warm-up, in which adaptive hits are only
-    /// reported: from the first send any replica judged (remembered in the store) until
+    /// reported: from the first send any replica counted (remembered in the store) until
     /// `warm_up` later. Once over, this process asks no more.
     async fn warming(&self, store: &dyn Store) -> bool {
         let warm_up = self.conversion.warm_up;
         if warm_up.is_zero() || self.warm.load(Ordering::Relaxed) {
             return false;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let started = match store.get(EPOCH).await {
-            Ok(Some(bytes)) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|t| t.parse::<u64>().ok()),
-            Ok(None) => None,
-            // The store cannot say: judge as warm for this request, ask again next time.
-            Err(_) => return false,
+        // The store cannot say: judge as warm for this request, ask again next time.
+        let Some(started) = self.started(store).await else {
+            return false;
         };
-        let started = match started {
-            Some(started) => started,
-            None => {
-                // Kept long past the warm-up: a restart of one replica does not start it
-                // again while the others share the store.
-                let keep = (warm_up * 4).max(Duration::from_secs(30 * 86400));
-                let _ = store.put(EPOCH, now.to_string().as_bytes(), keep).await;
-                now
-            }
-        };
-        let warming = now.saturating_sub(started) < warm_up.as_secs();
+        let warming = unix_now().saturating_sub(started) < warm_up.as_secs();
         if !warming {
             self.warm.store(true, Ordering::Relaxed);
         }
         warming
+    }
+
+    /// When the warm-up started (Unix seconds): the time kept in the store, or now, kept
+    /// there, when none is.
+    async fn started(&self, store: &dyn Store) -> Option<u64> {
+        match store.get(EPOCH).await {
+            Ok(Some(bytes)) => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+            Ok(None) => {
+                // Kept for good (ten years): a replica started later, or restarted, does
+                // not start the warm-up again while the store remembers it.
+                let now = unix_now();
+                let keep = Duration::from_secs(3650 * 86400);
+                store
+                    .put(EPOCH, now.to_string().as_bytes(), keep)
+                    .await
+                    .ok()?;
+                Some(now)
+            }
+            Err(_) => None,
+        }
     }
 
     /// Count a send Entra made in `flow` under `keys`, once per flow: a resend while the
@@ -502,6 +517,10 @@ impl Adaptive {
     ) {
         if keys.is_empty() {
             return;
+        }
+        // The warm-up starts with the first send counted: one store call per process.
+        if !self.conversion.warm_up.is_zero() && !self.marked.swap(true, Ordering::Relaxed) {
+            self.started(store).await;
         }
         let record = flow_key(hasher, flow);
         match store.get(&record).await {
@@ -577,6 +596,12 @@ impl Adaptive {
 
 /// Where the warm-up's start is kept.
 const EPOCH: &str = "conv:epoch";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Buckets of a rule's window: an hour each in a day. A key's counts are exact to one
 /// bucket at the window's far edge and take at most this many numbers in the store.
@@ -849,7 +874,7 @@ mod tests {
             hits.len() == 1 && hits[0].monitor,
             "reported only: {hits:?}"
         );
-        // The first judged send started the warm-up; move its start an hour back.
+        // The first counted send started the warm-up; move its start an hour back.
         let started: u64 = String::from_utf8(store.get(EPOCH).await.unwrap().unwrap())
             .unwrap()
             .parse()

@@ -232,20 +232,14 @@ impl MemoryStore {
         let expires = now + counter.window + width;
         let mut guard = self.shard(counter.key).lock();
         let shard = &mut *guard;
-        if !shard.map.contains_key(counter.key) {
-            self.make_room(shard, now);
-        }
-        let slot = shard
-            .map
-            .entry(counter.key.to_owned())
-            .or_insert(Slot::Mark { expires: now });
-        match slot {
-            // A counter of another bucket width (its window was reconfigured) starts again.
-            Slot::Counter {
-                buckets,
-                width: w,
-                expires: e,
-            } if *w == width => {
+        // A counter of another bucket width (its window was reconfigured) starts again.
+        if let Some(Slot::Counter {
+            buckets,
+            width: w,
+            expires: e,
+        }) = shard.map.get_mut(counter.key)
+        {
+            if *w == width {
                 while buckets.front().is_some_and(|(b, _)| *b < oldest) {
                     buckets.pop_front();
                 }
@@ -254,15 +248,20 @@ impl MemoryStore {
                     _ => buckets.push_back((current, 1)),
                 }
                 *e = expires;
-            }
-            _ => {
-                *slot = Slot::Counter {
-                    buckets: VecDeque::from([(current, 1)]),
-                    width,
-                    expires,
-                }
+                return;
             }
         }
+        if !shard.map.contains_key(counter.key) {
+            self.make_room(shard, now);
+        }
+        shard.map.insert(
+            counter.key.to_owned(),
+            Slot::Counter {
+                buckets: VecDeque::from([(current, 1)]),
+                width,
+                expires,
+            },
+        );
     }
 
     fn read_at(&self, counter: &Counter<'_>, now: Instant) -> u64 {

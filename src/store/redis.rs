@@ -199,8 +199,10 @@ for i, key in ipairs(KEYS) do
   local kind = redis.call('TYPE', key).ok
   local same = kind == 'hash' and tonumber(redis.call('HGET', key, 'w')) == width
   if i <= adds then
-    if not same and kind ~= 'none' then redis.call('DEL', key) end
-    redis.call('HSET', key, 'w', width)
+    if not same then
+      if kind ~= 'none' then redis.call('DEL', key) end
+      redis.call('HSET', key, 'w', width)
+    end
     redis.call('HINCRBY', key, current, 1)
     if redis.call('HLEN', key) > buckets + 1 then
       for _, field in ipairs(redis.call('HKEYS', key)) do
