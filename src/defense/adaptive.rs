@@ -6,8 +6,8 @@
 //! ADAPTIVE.md has the design.
 //!
 //! Counts live in the Store as bucketed counters ([`Store::tally`]), bounded however busy
-//! a key is; a flow's send record makes resends in it count once, and replicas sharing a
-//! Redis share them.
+//! a key is; a flow's send record lets its verification convert every send of the flow
+//! (resends too), and replicas sharing a Redis share them.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +95,8 @@ pub struct AdaptiveRule {
     /// Keys no code was ever verified for in the window (a destination new to the
     /// tenant) also share one allowance, judged together with `action` (never denied by
     /// the pool alone): a pumper spreading over many new countries spends the one
-    /// allowance, not one each.
+    /// allowance, not one each. Only sends that name their number (registrations) are
+    /// pooled: an MFA send goes to a method Entra verified when it was added.
     #[serde(default)]
     pub pooled: bool,
     /// Report hits (reason `would:adaptive:…`) without enforcing them.
@@ -286,6 +287,9 @@ struct Entry {
     all: String,
     /// The rule's pool, when the value had no verification when judged.
     pool: Option<String>,
+    /// The send names its number (a registration): nobody has proven it yet. Only such
+    /// sends are pooled; an MFA send goes to a method Entra verified when it was added.
+    unproven: bool,
 }
 
 impl Keys {
@@ -385,6 +389,7 @@ impl Adaptive {
                     rule.window.as_secs()
                 ),
                 pool: None,
+                unproven: s.e164.is_some(),
             });
         }
         Keys { entries }
@@ -402,7 +407,7 @@ impl Adaptive {
                 let rule = &self.rules[e.rule];
                 let own = reads.push(&e.key, rule.window, self.conversion.grace);
                 let all = reads.push(&e.all, rule.window, self.conversion.grace);
-                let pool = rule.pooled.then(|| {
+                let pool = (rule.pooled && e.unproven).then(|| {
                     let key = pool_key(rule);
                     let at = reads.push(&key, rule.window, self.conversion.grace);
                     (at, key)
@@ -505,9 +510,10 @@ impl Adaptive {
         }
     }
 
-    /// Count a send Entra made in `flow` under `keys`, once per flow: a resend while the
-    /// flow's record lives counts nothing more. One `get`, then one `put` and one tally
-    /// together.
+    /// Count a send Entra made in `flow` under `keys`: every code sent is one send of each
+    /// key, a resend too (it costs as much), and the flow's send record notes under which
+    /// counters, so that its verification converts every send of the flow. One `get`,
+    /// then one `put` and one tally together.
     pub(crate) async fn record_send(
         &self,
         store: &dyn Store,
@@ -523,27 +529,34 @@ impl Adaptive {
             self.started(store).await;
         }
         let record = flow_key(hasher, flow);
-        match store.get(&record).await {
-            Ok(Some(_)) => return,
-            Ok(None) => {}
+        let mut held = match store.get(&record).await {
+            Ok(Some(bytes)) => FlowRecord::parse(&String::from_utf8_lossy(&bytes)),
+            Ok(None) => FlowRecord::default(),
             Err(error) => {
                 tracing::debug!(%error, "adaptive: send not counted");
                 return;
             }
-        }
-        let mut text = String::new();
+        };
         let mut adds = Reads::default();
         for e in &keys.entries {
             let rule = &self.rules[e.rule];
-            let pool = e.pool.as_deref().unwrap_or("-");
-            text.push_str(&format!("{} {} {} {pool}\n", e.rule, e.key, e.all));
             for base in [Some(&e.key), Some(&e.all), e.pool.as_ref()]
                 .into_iter()
                 .flatten()
             {
+                // Once per send, however many rules share the counter (the baseline).
+                if adds
+                    .names
+                    .iter()
+                    .any(|n| n.strip_suffix(":s") == Some(base))
+                {
+                    continue;
+                }
                 adds.push_sends(base, rule.window, self.conversion.grace);
+                held.add(e.rule, base);
             }
         }
+        let text = held.to_text();
         let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
         let counters = adds.counters();
         let (put, added) = futures_util::join!(put, store.tally(&counters, &[]));
@@ -552,8 +565,8 @@ impl Adaptive {
         }
     }
 
-    /// Count a verification Entra accepted in `flow`, once, when the flow's send is recent
-    /// enough to have a record.
+    /// Count a verification Entra accepted in `flow`, once, when the flow's sends are
+    /// recent enough to have a record: every send of the flow is converted.
     pub(crate) async fn record_verified(&self, store: &dyn Store, hasher: &KeyHasher, flow: &str) {
         let record = flow_key(hasher, flow);
         let Ok(Some(text)) = store.get(&record).await else {
@@ -572,25 +585,70 @@ impl Adaptive {
                 return;
             }
         }
-        let text = String::from_utf8_lossy(&text);
-        let mut adds = Reads::default();
-        for line in text.lines() {
-            let mut parts = line.split(' ');
-            let (Some(i), Some(key), Some(all), Some(pool)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
+        let held = FlowRecord::parse(&String::from_utf8_lossy(&text));
+        let mut rounds: Vec<Reads> = Vec::new();
+        for (i, base, sends) in &held.counts {
+            let Some(rule) = self.rules.get(*i) else {
                 continue;
             };
-            let Some(rule) = i.parse::<usize>().ok().and_then(|i| self.rules.get(i)) else {
-                continue;
-            };
-            for base in [key, all, pool].into_iter().filter(|b| *b != "-") {
-                adds.push_verified(base, rule.window);
+            // A counter adds one per call: the n-th round adds the n-th send of each.
+            for n in 0..(*sends).min(MAX_FLOW_SENDS) as usize {
+                if rounds.len() <= n {
+                    rounds.push(Reads::default());
+                }
+                rounds[n].push_verified(base, rule.window);
             }
         }
-        if let Err(error) = store.tally(&adds.counters(), &[]).await {
-            tracing::debug!(%error, "adaptive: verification not fully counted");
+        let calls = rounds.iter().map(|r| async move {
+            let counters = r.counters();
+            store.tally(&counters, &[]).await
+        });
+        for result in futures_util::future::join_all(calls).await {
+            if let Err(error) = result {
+                tracing::debug!(%error, "adaptive: verification not fully counted");
+            }
         }
+    }
+}
+
+/// The sends of one flow a verification converts, at most: more than any per-flow
+/// velocity rule lets through.
+const MAX_FLOW_SENDS: u64 = 16;
+
+/// A flow's send record: for each counter base it added sends to, the rule (for its
+/// window) and how many. Kept as text lines `{rule} {base} {sends}`.
+#[derive(Debug, Default, PartialEq)]
+struct FlowRecord {
+    counts: Vec<(usize, String, u64)>,
+}
+
+impl FlowRecord {
+    fn parse(text: &str) -> Self {
+        let counts = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let rule = parts.next()?.parse().ok()?;
+                let base = parts.next()?.to_owned();
+                let sends = parts.next()?.parse().ok()?;
+                parts.next().is_none().then_some((rule, base, sends))
+            })
+            .collect();
+        Self { counts }
+    }
+
+    fn add(&mut self, rule: usize, base: &str) {
+        match self.counts.iter_mut().find(|(_, b, _)| b == base) {
+            Some((_, _, sends)) => *sends = sends.saturating_add(1),
+            None => self.counts.push((rule, base.to_owned(), 1)),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        self.counts
+            .iter()
+            .map(|(rule, base, sends)| format!("{rule} {base} {sends}\n"))
+            .collect()
     }
 }
 
@@ -890,7 +948,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn verified_sends_keep_a_key_open_and_resends_count_once() {
+    async fn verified_sends_keep_a_key_open_and_a_verification_converts_its_resends() {
         let a = adaptive(vec![country_rule()]);
         let store = MemoryStore::new(10_000);
         let hasher = KeyHasher::unkeyed();
@@ -898,7 +956,7 @@ mod tests {
         for i in 0..40 {
             let flow = format!("f{i}");
             assert!(!send(&a, &store, &flow, &s).await, "send {i}");
-            // A resend in the same flow is not a second send.
+            // A resend in the same flow is a second send, converted by the same code.
             assert!(!send(&a, &store, &flow, &s).await);
             // Four in five users enter their code.
             if i % 5 != 0 {
@@ -908,7 +966,7 @@ mod tests {
             tokio::time::advance(MINUTE).await;
         }
         let keys = a.keys(&hasher, &s);
-        assert_eq!(day_counts(&store, &keys.entries[0].key).await, (40, 32));
+        assert_eq!(day_counts(&store, &keys.entries[0].key).await, (80, 64));
     }
 
     #[tokio::test(start_paused = true)]
