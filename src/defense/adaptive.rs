@@ -34,6 +34,9 @@ pub enum AdaptiveKey {
     Country,
     /// The first `prefix_digits` digits of the E.164 number (registration only).
     Prefix,
+    /// The whole number (registration only; kept as a keyed hash): a number sent code
+    /// after code that are rarely entered, whichever accounts and addresses ask.
+    Phone,
     /// The client's network (`ipv4_prefix`, `ipv6_prefix`).
     IpNetwork,
     /// The application's `client_id`.
@@ -79,19 +82,26 @@ pub struct AdaptiveRule {
     /// that has never converted (a destination new to the tenant).
     pub min_unverified: u64,
     /// The conversion (verified / sent) under which a key is pumped, 0 to 1.
+    #[serde(default = "default_below")]
     pub below: f64,
     /// And under this share of the channel's own conversion, 0 to 1 (when the channel
     /// has enough settled sends to tell): an outage that drops every key's conversion
     /// together blocks none of them.
     #[serde(default = "default_relative")]
     pub relative: f64,
-    /// `deny` or `step_up`: what a pumped key's new sends get.
+    /// `deny` or `step_up` (the default): what a pumped key's new sends get.
+    #[serde(default = "default_action")]
     pub action: AdaptiveAction,
     /// Deny, whatever `action` says, once the key has this many unverified sends: a
     /// step-up first (people pass it, their codes are entered and the key recovers), a
     /// deny when a bot pays for proofs and still enters no code.
     #[serde(default)]
     pub deny_after: Option<u64>,
+    /// A key with this many verifications in the window is never denied by the rule, only
+    /// given `action`: people pass a step-up, their codes are entered and the key
+    /// recovers (a carrier outage in a home country must not refuse it for a day).
+    #[serde(default = "default_trusted")]
+    pub trusted: u64,
     /// Keys no code was ever verified for in the window (a destination new to the
     /// tenant) also share one allowance, judged together with `action` (never denied by
     /// the pool alone): a pumper spreading over many new countries spends the one
@@ -115,6 +125,15 @@ pub struct AdaptiveRule {
 
 fn default_relative() -> f64 {
     0.5
+}
+fn default_below() -> f64 {
+    0.4
+}
+fn default_action() -> AdaptiveAction {
+    AdaptiveAction::StepUp
+}
+fn default_trusted() -> u64 {
+    20
 }
 fn default_ipv4_prefix() -> u8 {
     24
@@ -155,44 +174,64 @@ impl Default for ConversionConfig {
 }
 
 /// The rules used when none are configured, all on SMS and over 24 hours. A key is
-/// judged only once it has sent codes nobody entered, at a conversion under 20% and under
-/// half the tenant's own. It is stepped up first: people pass a proof, their codes are
-/// entered, and the key recovers by itself; a bot that pays for proofs and still enters no
-/// code is denied once the key has more unverified sends (a proof of work costs it less
-/// than one pumped SMS pays).
+/// judged only once it has sent codes nobody entered, at a conversion under `below` and
+/// under `relative` times the tenant's own. Every code counts, a resend too.
 ///
-/// * `sms-country`: a calling code; step-up from 2 unverified sends, deny from 8. A
-///   destination new to the tenant gets 2 codes to earn its trust.
-/// * `sms-prefix`: a 7-digit range (`+44 7400 1…`, `+371 200…`); step-up from 2, deny
-///   from 5: pumping walks the ranges it shares revenue on, also inside a country with
-///   real users.
-/// * `sms-network`: a /24 or /64; step-up from 3, deny from 8: a hosting range that solves
-///   every proof. Carrier-grade NAT, whose users enter their codes, stays far above.
-/// * `sms-user`: an account; step-up from 3 unverified sends: its MFA codes requested
-///   again and again and never used (bombing its owner), capped over a day.
+/// * `sms-country`: a calling code, under 55% converted and 65% of the tenant's rate;
+///   denied from 2 unverified sends (a bot pays for a proof of work with less than one
+///   pumped SMS earns it), stepped up only once the country has 20 verified codes in the
+///   day (people pass the step-up and bring it back). Pooled: registrations to countries
+///   nobody verified a code for today share one allowance, codes in flight included, so a
+///   pumper spreading over twenty new countries spends two codes, not forty.
+/// * `sms-prefix`: a 7-digit range (`+44 7400 1…`, `+371 200…`), same thresholds; step-up
+///   from 2, deny from 3: pumping walks the ranges it shares revenue on, also inside a
+///   country with real users.
+/// * `sms-network`: a /24 or /64, under 40% and half the tenant's rate; step-up from 4,
+///   deny from 6: a hosting range that solves every proof. Carrier-grade NAT, whose users
+///   enter their codes, stays far above; a home range shared with a residential proxy
+///   gets room for a few unlucky codes.
+/// * `sms-user`: an account, under 40% and half; step-up from 3 unverified sends: its MFA
+///   codes requested again and again and never used (bombing its owner), capped over a
+///   day.
 pub(crate) fn default_rules() -> Vec<AdaptiveRule> {
     let day = Duration::from_secs(24 * 3600);
-    let rule = |name: &str, key, min_unverified, deny_after, prefix_digits| AdaptiveRule {
+    let rule = |name: &str, key, (below, relative), (min_unverified, deny_after)| AdaptiveRule {
         name: name.to_owned(),
         key,
         channel: Some(Channel::Sms),
         window: day,
         min_unverified,
-        below: 0.4,
-        relative: default_relative(),
+        below,
+        relative,
         action: AdaptiveAction::StepUp,
         deny_after,
+        trusted: default_trusted(),
         pooled: false,
         monitor: false,
-        prefix_digits,
+        prefix_digits: None,
         ipv4_prefix: default_ipv4_prefix(),
         ipv6_prefix: default_ipv6_prefix(),
     };
+    // Destinations: a pumper's conversion is what it chooses to enter; people's is near
+    // the tenant's own.
+    let destination = (0.55, 0.65);
+    let client = (default_below(), default_relative());
     vec![
-        rule("sms-country", AdaptiveKey::Country, 2, Some(4), None),
-        rule("sms-prefix", AdaptiveKey::Prefix, 2, Some(4), Some(7)),
-        rule("sms-network", AdaptiveKey::IpNetwork, 3, Some(5), None),
-        rule("sms-user", AdaptiveKey::User, 3, None, None),
+        AdaptiveRule {
+            pooled: true,
+            ..rule(
+                "sms-country",
+                AdaptiveKey::Country,
+                destination,
+                (2, Some(2)),
+            )
+        },
+        AdaptiveRule {
+            prefix_digits: Some(7),
+            ..rule("sms-prefix", AdaptiveKey::Prefix, destination, (2, Some(3)))
+        },
+        rule("sms-network", AdaptiveKey::IpNetwork, client, (4, Some(6))),
+        rule("sms-user", AdaptiveKey::User, client, (3, None)),
     ]
 }
 
@@ -290,6 +329,9 @@ struct Entry {
     /// The send names its number (a registration): nobody has proven it yet. Only such
     /// sends are pooled; an MFA send goes to a method Entra verified when it was added.
     unproven: bool,
+    /// The rule steps this send up: sent, it passed the step-up, and is also counted
+    /// under the key's stepped-up sends.
+    stepped: bool,
 }
 
 impl Keys {
@@ -390,6 +432,7 @@ impl Adaptive {
                 ),
                 pool: None,
                 unproven: s.e164.is_some(),
+                stepped: false,
             });
         }
         Keys { entries }
@@ -406,13 +449,14 @@ impl Adaptive {
             .map(|e| {
                 let rule = &self.rules[e.rule];
                 let own = reads.push(&e.key, rule.window, self.conversion.grace);
+                let up = reads.push(&stepped_key(&e.key), rule.window, self.conversion.grace);
                 let all = reads.push(&e.all, rule.window, self.conversion.grace);
                 let pool = (rule.pooled && e.unproven).then(|| {
                     let key = pool_key(rule);
                     let at = reads.push(&key, rule.window, self.conversion.grace);
                     (at, key)
                 });
-                (own, all, pool)
+                (own, up, all, pool)
             })
             .collect();
         if slots.is_empty() {
@@ -429,9 +473,15 @@ impl Adaptive {
             }
         };
         let mut outcome = AdaptiveOutcome::default();
-        for (entry, (own, all, pool)) in keys.entries.iter_mut().zip(slots) {
+        for (entry, (own, up, all, pool)) in keys.entries.iter_mut().zip(slots) {
             let rule = &self.rules[entry.rule];
-            let own = reads.figures(&values, own);
+            let mut own = reads.figures(&values, own);
+            // A new key of a pooled rule (nobody entered any of its codes) has only its
+            // allowance, codes in flight included: a burst to a new destination inside
+            // the grace spends it.
+            if rule.pooled && own.entered == 0 {
+                own.settled = own.sent;
+            }
             let all = reads.figures(&values, all);
             let baseline = (all.settled >= self.conversion.baseline_min)
                 .then(|| all.verified as f64 / all.settled as f64);
@@ -443,10 +493,26 @@ impl Adaptive {
                 verified: figures.verified,
             };
             if pumped(rule, own.settled, own.verified, baseline) {
+                let up = reads.figures(&values, up);
+                // Denied: a registration to a key with too many unverified sends (unless
+                // it has a record of codes entered), or any send to a key whose sends that
+                // passed its step-up went unverified too (a bot pays for proofs; people
+                // who pass one enter their code). An MFA send goes to a method its owner
+                // verified: only the second. Otherwise stepped up: people pass it, and
+                // their codes bring the key back, which a denied key would never see.
                 let action = match rule.deny_after {
-                    Some(n) if own.settled - own.verified >= n => AdaptiveAction::Deny,
+                    Some(n)
+                        if (entry.unproven
+                            && own.settled - own.verified >= n
+                            && own.verified < rule.trusted)
+                            || pumped_after_step_up(rule, up, n) =>
+                    {
+                        AdaptiveAction::Deny
+                    }
+                    _ if !entry.unproven => AdaptiveAction::StepUp,
                     _ => rule.action,
                 };
+                entry.stepped = action == AdaptiveAction::StepUp && !rule.monitor;
                 outcome.hits.push(hit(own, action));
                 continue;
             }
@@ -540,7 +606,8 @@ impl Adaptive {
         let mut adds = Reads::default();
         for e in &keys.entries {
             let rule = &self.rules[e.rule];
-            for base in [Some(&e.key), Some(&e.all), e.pool.as_ref()]
+            let up = e.stepped.then(|| stepped_key(&e.key));
+            for base in [Some(&e.key), Some(&e.all), e.pool.as_ref(), up.as_ref()]
                 .into_iter()
                 .flatten()
             {
@@ -677,6 +744,8 @@ struct Figures {
     verified: u64,
     /// Verifications, however recent their sends.
     entered: u64,
+    /// Sends, however recent.
+    sent: u64,
 }
 
 /// The counters of a tally, built one key at a time: for a key judged, its sends in the
@@ -737,8 +806,21 @@ impl Reads {
             settled,
             verified: entered.min(settled),
             entered,
+            sent: value(at),
         }
     }
+}
+
+/// Whether the sends that passed a key's step-up, `up`, show a bot paying for proofs:
+/// `deny_after` of them unverified, and converted under the rule's `below`.
+fn pumped_after_step_up(rule: &AdaptiveRule, up: Figures, deny_after: u64) -> bool {
+    let unverified = up.settled.saturating_sub(up.verified);
+    unverified >= deny_after.max(1) && (up.verified as f64) < rule.below * up.settled as f64
+}
+
+/// Where the sends of `key` that passed its step-up are counted.
+fn stepped_key(key: &str) -> String {
+    format!("{key}:up")
 }
 
 fn pool_key(rule: &AdaptiveRule) -> String {
@@ -773,6 +855,7 @@ fn value_of(rule: &AdaptiveRule, s: &Subject<'_>) -> Option<String> {
             // `+` and the digits.
             e164.get(..=digits).map(str::to_owned)
         }
+        AdaptiveKey::Phone => s.e164.map(str::to_owned),
         AdaptiveKey::IpNetwork => {
             let prefix = match s.client_ip {
                 IpAddr::V4(_) => rule.ipv4_prefix,
@@ -826,8 +909,123 @@ mod tests {
             min_unverified: 3,
             action: AdaptiveAction::Deny,
             deny_after: None,
+            pooled: false,
             ..default_rules().remove(0)
         }
+    }
+
+    /// An MFA send: the destination only as the masked label Entra shows.
+    fn mfa(label: &'static str, last_octet: u8) -> Subject<'static> {
+        Subject {
+            e164: None,
+            calling_code: None,
+            label: Some(label),
+            ..sms("+10000000000", 1, last_octet)
+        }
+    }
+
+    /// Judge a send; when `passes` (the client solves any step-up), count it as sent unless
+    /// it was denied. The action the rules took, if any.
+    async fn judged(
+        a: &Adaptive,
+        store: &MemoryStore,
+        flow: &str,
+        s: &Subject<'_>,
+        passes: bool,
+    ) -> Option<AdaptiveAction> {
+        let hasher = KeyHasher::unkeyed();
+        let mut keys = a.keys(&hasher, s);
+        let hits = a.check(store, &mut keys).await.hits;
+        let action = if hits.iter().any(|h| h.action == AdaptiveAction::Deny) {
+            Some(AdaptiveAction::Deny)
+        } else {
+            hits.first().map(|h| h.action)
+        };
+        if action.is_none() || (passes && action == Some(AdaptiveAction::StepUp)) {
+            a.record_send(store, &hasher, flow, &keys).await;
+        }
+        action
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_destination_spends_its_allowance_with_codes_in_flight() {
+        // The shipped country rule: pooled, denied from 2 unverified registrations.
+        let a = adaptive(vec![default_rules().remove(0)]);
+        let store = MemoryStore::new(10_000);
+        let s = sms("+37120012345", 371, 9);
+        for i in 0..2 {
+            assert_eq!(judged(&a, &store, &format!("f{i}"), &s, false).await, None);
+        }
+        // No grace for a destination nobody entered a code for: the burst is spent.
+        assert_eq!(
+            judged(&a, &store, "f2", &s, false).await,
+            Some(AdaptiveAction::Deny)
+        );
+        // Another new country shares the pool, spent once its codes are past the grace:
+        // stepped up, not denied.
+        tokio::time::advance(4 * MINUTE).await;
+        let other = sms("+99890123456", 998, 9);
+        assert_eq!(
+            judged(&a, &store, "g0", &other, false).await,
+            Some(AdaptiveAction::StepUp)
+        );
+        // An MFA send to a country never seen is not pooled (its method was verified).
+        assert_eq!(
+            judged(&a, &store, "m0", &mfa("+998*******56", 9), false).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mfa_sends_to_a_pumped_key_are_stepped_up_and_denied_only_when_passed_codes_go_unused()
+    {
+        let rule = AdaptiveRule {
+            pooled: false,
+            ..default_rules().remove(0)
+        };
+        let a = adaptive(vec![rule]);
+        let store = MemoryStore::new(10_000);
+        let hasher = KeyHasher::unkeyed();
+        let label = mfa("+371******45", 9);
+        for i in 0..3 {
+            assert_eq!(
+                judged(&a, &store, &format!("f{i}"), &label, true).await,
+                None
+            );
+        }
+        tokio::time::advance(4 * MINUTE).await;
+        // Pumped. A registration to it is denied; an MFA send to a verified method is
+        // stepped up, which people pass.
+        let reg = sms("+37120012345", 371, 9);
+        assert_eq!(
+            judged(&a, &store, "r0", &reg, false).await,
+            Some(AdaptiveAction::Deny)
+        );
+        // Two people pass the step-up and enter their codes: the key stays a step-up.
+        for flow in ["p0", "p1"] {
+            assert_eq!(
+                judged(&a, &store, flow, &label, true).await,
+                Some(AdaptiveAction::StepUp)
+            );
+            a.record_verified(&store, &hasher, flow).await;
+        }
+        tokio::time::advance(4 * MINUTE).await;
+        assert_eq!(
+            judged(&a, &store, "p2", &label, false).await,
+            Some(AdaptiveAction::StepUp)
+        );
+        // A bot passes three step-ups and enters none of the codes: denied.
+        for flow in ["b0", "b1", "b2"] {
+            assert_eq!(
+                judged(&a, &store, flow, &label, true).await,
+                Some(AdaptiveAction::StepUp)
+            );
+        }
+        tokio::time::advance(4 * MINUTE).await;
+        assert_eq!(
+            judged(&a, &store, "b3", &label, true).await,
+            Some(AdaptiveAction::Deny)
+        );
     }
 
     fn sms(e164: &'static str, code: u16, last_octet: u8) -> Subject<'static> {
