@@ -567,8 +567,10 @@ impl Gateway {
         self.settle_send(ctx, status, learned.as_ref()).await;
         if crate::entra::send::verifies(kind, &gated.params, status) {
             ctx.code_verified = true;
-            self.inner.metrics.verification(&gated.kind);
-            self.inner.judge.verified(&flow.id).await;
+            let region = self.inner.judge.verified(&flow.id).await;
+            self.inner
+                .metrics
+                .verification(&gated.kind, region.as_deref());
         }
         Ok(resp)
     }

@@ -394,6 +394,10 @@ impl Judge {
             user: s.user,
         };
         defense.conversion = self.adaptive.keys(&self.keys, &subject);
+        adaptive::Adaptive::set_region(
+            &mut defense.conversion,
+            phone.and_then(|p| p.region.as_deref()),
+        );
         let outcome = self
             .adaptive
             .check(self.store.as_ref(), &mut defense.conversion)
@@ -448,8 +452,9 @@ impl Judge {
     }
 
     /// Entra accepted a code in `flow`: count the verification of its send, and give back
-    /// the slots its sends hold in `unverified_only` velocity windows.
-    pub(crate) async fn verified(&self, flow: &FlowId) {
+    /// the slots its sends hold in `unverified_only` velocity windows. The ISO region of
+    /// the number the flow registered, when it named one and was counted.
+    pub(crate) async fn verified(&self, flow: &FlowId) -> Option<String> {
         let store = self.store.as_ref();
         let refund = async {
             let record = refund_key(&self.keys, flow);
@@ -464,11 +469,12 @@ impl Judge {
                 }
             }
         };
-        futures_util::join!(
+        let (region, ()) = futures_util::join!(
             self.adaptive
                 .record_verified(store, &self.keys, flow.as_str()),
             refund
         );
+        region
     }
 
     /// The route's risk provider, within its budget; or, when the request retries after a

@@ -51,6 +51,22 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerificationLabels {
+    pub endpoint: &'static str,
+    /// ISO region of the number the flow registered, or `unknown`.
+    pub country: String,
+}
+
+/// A country label: regions are two ASCII letters from libphonenumber metadata, a bounded
+/// set; anything else is `unknown`.
+fn region_label(country: Option<&str>) -> String {
+    country
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardedLabels {
     pub channel: &'static str,
     /// ISO region of the destination phone, or `unknown` (MFA sends carry no number).
@@ -200,7 +216,7 @@ pub struct Metrics {
     pub overload_rejections: Counter,
     pub audit_dropped: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
-    pub otp_verifications: Family<EndpointLabels, Counter>,
+    pub otp_verifications: Family<VerificationLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub otp_sends_forwarded: Family<ForwardedLabels, Counter>,
     pub config_reloads: Family<OutcomeLabels, Counter>,
@@ -263,10 +279,11 @@ impl Metrics {
             "Requests that would make Entra send a code, by endpoint and channel",
             otp_sends_seen.clone(),
         );
-        let otp_verifications = Family::<EndpointLabels, Counter>::default();
+        let otp_verifications = Family::<VerificationLabels, Counter>::default();
         registry.register(
             "otp_verifications",
-            "Codes Entra accepted (what the adaptive rules learn from), by endpoint",
+            "Codes Entra accepted (what the adaptive rules learn from), by endpoint and the \
+             destination country of the registered number (unknown for MFA and email)",
             otp_verifications.clone(),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();
@@ -369,10 +386,17 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn verification(&self, endpoint: &crate::entra::classify::EndpointKind) {
+    /// A code Entra accepted; `country` is the ISO region of the number the flow
+    /// registered, when it named one.
+    pub(crate) fn verification(
+        &self,
+        endpoint: &crate::entra::classify::EndpointKind,
+        country: Option<&str>,
+    ) {
         self.otp_verifications
-            .get_or_create(&EndpointLabels {
+            .get_or_create(&VerificationLabels {
                 endpoint: endpoint.as_str(),
+                country: region_label(country),
             })
             .inc();
     }
@@ -408,11 +432,7 @@ impl Metrics {
         country: Option<&str>,
         result: &'static str,
     ) {
-        // Regions are two ASCII letters from libphonenumber metadata: a bounded set.
-        let country = country
-            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
-            .unwrap_or("unknown")
-            .to_owned();
+        let country = region_label(country);
         self.otp_sends_forwarded
             .get_or_create(&ForwardedLabels {
                 channel,

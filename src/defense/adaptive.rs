@@ -316,6 +316,9 @@ impl std::fmt::Debug for Subject<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     entries: Vec<Entry>,
+    /// The ISO region of the destination, when the send names its number: the label of
+    /// the verification metric.
+    region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,7 +438,15 @@ impl Adaptive {
                 stepped: false,
             });
         }
-        Keys { entries }
+        Keys {
+            entries,
+            region: None,
+        }
+    }
+
+    /// Note the destination's ISO region on `keys`, for the verification metric.
+    pub(crate) fn set_region(keys: &mut Keys, region: Option<&str>) {
+        keys.region = region.map(str::to_owned);
     }
 
     /// Judge every key of `keys`: a hit for each rule that finds its key (or, for a key
@@ -623,6 +634,9 @@ impl Adaptive {
                 held.add(e.rule, base);
             }
         }
+        if held.region.is_none() {
+            held.region.clone_from(&keys.region);
+        }
         let text = held.to_text();
         let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
         let counters = adds.counters();
@@ -633,11 +647,17 @@ impl Adaptive {
     }
 
     /// Count a verification Entra accepted in `flow`, once, when the flow's sends are
-    /// recent enough to have a record: every send of the flow is converted.
-    pub(crate) async fn record_verified(&self, store: &dyn Store, hasher: &KeyHasher, flow: &str) {
+    /// recent enough to have a record: every send of the flow is converted. The ISO
+    /// region of the flow's registered number, when it had one.
+    pub(crate) async fn record_verified(
+        &self,
+        store: &dyn Store,
+        hasher: &KeyHasher,
+        flow: &str,
+    ) -> Option<String> {
         let record = flow_key(hasher, flow);
         let Ok(Some(text)) = store.get(&record).await else {
-            return;
+            return None;
         };
         // The record goes with the first verification: a second one in the flow counts
         // nothing more.
@@ -646,10 +666,10 @@ impl Adaptive {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return None,
             Err(error) => {
                 tracing::debug!(%error, "adaptive: verification not counted");
-                return;
+                return None;
             }
         }
         let held = FlowRecord::parse(&String::from_utf8_lossy(&text));
@@ -675,6 +695,7 @@ impl Adaptive {
                 tracing::debug!(%error, "adaptive: verification not fully counted");
             }
         }
+        held.region
     }
 }
 
@@ -683,14 +704,20 @@ impl Adaptive {
 const MAX_FLOW_SENDS: u64 = 16;
 
 /// A flow's send record: for each counter base it added sends to, the rule (for its
-/// window) and how many. Kept as text lines `{rule} {base} {sends}`.
+/// window) and how many, and the region of the number it registered. Kept as text lines
+/// `{rule} {base} {sends}` and `region {XX}`.
 #[derive(Debug, Default, PartialEq)]
 struct FlowRecord {
     counts: Vec<(usize, String, u64)>,
+    region: Option<String>,
 }
 
 impl FlowRecord {
     fn parse(text: &str) -> Self {
+        let region = text
+            .lines()
+            .find_map(|line| line.strip_prefix("region "))
+            .map(str::to_owned);
         let counts = text
             .lines()
             .filter_map(|line| {
@@ -701,7 +728,7 @@ impl FlowRecord {
                 parts.next().is_none().then_some((rule, base, sends))
             })
             .collect();
-        Self { counts }
+        Self { counts, region }
     }
 
     fn add(&mut self, rule: usize, base: &str) {
@@ -712,9 +739,13 @@ impl FlowRecord {
     }
 
     fn to_text(&self) -> String {
-        self.counts
-            .iter()
-            .map(|(rule, base, sends)| format!("{rule} {base} {sends}\n"))
+        let region = self.region.iter().map(|r| format!("region {r}\n"));
+        region
+            .chain(
+                self.counts
+                    .iter()
+                    .map(|(rule, base, sends)| format!("{rule} {base} {sends}\n")),
+            )
             .collect()
     }
 }
