@@ -9,6 +9,10 @@
 //!   upstream client has no in-process transport), so it includes one loopback round trip.
 //! * `pass_through`: an ungated GET to the same upstream; `gated/allow − pass_through` is
 //!   what gating adds.
+//! * `gated/allow/no-adaptive`, `gated/deny/no-adaptive`: the same without the adaptive
+//!   rules (`adaptive = []`): `gated/allow − gated/allow/no-adaptive` is what outcome
+//!   tracking and the adaptive checks add. The others run the default adaptive rules,
+//!   monitored (bench traffic enters no code, so enforced rules would refuse it).
 //! * `gated/allow/redis`, `gated/deny/redis`: the same on the Redis store (behind its
 //!   memory fallback, as `store.backend = "redis"` runs it), when `OTPGATE_BENCH_REDIS`
 //!   names a Redis to use, e.g. `redis://127.0.0.1:6379`; keys go under `otpgate-bench:`.
@@ -70,7 +74,9 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
-fn settings(upstream: SocketAddr) -> Arc<Settings> {
+/// The bench config; `adaptive`: the default adaptive rules (monitored, so that every send
+/// is judged, counted and still forwarded), else none.
+fn settings(upstream: SocketAddr, adaptive: bool) -> Arc<Settings> {
     let toml = format!(
         r#"
 [server]
@@ -93,8 +99,14 @@ name = "bench-deny"
 phone_prefix = "+4474009"
 action = "deny"
 {velocity}
+{adaptive}
 "#,
-        velocity = include_str!("load/velocity.toml")
+        velocity = include_str!("load/velocity.toml"),
+        adaptive = if adaptive {
+            include_str!("load/adaptive.toml")
+        } else {
+            "[defense]\nadaptive = []\n"
+        }
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otpgate.toml");
@@ -104,8 +116,8 @@ action = "deny"
     Arc::new(settings)
 }
 
-fn gateway(upstream: SocketAddr) -> Gateway {
-    Gateway::new(settings(upstream), Metrics::new()).unwrap()
+fn gateway(upstream: SocketAddr, adaptive: bool) -> Gateway {
+    Gateway::new(settings(upstream, adaptive), Metrics::new()).unwrap()
 }
 
 /// A gateway on the Redis store at `url`, behind the memory fallback as in production.
@@ -123,7 +135,7 @@ async fn redis_gateway(upstream: SocketAddr, url: &str) -> Gateway {
         MemoryStore::new(100_000),
         Duration::from_secs(1),
     );
-    Gateway::with_store(settings(upstream), Metrics::new(), Arc::new(store)).unwrap()
+    Gateway::with_store(settings(upstream, true), Metrics::new(), Arc::new(store)).unwrap()
 }
 
 struct Gated {
@@ -169,7 +181,8 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let upstream = rt.block_on(upstream());
-    let gw = rt.block_on(async { gateway(upstream) });
+    let gw = rt.block_on(async { gateway(upstream, true) });
+    let plain = rt.block_on(async { gateway(upstream, false) });
     let allow = pool(0);
     // The mock provider denies +4474009…: destination and velocity checks still run.
     let deny = pool(900_000);
@@ -190,6 +203,7 @@ fn bench(c: &mut Criterion) {
         })
     };
     claims(&gw);
+    claims(&plain);
     rt.block_on(async { assert_eq!(send(&gw, pass()).await, StatusCode::OK) });
     let redis = std::env::var("OTPGATE_BENCH_REDIS")
         .ok()
@@ -203,7 +217,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("pass_through", |b| {
         b.to_async(&rt).iter(|| async { send(&gw, pass()).await })
     });
-    let stores = std::iter::once(("", &gw)).chain(redis.as_ref().map(|gw| ("/redis", gw)));
+    let stores = [("", &gw), ("/no-adaptive", &plain)]
+        .into_iter()
+        .chain(redis.as_ref().map(|gw| ("/redis", gw)));
     for (store, gw) in stores {
         g.bench_function(format!("gated/allow{store}"), |b| {
             b.to_async(&rt).iter(|| async {

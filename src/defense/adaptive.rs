@@ -487,15 +487,17 @@ impl Adaptive {
         for (entry, (own, up, all, pool)) in keys.entries.iter_mut().zip(slots) {
             let rule = &self.rules[entry.rule];
             let mut own = reads.figures(&values, own);
-            // A new key of a pooled rule (nobody entered any of its codes) has only its
-            // allowance, codes in flight included: a burst to a new destination inside
-            // the grace spends it.
-            if rule.pooled && own.entered == 0 {
-                own.settled = own.sent;
-            }
             let all = reads.figures(&values, all);
             let baseline = (all.settled >= self.conversion.baseline_min)
                 .then(|| all.verified as f64 / all.settled as f64);
+            // A new key of a pooled rule (nobody entered any of its codes) has only its
+            // allowance, codes in flight included: a burst to a new destination inside
+            // the grace spends it. Not before the deployment knows its own traffic (the
+            // baseline): at a fresh start every destination is new, and its first codes
+            // are still being typed.
+            if rule.pooled && own.entered == 0 && baseline.is_some() {
+                own.settled = own.sent;
+            }
             let hit = |figures: Figures, action| AdaptiveHit {
                 rule: rule.name.clone(),
                 action,
@@ -983,6 +985,31 @@ mod tests {
         // The shipped country rule: pooled, denied from 2 unverified registrations.
         let a = adaptive(vec![default_rules().remove(0)]);
         let store = MemoryStore::new(10_000);
+        let hasher = KeyHasher::unkeyed();
+        // A fresh deployment: every destination is new, its first codes in flight are
+        // not held against it.
+        let home = sms("+447400123456", 44, 9);
+        for i in 0..3 {
+            let flow = format!("first{i}");
+            assert_eq!(judged(&a, &store, &flow, &home, false).await, None, "{i}");
+            a.record_verified(&store, &hasher, &flow).await;
+        }
+        let fresh = sms("+33612345678", 33, 9);
+        for i in 0..3 {
+            let flow = format!("fr{i}");
+            assert_eq!(judged(&a, &store, &flow, &fresh, false).await, None, "{i}");
+        }
+        // Their codes are entered a little later.
+        for i in 0..3 {
+            a.record_verified(&store, &hasher, &format!("fr{i}")).await;
+        }
+        for i in 0..20 {
+            let flow = format!("h{i}");
+            assert_eq!(judged(&a, &store, &flow, &home, false).await, None, "{i}");
+            a.record_verified(&store, &hasher, &flow).await;
+        }
+        tokio::time::advance(4 * MINUTE).await;
+        // Now it knows its traffic.
         let s = sms("+37120012345", 371, 9);
         for i in 0..2 {
             assert_eq!(judged(&a, &store, &format!("f{i}"), &s, false).await, None);
@@ -992,8 +1019,15 @@ mod tests {
             judged(&a, &store, "f2", &s, false).await,
             Some(AdaptiveAction::Deny)
         );
-        // Another new country shares the pool, spent once its codes are past the grace:
-        // stepped up, not denied.
+        // Another new country shares the pool, spent once its codes are past the grace
+        // (the fresh start's three entered codes are in it too): stepped up, not denied.
+        for i in 0..2 {
+            let third = sms("+37060012345", 370, 9);
+            assert_eq!(
+                judged(&a, &store, &format!("t{i}"), &third, false).await,
+                None
+            );
+        }
         tokio::time::advance(4 * MINUTE).await;
         let other = sms("+99890123456", 998, 9);
         assert_eq!(
