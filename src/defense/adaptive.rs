@@ -460,14 +460,13 @@ impl Adaptive {
             .map(|e| {
                 let rule = &self.rules[e.rule];
                 let own = reads.push(&e.key, rule.window, self.conversion.grace);
-                let up = reads.push(&stepped_key(&e.key), rule.window, self.conversion.grace);
                 let all = reads.push(&e.all, rule.window, self.conversion.grace);
                 let pool = (rule.pooled && e.unproven).then(|| {
                     let key = pool_key(rule);
                     let at = reads.push(&key, rule.window, self.conversion.grace);
                     (at, key)
                 });
-                (own, up, all, pool)
+                (own, all, pool)
             })
             .collect();
         if slots.is_empty() {
@@ -483,8 +482,12 @@ impl Adaptive {
                 };
             }
         };
-        let mut outcome = AdaptiveOutcome::default();
-        for (entry, (own, up, all, pool)) in keys.entries.iter_mut().zip(slots) {
+        // Each entry's finding: its hit when no more is needed, or a pumped key whose
+        // sends that passed its step-up must be read before it is denied or stepped up.
+        let mut found: Vec<Option<AdaptiveHit>> = Vec::with_capacity(keys.entries.len());
+        let mut pending = Vec::new();
+        let mut ups = Reads::default();
+        for (i, (entry, (own, all, pool))) in keys.entries.iter_mut().zip(slots).enumerate() {
             let rule = &self.rules[entry.rule];
             let mut own = reads.figures(&values, own);
             let all = reads.figures(&values, all);
@@ -506,29 +509,28 @@ impl Adaptive {
                 verified: figures.verified,
             };
             if pumped(rule, own.settled, own.verified, baseline) {
-                let up = reads.figures(&values, up);
                 // Denied: a registration to a key with too many unverified sends (unless
                 // it has a record of codes entered), or any send to a key whose sends that
                 // passed its step-up went unverified too (a bot pays for proofs; people
                 // who pass one enter their code). An MFA send goes to a method its owner
                 // verified: only the second. Otherwise stepped up: people pass it, and
                 // their codes bring the key back, which a denied key would never see.
-                let action = match rule.deny_after {
-                    Some(n)
-                        if (entry.unproven
-                            && own.settled - own.verified >= n
-                            && own.verified < rule.trusted)
-                            || pumped_after_step_up(rule, up, n) =>
-                    {
-                        AdaptiveAction::Deny
-                    }
-                    _ if !entry.unproven => AdaptiveAction::StepUp,
-                    _ => rule.action,
-                };
-                entry.stepped = action == AdaptiveAction::StepUp && !rule.monitor;
-                outcome.hits.push(hit(own, action));
+                let denies = rule.deny_after.is_some_and(|n| {
+                    entry.unproven && own.settled - own.verified >= n && own.verified < rule.trusted
+                });
+                if denies {
+                    found.push(Some(hit(own, AdaptiveAction::Deny)));
+                } else if rule.deny_after.is_some() {
+                    // Read only for a key found pumped: a second call, on the rare send.
+                    let at = ups.push(&stepped_key(&entry.key), rule.window, self.conversion.grace);
+                    pending.push((i, at, own));
+                    found.push(None);
+                } else {
+                    found.push(Some(hit(own, self.stepped_action(rule, entry.unproven))));
+                }
                 continue;
             }
+            found.push(None);
             // Only a key with no verification in the window is in the pool, and the pool
             // alone never denies.
             let Some((at, key)) = pool.filter(|_| own.entered == 0) else {
@@ -537,9 +539,47 @@ impl Adaptive {
             entry.pool = Some(key);
             let pool = reads.figures(&values, at);
             if pumped(rule, pool.settled, pool.verified, baseline) {
-                outcome.hits.push(hit(pool, rule.action));
+                found[i] = Some(hit(pool, rule.action));
             }
         }
+        let mut errors = 0;
+        if !pending.is_empty() {
+            let up_values = match store.tally(&[], &ups.counters()).await {
+                Ok(values) => Some(values),
+                Err(error) => {
+                    tracing::debug!(%error, "adaptive: step-up outcomes not read");
+                    errors = pending.len();
+                    None
+                }
+            };
+            for (i, at, own) in pending {
+                let entry = &keys.entries[i];
+                let rule = &self.rules[entry.rule];
+                let up = up_values.as_deref().map(|v| ups.figures(v, at));
+                let deny_after = rule.deny_after.unwrap_or(u64::MAX);
+                let action = match up {
+                    Some(up) if pumped_after_step_up(rule, up, deny_after) => AdaptiveAction::Deny,
+                    _ => self.stepped_action(rule, entry.unproven),
+                };
+                found[i] = Some(AdaptiveHit {
+                    rule: rule.name.clone(),
+                    action,
+                    monitor: rule.monitor,
+                    settled: own.settled,
+                    verified: own.verified,
+                });
+            }
+        }
+        for (entry, hit) in keys.entries.iter_mut().zip(&found) {
+            let rule = &self.rules[entry.rule];
+            entry.stepped = hit.as_ref().is_some_and(|h| {
+                h.action == AdaptiveAction::StepUp && !rule.monitor && entry.pool.is_none()
+            });
+        }
+        let mut outcome = AdaptiveOutcome {
+            hits: found.into_iter().flatten().collect(),
+            errors,
+        };
         // Asked only when something would be refused: the warm-up costs no store call
         // on a send no rule finds pumped.
         if !outcome.hits.is_empty() && self.warming(store).await {
@@ -548,6 +588,16 @@ impl Adaptive {
             }
         }
         outcome
+    }
+
+    /// What a pumped key's send gets when nothing denies it: the rule's action for a
+    /// registration, a step-up for an MFA send.
+    fn stepped_action(&self, rule: &AdaptiveRule, unproven: bool) -> AdaptiveAction {
+        if unproven {
+            rule.action
+        } else {
+            AdaptiveAction::StepUp
+        }
     }
 
     /// Whether the deployment is still in its warm-up, in which adaptive hits are only
