@@ -28,7 +28,7 @@ use crate::risk::{
     self, BuildError, FailMode, GuardConfig, Guarded, ProviderChallenge, RiskAction, RiskProvider,
     RiskRequest,
 };
-use crate::stepup::{AltchaChallenge, Binding, Pow};
+use crate::stepup::{AltchaChallenge, Binding, Pow, RISKY_LEVEL};
 use crate::store::{KeyHasher, Store};
 
 mod possession;
@@ -549,9 +549,17 @@ impl Judge {
             (None, Target::Account) => s.send.method_id.clone().unwrap_or_else(|| "account".into()),
         };
         let target_hash = self.pow.target_hash(&target);
+        // A step-up an adaptive rule asks for (a key whose codes are not entered) costs
+        // more work: people solve it once, a bot on every send.
+        let risky = inputs.local.iter().any(|v| {
+            !v.monitor
+                && v.action == LocalAction::StepUp
+                && matches!(v.reason, Reason::Adaptive { .. })
+        });
         let binding = Binding {
             flow: s.flow.as_str(),
             target_hash: &target_hash,
+            level: if risky { RISKY_LEVEL } else { 1 },
         };
         let payload = s
             .headers

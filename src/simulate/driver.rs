@@ -542,6 +542,7 @@ mod tests {
         let binding = Binding {
             flow: "flow-1",
             target_hash: "t",
+            level: 1,
         };
         let store = MemoryStore::new(1000);
         for _ in 0..5 {

@@ -5,4 +5,4 @@
 pub mod pow;
 
 pub use pow::AltchaChallenge;
-pub(crate) use pow::{Binding, Pow, PowConfig, StepUpSettings};
+pub(crate) use pow::{Binding, Pow, PowConfig, StepUpSettings, RISKY_LEVEL};

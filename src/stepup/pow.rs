@@ -141,7 +141,14 @@ pub struct AltchaChallenge {
 pub(crate) struct Binding<'a> {
     pub flow: &'a str,
     pub target_hash: &'a str,
+    /// Difficulty level the request calls for: 1 is `max_number`, a higher level
+    /// multiplies it (the risk of the send). A proof of a lower level is refused.
+    pub level: u32,
 }
+
+/// Difficulty level of a step-up an adaptive rule asks for: a key whose codes are not
+/// entered costs a bot four times the work of the first step-up.
+pub(crate) const RISKY_LEVEL: u32 = 4;
 
 /// Why a proof was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -156,6 +163,8 @@ pub(crate) enum ProofError {
     WrongFlow,
     #[error("proof was already used")]
     Replayed,
+    #[error("proof is of a lower difficulty than the request calls for")]
+    TooEasy,
     #[error("cannot record the proof as used")]
     StoreUnavailable,
 }
@@ -169,6 +178,7 @@ impl ProofError {
             Self::Expired => "expired",
             Self::WrongFlow => "wrong_flow",
             Self::Replayed => "replayed",
+            Self::TooEasy => "too_easy",
             Self::StoreUnavailable => "store_unavailable",
         }
     }
@@ -236,7 +246,7 @@ impl Pow {
     pub(crate) fn challenge_at(&self, binding: &Binding<'_>, now: u64) -> AltchaChallenge {
         let mut rng = rand::thread_rng();
         let random: [u8; SALT_BYTES] = rng.gen();
-        let number = rng.gen_range(0..=self.max_number);
+        let number = rng.gen_range(0..=self.max_number_at(binding.level));
         let expires = now.saturating_add(self.ttl.as_secs());
         self.challenge_with(&hex::encode(random), expires, binding, number)
     }
@@ -249,21 +259,32 @@ impl Pow {
         binding: &Binding<'_>,
         number: u64,
     ) -> AltchaChallenge {
-        let params = form_urlencoded::Serializer::new(String::new())
+        let mut params = form_urlencoded::Serializer::new(String::new());
+        params
             .append_pair("expires", &expires.to_string())
             .append_pair("flow", binding.flow)
-            .append_pair("t", binding.target_hash)
-            .finish();
+            .append_pair("t", binding.target_hash);
+        if binding.level > 1 {
+            params.append_pair("d", &binding.level.to_string());
+        }
+        let params = params.finish();
         let salt = format!("{random}?{params}&");
         let challenge = hex::encode(hash(&salt, number));
         let signature = hex::encode(self.sign(&challenge));
         AltchaChallenge {
             algorithm: ALGORITHM.to_owned(),
             challenge,
-            max_number: self.max_number,
+            max_number: self.max_number_at(binding.level),
             salt,
             signature,
         }
+    }
+
+    /// The range of the secret number at difficulty `level`, within the largest accepted.
+    fn max_number_at(&self, level: u32) -> u64 {
+        self.max_number
+            .saturating_mul(u64::from(level.max(1)))
+            .min(MAX_MAX_NUMBER.max(self.max_number))
     }
 
     /// Verify a client's payload for `binding` and mark it used.
@@ -313,6 +334,9 @@ impl Pow {
         {
             return Err(ProofError::WrongFlow);
         }
+        if params.level < binding.level {
+            return Err(ProofError::TooEasy);
+        }
         // Keyed by the verified hash, not by the client's text of it.
         let key = format!("pow:{}", hex::encode(expected));
         match store.take_once(&key, self.ttl + CLOCK_SKEW).await {
@@ -357,6 +381,8 @@ struct SaltParams {
     expires: u64,
     flow: Option<String>,
     target: Option<String>,
+    /// The difficulty level issued (absent: 1).
+    level: u32,
 }
 
 impl SaltParams {
@@ -370,10 +396,17 @@ impl SaltParams {
         let mut expires = None;
         let mut flow = None;
         let mut target = None;
+        let mut level = None;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             let slot = match name.as_ref() {
                 "expires" => {
                     if expires.replace(value.parse::<u64>().ok()?).is_some() {
+                        return None;
+                    }
+                    continue;
+                }
+                "d" => {
+                    if level.replace(value.parse::<u32>().ok()?).is_some() {
                         return None;
                     }
                     continue;
@@ -390,6 +423,7 @@ impl SaltParams {
             expires: expires?,
             flow,
             target,
+            level: level.unwrap_or(1),
         })
     }
 }
@@ -439,6 +473,7 @@ mod tests {
     const FLOW: Binding<'static> = Binding {
         flow: "0123456789abcdef",
         target_hash: "5d41402abc4b2a76b9719d911017c592",
+        level: 1,
     };
 
     fn pow() -> Pow {
@@ -558,6 +593,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_risky_send_asks_for_more_work_and_refuses_an_easier_proof() {
+        let (pow, store) = (pow(), MemoryStore::new(100));
+        let risky = Binding {
+            level: RISKY_LEVEL,
+            ..FLOW
+        };
+        let challenge = pow.challenge_at(&risky, NOW);
+        assert_eq!(challenge.max_number, 1000 * u64::from(RISKY_LEVEL));
+        assert!(challenge.salt.contains("&d=4&"), "{}", challenge.salt);
+        // A proof of the first level, solved for this flow and target, is not enough.
+        let easy = solved(&pow, &FLOW);
+        assert_eq!(
+            pow.verify_at(&easy, &risky, &store, NOW).await,
+            Err(ProofError::TooEasy)
+        );
+        // The harder one passes, for the risky send and for a plain one.
+        let hard = client_payload(&challenge, solve(&challenge).unwrap());
+        assert_eq!(pow.verify_at(&hard, &risky, &store, NOW).await, Ok(()));
+        let again = solved(&pow, &risky);
+        assert_eq!(pow.verify_at(&again, &FLOW, &store, NOW).await, Ok(()));
+        // The level is capped at the largest difficulty accepted.
+        let big = Pow::new(KEY, TTL, MAX_MAX_NUMBER);
+        assert_eq!(big.challenge_at(&risky, NOW).max_number, MAX_MAX_NUMBER);
+    }
+
+    #[tokio::test]
     async fn a_proof_is_bound_to_its_flow_and_target() {
         let (pow, store) = (pow(), MemoryStore::new(100));
         let payload = solved(&pow, &FLOW);
@@ -631,6 +692,7 @@ mod tests {
         let binding = Binding {
             flow: "f1",
             target_hash: "th",
+            level: 1,
         };
         let challenge = pow.challenge_with("0123456789abcdef01234567", NOW, &binding, 123);
         let salt = "0123456789abcdef01234567?expires=1700000000&flow=f1&t=th&";
@@ -687,6 +749,7 @@ mod tests {
         let binding = Binding {
             flow: "0123456789abcdef",
             target_hash: &hashed,
+            level: 1,
         };
         let a = pow.challenge_at(&binding, NOW);
         let b = pow.challenge_at(&binding, NOW);
