@@ -394,10 +394,9 @@ impl Judge {
             user: s.user,
         };
         defense.conversion = self.adaptive.keys(&self.keys, &subject);
-        adaptive::Adaptive::set_region(
-            &mut defense.conversion,
-            phone.and_then(|p| p.region.as_deref()),
-        );
+        defense
+            .conversion
+            .set_region(phone.and_then(|p| p.region.as_deref()));
         let outcome = self
             .adaptive
             .check(self.store.as_ref(), &mut defense.conversion)

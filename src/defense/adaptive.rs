@@ -341,6 +341,11 @@ impl Keys {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Note the destination's ISO region, for the verification metric.
+    pub(crate) fn set_region(&mut self, region: Option<&str>) {
+        self.region = region.map(str::to_owned);
+    }
 }
 
 /// A rule that found the send's key pumped.
@@ -444,11 +449,6 @@ impl Adaptive {
         }
     }
 
-    /// Note the destination's ISO region on `keys`, for the verification metric.
-    pub(crate) fn set_region(keys: &mut Keys, region: Option<&str>) {
-        keys.region = region.map(str::to_owned);
-    }
-
     /// Judge every key of `keys`: a hit for each rule that finds its key (or, for a key
     /// never verified, the rule's pool) pumped. Marks the keys that belong to their pool.
     /// One store call, whatever the number of rules.
@@ -515,18 +515,24 @@ impl Adaptive {
                 // who pass one enter their code). An MFA send goes to a method its owner
                 // verified: only the second. Otherwise stepped up: people pass it, and
                 // their codes bring the key back, which a denied key would never see.
-                let denies = rule.deny_after.is_some_and(|n| {
-                    entry.unproven && own.settled - own.verified >= n && own.verified < rule.trusted
-                });
-                if denies {
-                    found.push(Some(hit(own, AdaptiveAction::Deny)));
-                } else if rule.deny_after.is_some() {
-                    // Read only for a key found pumped: a second call, on the rare send.
-                    let at = ups.push(&stepped_key(&entry.key), rule.window, self.conversion.grace);
-                    pending.push((i, at, own));
-                    found.push(None);
-                } else {
-                    found.push(Some(hit(own, self.stepped_action(rule, entry.unproven))));
+                let stepped = hit(own, stepped_action(rule, entry.unproven));
+                match rule.deny_after {
+                    Some(n)
+                        if entry.unproven
+                            && own.settled - own.verified >= n
+                            && own.verified < rule.trusted =>
+                    {
+                        found.push(Some(hit(own, AdaptiveAction::Deny)));
+                    }
+                    Some(n) => {
+                        // Read only for a key found pumped: a second call, on the rare
+                        // send.
+                        let up = stepped_key(&entry.key);
+                        let at = ups.push(&up, rule.window, self.conversion.grace);
+                        pending.push((i, at, n, stepped));
+                        found.push(None);
+                    }
+                    None => found.push(Some(stepped)),
                 }
                 continue;
             }
@@ -552,22 +558,13 @@ impl Adaptive {
                     None
                 }
             };
-            for (i, at, own) in pending {
-                let entry = &keys.entries[i];
-                let rule = &self.rules[entry.rule];
+            for (i, at, deny_after, mut hit) in pending {
+                let rule = &self.rules[keys.entries[i].rule];
                 let up = up_values.as_deref().map(|v| ups.figures(v, at));
-                let deny_after = rule.deny_after.unwrap_or(u64::MAX);
-                let action = match up {
-                    Some(up) if pumped_after_step_up(rule, up, deny_after) => AdaptiveAction::Deny,
-                    _ => self.stepped_action(rule, entry.unproven),
-                };
-                found[i] = Some(AdaptiveHit {
-                    rule: rule.name.clone(),
-                    action,
-                    monitor: rule.monitor,
-                    settled: own.settled,
-                    verified: own.verified,
-                });
+                if up.is_some_and(|up| pumped_after_step_up(rule, up, deny_after)) {
+                    hit.action = AdaptiveAction::Deny;
+                }
+                found[i] = Some(hit);
             }
         }
         for (entry, hit) in keys.entries.iter_mut().zip(&found) {
@@ -588,16 +585,6 @@ impl Adaptive {
             }
         }
         outcome
-    }
-
-    /// What a pumped key's send gets when nothing denies it: the rule's action for a
-    /// registration, a step-up for an MFA send.
-    fn stepped_action(&self, rule: &AdaptiveRule, unproven: bool) -> AdaptiveAction {
-        if unproven {
-            rule.action
-        } else {
-            AdaptiveAction::StepUp
-        }
     }
 
     /// Whether the deployment is still in its warm-up, in which adaptive hits are only
@@ -675,15 +662,9 @@ impl Adaptive {
                 .flatten()
             {
                 // Once per send, however many rules share the counter (the baseline).
-                if adds
-                    .names
-                    .iter()
-                    .any(|n| n.strip_suffix(":s") == Some(base))
-                {
-                    continue;
+                if adds.push_sends(base, rule.window, self.conversion.grace) {
+                    held.add(e.rule, base);
                 }
-                adds.push_sends(base, rule.window, self.conversion.grace);
-                held.add(e.rule, base);
             }
         }
         if held.region.is_none() {
@@ -857,10 +838,12 @@ impl Reads {
         at
     }
 
-    /// The counters a send adds to.
-    fn push_sends(&mut self, base: &str, window: Duration, grace: Duration) {
+    /// The counters a send adds to; false when `base` was already pushed.
+    fn push_sends(&mut self, base: &str, window: Duration, grace: Duration) -> bool {
+        let before = self.names.len();
         self.add(format!("{base}:s"), window, BUCKETS);
         self.add(format!("{base}:r"), grace, GRACE_BUCKETS);
+        self.names.len() > before
     }
 
     /// The counter a verification adds to.
@@ -891,6 +874,16 @@ impl Reads {
             entered,
             sent: value(at),
         }
+    }
+}
+
+/// What a pumped key's send gets when nothing denies it: the rule's action for a
+/// registration, a step-up for an MFA send.
+fn stepped_action(rule: &AdaptiveRule, unproven: bool) -> AdaptiveAction {
+    if unproven {
+        rule.action
+    } else {
+        AdaptiveAction::StepUp
     }
 }
 
@@ -1295,26 +1288,6 @@ mod tests {
         assert_eq!(day_counts(&store, &keys.entries[0].key).await, (1, 0));
     }
 
-    async fn action(
-        a: &Adaptive,
-        store: &MemoryStore,
-        flow: &str,
-        s: &Subject<'_>,
-    ) -> Option<AdaptiveAction> {
-        let hasher = KeyHasher::unkeyed();
-        let mut keys = a.keys(&hasher, s);
-        let hit = a
-            .check(store, &mut keys)
-            .await
-            .hits
-            .first()
-            .map(|h| h.action);
-        if hit.is_none() {
-            a.record_send(store, &hasher, flow, &keys).await;
-        }
-        hit
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_pumped_key_is_stepped_up_then_denied() {
         let rule = AdaptiveRule {
@@ -1328,7 +1301,7 @@ mod tests {
         let s = sms("+37120012345", 371, 9);
         let mut seen = Vec::new();
         for i in 0..6 {
-            let got = action(&a, &store, &format!("f{i}"), &s).await;
+            let got = judged(&a, &store, &format!("f{i}"), &s, false).await;
             // A step-up that is passed sends the code: count it, as the gateway does.
             if got == Some(AdaptiveAction::StepUp) {
                 let hasher = KeyHasher::unkeyed();
@@ -1365,21 +1338,21 @@ mod tests {
         let hasher = KeyHasher::unkeyed();
         // A country whose codes are entered is out of the pool.
         let home = sms("+447400123456", 44, 4);
-        assert_eq!(action(&a, &store, "h", &home).await, None);
+        assert_eq!(judged(&a, &store, "h", &home, false).await, None);
         a.record_verified(&store, &hasher, "h").await;
         // Two new countries, one unverified send each: the pool has spent its allowance.
         let lv = sms("+37120012345", 371, 1);
         let lt = sms("+37060012345", 370, 2);
-        assert_eq!(action(&a, &store, "a", &lv).await, None);
-        assert_eq!(action(&a, &store, "b", &lt).await, None);
+        assert_eq!(judged(&a, &store, "a", &lv, false).await, None);
+        assert_eq!(judged(&a, &store, "b", &lt, false).await, None);
         tokio::time::advance(4 * MINUTE).await;
         let ee = sms("+37250012345", 372, 3);
         assert!(
-            action(&a, &store, "c", &ee).await.is_some(),
+            judged(&a, &store, "c", &ee, false).await.is_some(),
             "a third new country"
         );
         assert_eq!(
-            action(&a, &store, "h2", &home).await,
+            judged(&a, &store, "h2", &home, false).await,
             None,
             "the home country"
         );
