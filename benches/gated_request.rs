@@ -23,6 +23,11 @@
 
 mod fixtures;
 
+/// The allocator the `otpgate` binary runs with (`src/main.rs`), so that the figures are
+/// the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -25,6 +25,11 @@ use otpgate::store::{MemoryStore, Store};
 
 mod fixtures;
 
+/// The allocator the `otpgate` binary runs with (`src/main.rs`), so that the figures are
+/// the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use fixtures::{continuation_token, register_body, TENANT};
 
 fn bench_classify(c: &mut Criterion) {

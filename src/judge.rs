@@ -430,7 +430,7 @@ impl Judge {
             let Some(held) = held.filter(|h| !h.outcome.refundable.is_empty()) else {
                 return;
             };
-            let record = refund_key(&self.keys, flow);
+            let record = refund_key(flow);
             let mut text = match store.get(&record).await {
                 Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
                 Ok(None) => String::new(),
@@ -444,8 +444,7 @@ impl Judge {
                 .await;
         };
         futures_util::join!(
-            self.adaptive
-                .record_send(store, &self.keys, flow.as_str(), keys),
+            self.adaptive.record_send(store, flow.as_str(), keys),
             refund
         );
     }
@@ -456,7 +455,7 @@ impl Judge {
     pub(crate) async fn verified(&self, flow: &FlowId) -> Option<String> {
         let store = self.store.as_ref();
         let refund = async {
-            let record = refund_key(&self.keys, flow);
+            let record = refund_key(flow);
             let Ok(Some(bytes)) = store.get(&record).await else {
                 return;
             };
@@ -468,11 +467,8 @@ impl Judge {
                 }
             }
         };
-        let (region, ()) = futures_util::join!(
-            self.adaptive
-                .record_verified(store, &self.keys, flow.as_str()),
-            refund
-        );
+        let (region, ()) =
+            futures_util::join!(self.adaptive.record_verified(store, flow.as_str()), refund);
         region
     }
 
@@ -612,8 +608,9 @@ impl Judge {
 }
 
 /// Where a flow's refundable velocity slots are noted.
-fn refund_key(keys: &KeyHasher, flow: &FlowId) -> String {
-    format!("vel:refund:{}", keys.hash(flow.as_str()))
+/// A flow id is a random number the gateway drew: it needs no hash.
+fn refund_key(flow: &FlowId) -> String {
+    format!("vel:refund:{}", flow.as_str())
 }
 
 /// What the provider is told about the send.

@@ -327,8 +327,8 @@ struct Entry {
     /// The store key of the send's value, and of the rule's baseline.
     key: String,
     all: String,
-    /// The rule's pool, when the value had no verification when judged.
-    pool: Option<String>,
+    /// The send counts in the rule's pool: the value had no verification when judged.
+    pooled: bool,
     /// The send names its number (a registration): nobody has proven it yet. Only such
     /// sends are pooled; an MFA send goes to a method Entra verified when it was added.
     unproven: bool,
@@ -381,6 +381,8 @@ pub(crate) struct AdaptiveOutcome {
 #[derive(Debug, Clone)]
 pub struct Adaptive {
     rules: Vec<AdaptiveRule>,
+    /// The store key of each rule's pool.
+    pools: Vec<String>,
     conversion: ConversionConfig,
     /// Set once this process saw the warm-up over.
     warm: Arc<AtomicBool>,
@@ -403,6 +405,7 @@ impl Adaptive {
         }
         if problems.is_empty() {
             Ok(Self {
+                pools: rules.iter().map(pool_key).collect(),
                 rules,
                 conversion,
                 warm: Arc::default(),
@@ -428,17 +431,16 @@ impl Adaptive {
             let Some(value) = value_of(rule, s) else {
                 continue;
             };
-            let base = format!("conv:{}:", rule.name);
             entries.push(Entry {
                 rule: i,
-                key: format!("{base}{}", hasher.hash(&value)),
+                key: format!("conv:{}:{}", rule.name, store_part(rule, s, value, hasher)),
                 // One baseline per channel and window, shared by the rules.
                 all: format!(
                     "conv:{ALL}:{}:{}",
                     s.channel.as_str(),
                     rule.window.as_secs()
                 ),
-                pool: None,
+                pooled: false,
                 unproven: s.e164.is_some(),
                 stepped: false,
             });
@@ -453,26 +455,24 @@ impl Adaptive {
     /// never verified, the rule's pool) pumped. Marks the keys that belong to their pool.
     /// One store call, whatever the number of rules.
     pub(crate) async fn check(&self, store: &dyn Store, keys: &mut Keys) -> AdaptiveOutcome {
+        if keys.entries.is_empty() {
+            return AdaptiveOutcome::default();
+        }
+        let grace = self.conversion.grace;
         let mut reads = Reads::default();
         let slots: Vec<_> = keys
             .entries
             .iter()
             .map(|e| {
                 let rule = &self.rules[e.rule];
-                let own = reads.push(&e.key, rule.window, self.conversion.grace);
-                let all = reads.push(&e.all, rule.window, self.conversion.grace);
-                let pool = (rule.pooled && e.unproven).then(|| {
-                    let key = pool_key(rule);
-                    let at = reads.push(&key, rule.window, self.conversion.grace);
-                    (at, key)
-                });
+                let own = reads.push(&e.key, SENT, rule.window, grace);
+                let all = reads.push(&e.all, SENT, rule.window, grace);
+                let pool = (rule.pooled && e.unproven)
+                    .then(|| reads.push(&self.pools[e.rule], SENT, rule.window, grace));
                 (own, all, pool)
             })
             .collect();
-        if slots.is_empty() {
-            return AdaptiveOutcome::default();
-        }
-        let values = match store.tally(&[], &reads.counters()).await {
+        let values = match store.tally(&[], reads.counters()).await {
             Ok(values) => values,
             Err(error) => {
                 tracing::debug!(%error, "adaptive rules not judged");
@@ -485,9 +485,10 @@ impl Adaptive {
         // Each entry's finding: its hit when no more is needed, or a pumped key whose
         // sends that passed its step-up must be read before it is denied or stepped up.
         let mut found: Vec<Option<AdaptiveHit>> = Vec::with_capacity(keys.entries.len());
+        let mut in_pool = vec![false; keys.entries.len()];
         let mut pending = Vec::new();
         let mut ups = Reads::default();
-        for (i, (entry, (own, all, pool))) in keys.entries.iter_mut().zip(slots).enumerate() {
+        for (i, (entry, (own, all, pool))) in keys.entries.iter().zip(slots).enumerate() {
             let rule = &self.rules[entry.rule];
             let mut own = reads.figures(&values, own);
             let all = reads.figures(&values, all);
@@ -527,8 +528,7 @@ impl Adaptive {
                     Some(n) => {
                         // Read only for a key found pumped: a second call, on the rare
                         // send.
-                        let up = stepped_key(&entry.key);
-                        let at = ups.push(&up, rule.window, self.conversion.grace);
+                        let at = ups.push(&entry.key, UP, rule.window, grace);
                         pending.push((i, at, n, stepped));
                         found.push(None);
                     }
@@ -539,10 +539,10 @@ impl Adaptive {
             found.push(None);
             // Only a key with no verification in the window is in the pool, and the pool
             // alone never denies.
-            let Some((at, key)) = pool.filter(|_| own.entered == 0) else {
+            let Some(at) = pool.filter(|_| own.entered == 0) else {
                 continue;
             };
-            entry.pool = Some(key);
+            in_pool[i] = true;
             let pool = reads.figures(&values, at);
             if pumped(rule, pool.settled, pool.verified, baseline) {
                 found[i] = Some(hit(pool, rule.action));
@@ -550,7 +550,7 @@ impl Adaptive {
         }
         let mut errors = 0;
         if !pending.is_empty() {
-            let up_values = match store.tally(&[], &ups.counters()).await {
+            let up_values = match store.tally(&[], ups.counters()).await {
                 Ok(values) => Some(values),
                 Err(error) => {
                     tracing::debug!(%error, "adaptive: step-up outcomes not read");
@@ -567,11 +567,12 @@ impl Adaptive {
                 found[i] = Some(hit);
             }
         }
-        for (entry, hit) in keys.entries.iter_mut().zip(&found) {
+        for ((entry, hit), pooled) in keys.entries.iter_mut().zip(&found).zip(in_pool) {
             let rule = &self.rules[entry.rule];
-            entry.stepped = hit.as_ref().is_some_and(|h| {
-                h.action == AdaptiveAction::StepUp && !rule.monitor && entry.pool.is_none()
-            });
+            entry.pooled = pooled;
+            entry.stepped = hit
+                .as_ref()
+                .is_some_and(|h| h.action == AdaptiveAction::StepUp && !rule.monitor && !pooled);
         }
         let mut outcome = AdaptiveOutcome {
             hits: found.into_iter().flatten().collect(),
@@ -630,13 +631,7 @@ impl Adaptive {
     /// key, a resend too (it costs as much), and the flow's send record notes under which
     /// counters, so that its verification converts every send of the flow. One `get`,
     /// then one `put` and one tally together.
-    pub(crate) async fn record_send(
-        &self,
-        store: &dyn Store,
-        hasher: &KeyHasher,
-        flow: &str,
-        keys: &Keys,
-    ) {
+    pub(crate) async fn record_send(&self, store: &dyn Store, flow: &str, keys: &Keys) {
         if keys.is_empty() {
             return;
         }
@@ -644,7 +639,7 @@ impl Adaptive {
         if !self.conversion.warm_up.is_zero() && !self.marked.swap(true, Ordering::Relaxed) {
             self.started(store).await;
         }
-        let record = flow_key(hasher, flow);
+        let record = flow_key(flow);
         let mut held = match store.get(&record).await {
             Ok(Some(bytes)) => FlowRecord::parse(&String::from_utf8_lossy(&bytes)),
             Ok(None) => FlowRecord::default(),
@@ -654,16 +649,21 @@ impl Adaptive {
             }
         };
         let mut adds = Reads::default();
+        let grace = self.conversion.grace;
         for e in &keys.entries {
             let rule = &self.rules[e.rule];
-            let up = e.stepped.then(|| stepped_key(&e.key));
-            for base in [Some(&e.key), Some(&e.all), e.pool.as_ref(), up.as_ref()]
-                .into_iter()
-                .flatten()
-            {
+            // A key's series side by side: its own, then those of sends that passed its
+            // step-up.
+            let bases = [
+                Some((e.key.as_str(), SENT)),
+                e.stepped.then_some((e.key.as_str(), UP)),
+                Some((e.all.as_str(), SENT)),
+                e.pooled.then_some((self.pools[e.rule].as_str(), SENT)),
+            ];
+            for (base, first) in bases.into_iter().flatten() {
                 // Once per send, however many rules share the counter (the baseline).
-                if adds.push_sends(base, rule.window, self.conversion.grace) {
-                    held.add(e.rule, base);
+                if adds.push_sends(base, first, rule.window, grace) {
+                    held.add(e.rule, first, base);
                 }
             }
         }
@@ -673,7 +673,7 @@ impl Adaptive {
         let text = held.to_text();
         let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
         let counters = adds.counters();
-        let (put, added) = futures_util::join!(put, store.tally(&counters, &[]));
+        let (put, added) = futures_util::join!(put, store.tally(counters, &[]));
         if let Err(error) = put.and(added.map(|_| ())) {
             tracing::debug!(%error, "adaptive: send not fully counted");
         }
@@ -682,13 +682,8 @@ impl Adaptive {
     /// Count a verification Entra accepted in `flow`, once, when the flow's sends are
     /// recent enough to have a record: every send of the flow is converted. The ISO
     /// region of the flow's registered number, when it had one.
-    pub(crate) async fn record_verified(
-        &self,
-        store: &dyn Store,
-        hasher: &KeyHasher,
-        flow: &str,
-    ) -> Option<String> {
-        let record = flow_key(hasher, flow);
+    pub(crate) async fn record_verified(&self, store: &dyn Store, flow: &str) -> Option<String> {
+        let record = flow_key(flow);
         let Ok(Some(text)) = store.get(&record).await else {
             return None;
         };
@@ -707,7 +702,7 @@ impl Adaptive {
         }
         let held = FlowRecord::parse(&String::from_utf8_lossy(&text));
         let mut rounds: Vec<Reads> = Vec::new();
-        for (i, base, sends) in &held.counts {
+        for (i, first, base, sends) in &held.counts {
             let Some(rule) = self.rules.get(*i) else {
                 continue;
             };
@@ -716,13 +711,12 @@ impl Adaptive {
                 if rounds.len() <= n {
                     rounds.push(Reads::default());
                 }
-                rounds[n].push_verified(base, rule.window);
+                rounds[n].push_verified(base, *first, rule.window);
             }
         }
-        let calls = rounds.iter().map(|r| async move {
-            let counters = r.counters();
-            store.tally(&counters, &[]).await
-        });
+        let calls = rounds
+            .iter()
+            .map(|r| async move { store.tally(r.counters(), &[]).await });
         for result in futures_util::future::join_all(calls).await {
             if let Err(error) = result {
                 tracing::debug!(%error, "adaptive: verification not fully counted");
@@ -736,12 +730,13 @@ impl Adaptive {
 /// velocity rule lets through.
 const MAX_FLOW_SENDS: u64 = 16;
 
-/// A flow's send record: for each counter base it added sends to, the rule (for its
-/// window) and how many, and the region of the number it registered. Kept as text lines
-/// `{rule} {base} {sends}` and `region {XX}`.
+/// A flow's send record: for each counter key it added sends to, the rule (for its
+/// window), the key's first series counted (its own or those of sends that passed its
+/// step-up) and how many sends; and the region of the number it registered. Kept as text
+/// lines `{rule} {series} {key} {sends}` and `region {XX}`.
 #[derive(Debug, Default, PartialEq)]
 struct FlowRecord {
-    counts: Vec<(usize, String, u64)>,
+    counts: Vec<(usize, u8, String, u64)>,
     region: Option<String>,
 }
 
@@ -756,30 +751,40 @@ impl FlowRecord {
             .filter_map(|line| {
                 let mut parts = line.split(' ');
                 let rule = parts.next()?.parse().ok()?;
+                let first = parts
+                    .next()?
+                    .parse()
+                    .ok()
+                    .filter(|f| [SENT, UP].contains(f))?;
                 let base = parts.next()?.to_owned();
                 let sends = parts.next()?.parse().ok()?;
-                parts.next().is_none().then_some((rule, base, sends))
+                parts.next().is_none().then_some((rule, first, base, sends))
             })
             .collect();
         Self { counts, region }
     }
 
-    fn add(&mut self, rule: usize, base: &str) {
-        match self.counts.iter_mut().find(|(_, b, _)| b == base) {
-            Some((_, _, sends)) => *sends = sends.saturating_add(1),
-            None => self.counts.push((rule, base.to_owned(), 1)),
+    fn add(&mut self, rule: usize, first: u8, base: &str) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(_, f, b, _)| *f == first && b == base)
+        {
+            Some((_, _, _, sends)) => *sends = sends.saturating_add(1),
+            None => self.counts.push((rule, first, base.to_owned(), 1)),
         }
     }
 
     fn to_text(&self) -> String {
-        let region = self.region.iter().map(|r| format!("region {r}\n"));
-        region
-            .chain(
-                self.counts
-                    .iter()
-                    .map(|(rule, base, sends)| format!("{rule} {base} {sends}\n")),
-            )
-            .collect()
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(64 * (self.counts.len() + 1));
+        if let Some(region) = &self.region {
+            let _ = writeln!(text, "region {region}");
+        }
+        for (rule, first, base, sends) in &self.counts {
+            let _ = writeln!(text, "{rule} {first} {base} {sends}");
+        }
+        text
     }
 }
 
@@ -812,55 +817,63 @@ struct Figures {
     sent: u64,
 }
 
-/// The counters of a tally, built one key at a time: for a key judged, its sends in the
-/// window (`:s`), its sends within the grace (`:r`) and its verifications (`:v`).
+/// The series of a key's counters, one store entry (see [`Counter`]): its sends in the
+/// window, its sends within the grace, its verifications; and the same three for its sends
+/// that passed its step-up.
+const SENT: u8 = 0;
+const RECENT: u8 = 1;
+const VERIFIED: u8 = 2;
+const UP: u8 = 3;
+
+/// The counters of a tally, built one key at a time; the series of one key side by side,
+/// so that the store finds the key once.
 #[derive(Default)]
-struct Reads {
-    names: Vec<String>,
-    windows: Vec<(Duration, u32)>,
+struct Reads<'a> {
+    counters: Vec<Counter<'a>>,
 }
 
-impl Reads {
-    fn add(&mut self, name: String, window: Duration, buckets: u32) -> usize {
-        if let Some(i) = self.names.iter().position(|n| *n == name) {
+impl<'a> Reads<'a> {
+    fn add(&mut self, key: &'a str, series: u8, window: Duration, buckets: u32) -> usize {
+        if let Some(i) = self
+            .counters
+            .iter()
+            .position(|c| c.series == series && c.key == key)
+        {
             return i;
         }
-        self.names.push(name);
-        self.windows.push((window, buckets));
-        self.names.len() - 1
+        self.counters.push(Counter {
+            key,
+            series,
+            window,
+            buckets,
+        });
+        self.counters.len() - 1
     }
 
-    /// The three counters of `base`; the index of the first.
-    fn push(&mut self, base: &str, window: Duration, grace: Duration) -> usize {
-        let at = self.add(format!("{base}:s"), window, BUCKETS);
-        self.add(format!("{base}:r"), grace, GRACE_BUCKETS);
-        self.add(format!("{base}:v"), window, BUCKETS);
+    /// The three counters of `key` from series `first` (sends, sends in grace,
+    /// verifications); the index of the first.
+    fn push(&mut self, key: &'a str, first: u8, window: Duration, grace: Duration) -> usize {
+        let at = self.add(key, first + SENT, window, BUCKETS);
+        self.add(key, first + RECENT, grace, GRACE_BUCKETS);
+        self.add(key, first + VERIFIED, window, BUCKETS);
         at
     }
 
-    /// The counters a send adds to; false when `base` was already pushed.
-    fn push_sends(&mut self, base: &str, window: Duration, grace: Duration) -> bool {
-        let before = self.names.len();
-        self.add(format!("{base}:s"), window, BUCKETS);
-        self.add(format!("{base}:r"), grace, GRACE_BUCKETS);
-        self.names.len() > before
+    /// The counters a send adds to; false when they were already pushed.
+    fn push_sends(&mut self, key: &'a str, first: u8, window: Duration, grace: Duration) -> bool {
+        let before = self.counters.len();
+        self.add(key, first + SENT, window, BUCKETS);
+        self.add(key, first + RECENT, grace, GRACE_BUCKETS);
+        self.counters.len() > before
     }
 
     /// The counter a verification adds to.
-    fn push_verified(&mut self, base: &str, window: Duration) {
-        self.add(format!("{base}:v"), window, BUCKETS);
+    fn push_verified(&mut self, key: &'a str, first: u8, window: Duration) {
+        self.add(key, first + VERIFIED, window, BUCKETS);
     }
 
-    fn counters(&self) -> Vec<Counter<'_>> {
-        self.names
-            .iter()
-            .zip(&self.windows)
-            .map(|(key, &(window, buckets))| Counter {
-                key,
-                window,
-                buckets,
-            })
-            .collect()
+    fn counters(&self) -> &[Counter<'a>] {
+        &self.counters
     }
 
     /// The figures of the key [`Reads::push`] placed at `at`.
@@ -894,18 +907,43 @@ fn pumped_after_step_up(rule: &AdaptiveRule, up: Figures, deny_after: u64) -> bo
     unverified >= deny_after.max(1) && (up.verified as f64) < rule.below * up.settled as f64
 }
 
-/// Where the sends of `key` that passed its step-up are counted.
-fn stepped_key(key: &str) -> String {
-    format!("{key}:up")
-}
-
 fn pool_key(rule: &AdaptiveRule) -> String {
     format!("conv:{}:~pool", rule.name)
 }
 
-fn flow_key(hasher: &KeyHasher, flow: &str) -> String {
-    format!("conv:flow:{}", hasher.hash(flow))
+/// A flow id is a random number the gateway drew, not anything of the user's: it needs no
+/// hash.
+fn flow_key(flow: &str) -> String {
+    format!("conv:flow:{flow}")
 }
+
+/// How `value` appears in a key of `rule`: as it is when it names no person and is safe
+/// in a key (a calling code; a number range of at least a thousand numbers; an app's id;
+/// the user's key, itself a keyed hash), so that an operator reading the store sees what
+/// is blocked and the gated path spends no hash on it; keyed-hashed otherwise (a client's
+/// network, a phone number, a range so short it names a few people).
+fn store_part(rule: &AdaptiveRule, s: &Subject<'_>, value: String, hasher: &KeyHasher) -> String {
+    let plain = match rule.key {
+        AdaptiveKey::Country | AdaptiveKey::ClientId | AdaptiveKey::User => true,
+        // `value` is `+` and the range's digits; the number has `len - 1` digits.
+        AdaptiveKey::Prefix => s
+            .e164
+            .is_some_and(|n| n.len().saturating_sub(value.len()) >= RANGE_DIGITS),
+        AdaptiveKey::IpNetwork | AdaptiveKey::Phone => false,
+    };
+    let safe = value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b));
+    if plain && safe {
+        value
+    } else {
+        hasher.hash(&value)
+    }
+}
+
+/// The digits a range kept as it is leaves open: a thousand numbers at least.
+const RANGE_DIGITS: usize = 3;
 
 /// Whether a key with `settled` sends, `verified` of them, is pumped by `rule`'s measure;
 /// `baseline` is the channel's conversion when it has enough sends to tell.
@@ -1018,7 +1056,7 @@ mod tests {
             hits.first().map(|h| h.action)
         };
         if action.is_none() || (passes && action == Some(AdaptiveAction::StepUp)) {
-            a.record_send(store, &hasher, flow, &keys).await;
+            a.record_send(store, flow, &keys).await;
         }
         action
     }
@@ -1028,14 +1066,13 @@ mod tests {
         // The shipped country rule: pooled, denied from 2 unverified registrations.
         let a = adaptive(vec![default_rules().remove(0)]);
         let store = MemoryStore::new(10_000);
-        let hasher = KeyHasher::unkeyed();
         // A fresh deployment: every destination is new, its first codes in flight are
         // not held against it.
         let home = sms("+447400123456", 44, 9);
         for i in 0..3 {
             let flow = format!("first{i}");
             assert_eq!(judged(&a, &store, &flow, &home, false).await, None, "{i}");
-            a.record_verified(&store, &hasher, &flow).await;
+            a.record_verified(&store, &flow).await;
         }
         let fresh = sms("+33612345678", 33, 9);
         for i in 0..3 {
@@ -1044,12 +1081,12 @@ mod tests {
         }
         // Their codes are entered a little later.
         for i in 0..3 {
-            a.record_verified(&store, &hasher, &format!("fr{i}")).await;
+            a.record_verified(&store, &format!("fr{i}")).await;
         }
         for i in 0..20 {
             let flow = format!("h{i}");
             assert_eq!(judged(&a, &store, &flow, &home, false).await, None, "{i}");
-            a.record_verified(&store, &hasher, &flow).await;
+            a.record_verified(&store, &flow).await;
         }
         tokio::time::advance(4 * MINUTE).await;
         // Now it knows its traffic.
@@ -1093,7 +1130,6 @@ mod tests {
         };
         let a = adaptive(vec![rule]);
         let store = MemoryStore::new(10_000);
-        let hasher = KeyHasher::unkeyed();
         let label = mfa("+371******45", 9);
         for i in 0..3 {
             assert_eq!(
@@ -1115,7 +1151,7 @@ mod tests {
                 judged(&a, &store, flow, &label, true).await,
                 Some(AdaptiveAction::StepUp)
             );
-            a.record_verified(&store, &hasher, flow).await;
+            a.record_verified(&store, flow).await;
         }
         tokio::time::advance(4 * MINUTE).await;
         assert_eq!(
@@ -1151,11 +1187,11 @@ mod tests {
     /// Sends and verifications of `key` over a day, as the rules count them.
     async fn day_counts(store: &MemoryStore, key: &str) -> (u64, u64) {
         let day = Duration::from_secs(86400);
-        let names = [format!("{key}:s"), format!("{key}:v")];
-        let counters: Vec<Counter<'_>> = names
-            .iter()
-            .map(|key| Counter {
+        let counters: Vec<Counter<'_>> = [SENT, VERIFIED]
+            .into_iter()
+            .map(|series| Counter {
                 key,
+                series,
                 window: day,
                 buckets: BUCKETS,
             })
@@ -1175,7 +1211,7 @@ mod tests {
             .iter()
             .any(|h| !h.monitor);
         if !refused {
-            a.record_send(store, &hasher, flow, &keys).await;
+            a.record_send(store, flow, &keys).await;
         }
         refused
     }
@@ -1197,6 +1233,48 @@ mod tests {
         assert_eq!(value_of(&rules[0], &s).as_deref(), Some("+371"));
         assert_eq!(value_of(&rules[1], &s).as_deref(), Some("+3712001"));
         assert_eq!(value_of(&rules[2], &s).as_deref(), Some("198.51.100.0/24"));
+    }
+
+    #[test]
+    fn keys_name_what_identifies_nobody_and_hash_the_rest() {
+        let a = adaptive(default_rules());
+        let hasher = KeyHasher::keyed(b"k");
+        let names = |s: &Subject<'_>| -> Vec<String> {
+            a.keys(&hasher, s)
+                .entries
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        let mut s = sms("+37120012345", 371, 9);
+        s.user = Some("ab12");
+        let keys = names(&s);
+        assert!(
+            keys.contains(&"conv:sms-country:+371".to_owned()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&"conv:sms-prefix:+3712001".to_owned()),
+            "{keys:?}"
+        );
+        assert!(keys.contains(&"conv:sms-user:ab12".to_owned()), "{keys:?}");
+        let network = keys.iter().find(|k| k.starts_with("conv:sms-network:"));
+        assert_eq!(
+            network.map(String::as_str),
+            Some(format!("conv:sms-network:{}", hasher.hash("198.51.100.0/24")).as_str()),
+            "a client's network is hashed"
+        );
+        // A range that leaves fewer than a thousand numbers open names a few people.
+        let short = sms("+371200123", 371, 9);
+        let keys = names(&short);
+        assert!(
+            !keys.iter().any(|k| k.contains("+3712001")),
+            "a short number's range is hashed: {keys:?}"
+        );
+        // A value that could break the key is hashed whatever the rule.
+        let mut odd = sms("+37120012345", 371, 9);
+        odd.user = Some("a b\nc");
+        assert!(names(&odd).iter().all(|k| !k.contains(' ')));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1266,8 +1344,8 @@ mod tests {
             assert!(!send(&a, &store, &flow, &s).await);
             // Four in five users enter their code.
             if i % 5 != 0 {
-                a.record_verified(&store, &hasher, &flow).await;
-                a.record_verified(&store, &hasher, &flow).await;
+                a.record_verified(&store, &flow).await;
+                a.record_verified(&store, &flow).await;
             }
             tokio::time::advance(MINUTE).await;
         }
@@ -1283,7 +1361,7 @@ mod tests {
         let s = sms("+447400123456", 44, 9);
         assert!(!send(&a, &store, "late", &s).await);
         tokio::time::advance(11 * MINUTE).await;
-        a.record_verified(&store, &hasher, "late").await;
+        a.record_verified(&store, "late").await;
         let keys = a.keys(&hasher, &s);
         assert_eq!(day_counts(&store, &keys.entries[0].key).await, (1, 0));
     }
@@ -1306,8 +1384,7 @@ mod tests {
             if got == Some(AdaptiveAction::StepUp) {
                 let hasher = KeyHasher::unkeyed();
                 let keys = a.keys(&hasher, &s);
-                a.record_send(&store, &hasher, &format!("f{i}"), &keys)
-                    .await;
+                a.record_send(&store, &format!("f{i}"), &keys).await;
             }
             seen.push(got);
             tokio::time::advance(4 * MINUTE).await;
@@ -1335,11 +1412,10 @@ mod tests {
         };
         let a = adaptive(vec![rule]);
         let store = MemoryStore::new(10_000);
-        let hasher = KeyHasher::unkeyed();
         // A country whose codes are entered is out of the pool.
         let home = sms("+447400123456", 44, 4);
         assert_eq!(judged(&a, &store, "h", &home, false).await, None);
-        a.record_verified(&store, &hasher, "h").await;
+        a.record_verified(&store, "h").await;
         // Two new countries, one unverified send each: the pool has spent its allowance.
         let lv = sms("+37120012345", 371, 1);
         let lt = sms("+37060012345", 370, 2);

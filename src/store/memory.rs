@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Counter, Store, StoreError, Window, WindowSpec};
+use super::{Counter, Store, StoreError, Window, WindowSpec, MAX_SERIES};
 
 const SHARDS: usize = 32;
 
@@ -51,12 +51,19 @@ enum Slot {
     Mark {
         expires: Instant,
     },
-    /// A bucketed counter: (bucket number, count), oldest first, at most its bucket count.
+    /// The bucketed counters of one key, one per series; expires with the longest-lived.
     Counter {
-        buckets: VecDeque<(u64, u64)>,
-        width: Duration,
+        series: Vec<Series>,
         expires: Instant,
     },
+}
+
+/// One series of a counter key: (bucket number, count), oldest first, at most its bucket
+/// count.
+struct Series {
+    id: u8,
+    width: Duration,
+    buckets: VecDeque<(u64, u64)>,
 }
 
 impl Slot {
@@ -226,54 +233,82 @@ impl MemoryStore {
         (current, oldest)
     }
 
-    fn add_at(&self, counter: &Counter<'_>, now: Instant) {
-        let (current, oldest) = self.buckets_at(counter, now);
-        let width = counter.width();
-        let expires = now + counter.window + width;
-        let mut guard = self.shard(counter.key).lock();
+    /// Add one to each of `group`, counters of one key, under one lock and one lookup.
+    fn add_at(&self, group: &[Counter<'_>], now: Instant) {
+        let Some(first) = group.first() else {
+            return;
+        };
+        let mut guard = self.shard(first.key).lock();
         let shard = &mut *guard;
-        // A counter of another bucket width (its window was reconfigured) starts again.
-        if let Some(Slot::Counter {
-            buckets,
-            width: w,
-            expires: e,
-        }) = shard.map.get_mut(counter.key)
-        {
-            if *w == width {
-                while buckets.front().is_some_and(|(b, _)| *b < oldest) {
-                    buckets.pop_front();
+        if !matches!(shard.map.get(first.key), Some(Slot::Counter { .. })) {
+            if !shard.map.contains_key(first.key) {
+                self.make_room(shard, now);
+            }
+            shard.map.insert(
+                first.key.to_owned(),
+                Slot::Counter {
+                    series: Vec::with_capacity(group.len()),
+                    expires: now,
+                },
+            );
+        }
+        let Some(Slot::Counter { series, expires }) = shard.map.get_mut(first.key) else {
+            return;
+        };
+        for counter in group {
+            let (current, oldest) = self.buckets_at(counter, now);
+            let width = counter.width();
+            *expires = (*expires).max(now + counter.window + width);
+            let at = match series.iter().position(|s| s.id == counter.series) {
+                Some(at) => at,
+                None => {
+                    series.push(Series {
+                        id: counter.series,
+                        width,
+                        buckets: VecDeque::new(),
+                    });
+                    series.len() - 1
                 }
-                match buckets.back_mut() {
-                    Some((b, n)) if *b == current => *n += 1,
-                    _ => buckets.push_back((current, 1)),
-                }
-                *e = expires;
-                return;
+            };
+            let s = &mut series[at];
+            // A series of another bucket width (its window was reconfigured) starts again.
+            if s.width != width {
+                s.width = width;
+                s.buckets.clear();
+            }
+            while s.buckets.front().is_some_and(|(b, _)| *b < oldest) {
+                s.buckets.pop_front();
+            }
+            match s.buckets.back_mut() {
+                Some((b, n)) if *b == current => *n += 1,
+                _ => s.buckets.push_back((current, 1)),
             }
         }
-        if !shard.map.contains_key(counter.key) {
-            self.make_room(shard, now);
-        }
-        shard.map.insert(
-            counter.key.to_owned(),
-            Slot::Counter {
-                buckets: VecDeque::from([(current, 1)]),
-                width,
-                expires,
-            },
-        );
     }
 
-    fn read_at(&self, counter: &Counter<'_>, now: Instant) -> u64 {
-        let (_, oldest) = self.buckets_at(counter, now);
-        let shard = self.shard(counter.key).lock();
-        match shard.map.get(counter.key) {
-            Some(Slot::Counter { buckets, width, .. }) if *width == counter.width() => buckets
+    /// The sums of `group`, counters of one key, under one lock and one lookup.
+    fn read_at(&self, group: &[Counter<'_>], now: Instant, out: &mut Vec<u64>) {
+        let Some(first) = group.first() else {
+            return;
+        };
+        let shard = self.shard(first.key).lock();
+        let series = match shard.map.get(first.key) {
+            Some(Slot::Counter { series, expires }) if *expires > now => series.as_slice(),
+            _ => &[],
+        };
+        for counter in group {
+            let (_, oldest) = self.buckets_at(counter, now);
+            let sum = series
                 .iter()
-                .filter(|(b, _)| *b >= oldest)
-                .map(|(_, n)| n)
-                .sum(),
-            _ => 0,
+                .find(|s| s.id == counter.series && s.width == counter.width())
+                .map_or(0, |s| {
+                    s.buckets
+                        .iter()
+                        .filter(|(b, _)| *b >= oldest)
+                        .map(|(_, n)| n)
+                        .sum()
+                });
+            out.push(sum);
         }
     }
 
@@ -342,11 +377,21 @@ impl Store for MemoryStore {
         add: &[Counter<'_>],
         read: &[Counter<'_>],
     ) -> Result<Vec<u64>, StoreError> {
-        let now = Instant::now();
-        for counter in add {
-            self.add_at(counter, now);
+        if let Some(c) = add.iter().chain(read).find(|c| c.series >= MAX_SERIES) {
+            return Err(StoreError::Unavailable(format!(
+                "counter series {} past the {MAX_SERIES} a key holds",
+                c.series
+            )));
         }
-        Ok(read.iter().map(|c| self.read_at(c, now)).collect())
+        let now = Instant::now();
+        for group in add.chunk_by(|a, b| a.key == b.key) {
+            self.add_at(group, now);
+        }
+        let mut out = Vec::with_capacity(read.len());
+        for group in read.chunk_by(|a, b| a.key == b.key) {
+            self.read_at(group, now, &mut out);
+        }
+        Ok(out)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -428,6 +473,7 @@ mod tests {
         let store = MemoryStore::new(1000);
         let c = Counter {
             key: "c",
+            series: 0,
             window: HOUR,
             buckets: 4,
         };
@@ -450,7 +496,7 @@ mod tests {
         assert_eq!(store.tally(&[], &[c, other]).await.unwrap(), vec![3, 0]);
         store.tally(&[c], &[]).await.unwrap();
         match store.shard("c").lock().map.get("c") {
-            Some(Slot::Counter { buckets, .. }) => assert_eq!(buckets.len(), 4),
+            Some(Slot::Counter { series, .. }) => assert_eq!(series[0].buckets.len(), 4),
             _ => panic!("not a counter"),
         }
         // Another width is another counter: it starts again.
@@ -473,6 +519,50 @@ mod tests {
                 .unwrap()
                 .expired(Instant::now()),
             "an idle counter expires"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_series_of_one_key_share_its_entry_each_with_its_own_window() {
+        let store = MemoryStore::new(1000);
+        let day = Counter {
+            key: "k",
+            series: 0,
+            window: 24 * HOUR,
+            buckets: 24,
+        };
+        let recent = Counter {
+            series: 1,
+            window: HOUR / 6,
+            buckets: 6,
+            ..day
+        };
+        let other = Counter { series: 2, ..day };
+        store.tally(&[day, recent], &[]).await.unwrap();
+        store.tally(&[day, recent, other], &[]).await.unwrap();
+        assert_eq!(store.len(), 1, "one entry for the key's three series");
+        assert_eq!(
+            store.tally(&[], &[day, recent, other]).await.unwrap(),
+            vec![2, 2, 1]
+        );
+        // The short series empties; the key and its long series live on.
+        tokio::time::advance(HOUR).await;
+        assert_eq!(
+            store.tally(&[], &[day, recent, other]).await.unwrap(),
+            vec![2, 0, 1]
+        );
+        assert!(
+            store
+                .tally(
+                    &[Counter {
+                        series: MAX_SERIES,
+                        ..day
+                    }],
+                    &[]
+                )
+                .await
+                .is_err(),
+            "a series past the bound is refused"
         );
     }
 

@@ -49,16 +49,22 @@ pub struct WindowSpec<'a> {
     pub limit: u64,
 }
 
-/// One bucketed counter of a [`Store::tally`] call: `window` split into `buckets` equal
-/// buckets. A read sums the buckets inside the window, the oldest whole until it leaves,
-/// so a counter holds at most `buckets` numbers however much it counts, and is exact to
-/// one bucket at the window's far edge.
+/// One bucketed counter of a [`Store::tally`] call: series `series` of `key`, its
+/// `window` split into `buckets` equal buckets. A read sums the buckets inside the window,
+/// the oldest whole until it leaves, so a counter holds at most `buckets` numbers however
+/// much it counts, and is exact to one bucket at the window's far edge. The series of one
+/// key (at most [`MAX_SERIES`], each with its own window) are kept in one store entry, so
+/// that the counters of one key cost one lookup; pass them next to each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter<'a> {
     pub key: &'a str,
+    pub series: u8,
     pub window: Duration,
     pub buckets: u32,
 }
+
+/// The series one key holds at most.
+pub const MAX_SERIES: u8 = 8;
 
 impl Counter<'_> {
     /// The width of one bucket (at least a millisecond).
@@ -145,8 +151,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Add one to each counter of `add` (in its current bucket), then read each of `read`:
     /// their sums, in the order of `read`. One round trip for a remote store, at one
-    /// instant for all; a counter read before it was ever added to is 0. Keys of `add`
-    /// should be distinct.
+    /// instant for all; a counter read before it was ever added to is 0. Counters of `add`
+    /// should be distinct. A series past [`MAX_SERIES`] is refused.
     async fn tally(
         &self,
         add: &[Counter<'_>],

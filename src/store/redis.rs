@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
 
-use super::{Counter, Store, StoreError, Window, WindowSpec};
+use super::{Counter, Store, StoreError, Window, WindowSpec, MAX_SERIES};
 
 /// Where the Redis store connects and how long it waits.
 #[derive(Clone)]
@@ -175,47 +175,83 @@ return redis.call('ZCOUNT', key, string.format('(%.0f', now - tonumber(ARGV[1]))
 
 /// Add to bucketed counters, then read bucketed counters, in one call.
 ///
-/// KEYS: the counters added to, then the counters read; each a hash of bucket number
-/// (server time in µs divided by the bucket width) to count, and `w`, the width it was
-/// made with. ARGV: how many keys are added to, then bucket width (µs) and bucket count
-/// for each key in turn. Returns the sum of each read counter's buckets inside its window.
+/// KEYS: the counters added to, then the counters read; the counters of one key are its
+/// series, kept in one hash: fields `w{series}` and `n{series}` are the bucket width and
+/// count the series was last added with, field `{series}:{bucket}` the count of a bucket (server time in µs divided by the
+/// width). ARGV: how many counters are added to, then series, bucket width (µs) and bucket
+/// count for each counter in turn. Returns the sum of each read counter's buckets inside
+/// its window.
 ///
-/// A hash of another width (its window was reconfigured) or a key of another kind is
-/// replaced, as in the memory store. An add drops the buckets that left the window, so a
-/// counter holds at most its bucket count of fields, and expires a bucket after its window
-/// when idle. Bucket numbers stay below 2^53 (µs since 1970 over a width of at least a
-/// millisecond), exact in Lua's numbers.
+/// A series of another width (its window was reconfigured) starts again, and a key of
+/// another kind is replaced, as in the memory store. An add drops the series' bucket that
+/// just left the window; a hash grown past `PRUNE` fields is swept of every series'
+/// buckets outside their windows, so a key stays bounded. The key expires when its
+/// longest-lived series would be empty. Bucket numbers stay below 2^53 (µs since 1970
+/// over a width of at least a millisecond), exact in Lua's numbers.
 const TALLY: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local adds = tonumber(ARGV[1])
+local PRUNE = 256
 local out = {}
+local held = {}
 for i, key in ipairs(KEYS) do
-  local width = tonumber(ARGV[2 * i])
-  local buckets = tonumber(ARGV[2 * i + 1])
+  local series = ARGV[3 * i - 1]
+  local width = tonumber(ARGV[3 * i])
+  local buckets = tonumber(ARGV[3 * i + 1])
   local current = math.floor(now / width)
   local oldest = current - buckets + 1
-  local kind = redis.call('TYPE', key).ok
-  local same = kind == 'hash' and tonumber(redis.call('HGET', key, 'w')) == width
+  local wf = 'w' .. series
+  local prefix = series .. ':'
   if i <= adds then
-    if not same then
-      if kind ~= 'none' then redis.call('DEL', key) end
-      redis.call('HSET', key, 'w', width)
+    local kind = redis.call('TYPE', key).ok
+    if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+    local w = tonumber(redis.call('HGET', key, wf))
+    if w ~= width then
+      if w then
+        for _, field in ipairs(redis.call('HKEYS', key)) do
+          if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', key, field) end
+        end
+      end
+      redis.call('HSET', key, wf, width)
     end
-    redis.call('HINCRBY', key, current, 1)
-    if redis.call('HLEN', key) > buckets + 1 then
-      for _, field in ipairs(redis.call('HKEYS', key)) do
-        if field ~= 'w' and tonumber(field) < oldest then redis.call('HDEL', key, field) end
+    redis.call('HSET', key, 'n' .. series, buckets)
+    redis.call('HINCRBY', key, prefix .. current, 1)
+    redis.call('HDEL', key, prefix .. (oldest - 1))
+    if redis.call('HLEN', key) > PRUNE then
+      local all = redis.call('HGETALL', key)
+      local f = {}
+      for j = 1, #all, 2 do f[all[j]] = all[j + 1] end
+      for j = 1, #all, 2 do
+        local s, b = string.match(all[j], '^(%d+):(%d+)$')
+        if s then
+          local sw, sn = tonumber(f['w' .. s]), tonumber(f['n' .. s])
+          -- Without its width a bucket cannot be judged: it goes.
+          if not sw or not sn or tonumber(b) <= math.floor(now / sw) - sn then
+            redis.call('HDEL', key, all[j])
+          end
+        end
       end
     end
-    redis.call('PEXPIRE', key, math.ceil(width * (buckets + 1) / 1000))
+    local ttl = math.ceil(width * (buckets + 1) / 1000)
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    held[key] = nil
   else
+    local fields = held[key]
+    if fields == nil then
+      fields = {}
+      if redis.call('TYPE', key).ok == 'hash' then
+        local all = redis.call('HGETALL', key)
+        for j = 1, #all, 2 do fields[all[j]] = all[j + 1] end
+      end
+      held[key] = fields
+    end
     local sum = 0
-    if same then
-      local all = redis.call('HGETALL', key)
-      for j = 1, #all, 2 do
-        if all[j] ~= 'w' and tonumber(all[j]) >= oldest then sum = sum + tonumber(all[j + 1]) end
+    if tonumber(fields[wf]) == width then
+      for b = oldest, current do
+        local n = fields[prefix .. b]
+        if n then sum = sum + tonumber(n) end
       end
     end
     out[#out + 1] = sum
@@ -469,10 +505,17 @@ impl Store for RedisStore {
         if add.is_empty() && read.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(c) = add.iter().chain(read).find(|c| c.series >= MAX_SERIES) {
+            return Err(StoreError::Unavailable(format!(
+                "counter series {} past the {MAX_SERIES} a key holds",
+                c.series
+            )));
+        }
         let mut invocation = self.inner.tally.arg(add.len());
         for counter in add.iter().chain(read) {
             invocation
                 .key(self.key(counter.key))
+                .arg(counter.series)
                 .arg(micros(counter.width()))
                 .arg(counter.buckets.max(1));
         }

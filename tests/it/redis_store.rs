@@ -12,7 +12,7 @@ use crate::fixtures::eventually;
 use crate::fixtures::redis::RedisServer;
 use otpgate::store::{
     Counter, FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window,
-    WindowSpec,
+    WindowSpec, MAX_SERIES,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -396,6 +396,7 @@ async fn counters_are_exact_across_replicas_and_stay_bounded() {
     ];
     let day = |key| Counter {
         key,
+        series: 0,
         window: 24 * HOUR,
         buckets: 24,
     };
@@ -423,6 +424,7 @@ async fn counters_are_exact_across_replicas_and_stay_bounded() {
     let store = store(&server).await;
     let short = Counter {
         key: "short",
+        series: 0,
         window: Duration::from_millis(400),
         buckets: 4,
     };
@@ -437,8 +439,8 @@ async fn counters_are_exact_across_replicas_and_stay_bounded() {
         .await
         .unwrap();
     assert!(
-        fields <= 6,
-        "at most the buckets, one being added, and the width: {fields}"
+        fields <= 7,
+        "at most the buckets, one being added, and the width and count: {fields}"
     );
     let held = store.tally(&[], &[short]).await.unwrap()[0];
     assert!(
@@ -466,6 +468,47 @@ async fn counters_are_exact_across_replicas_and_stay_bounded() {
         vec![1, 0],
         "another width starts again"
     );
+    // The series of one key: one hash, each series with its own window; the short one
+    // empties without taking the key's long series with it.
+    let long = day("several");
+    let brief = Counter { series: 1, ..short };
+    let third = Counter { series: 2, ..long };
+    store.tally(&[long, brief], &[]).await.unwrap();
+    assert_eq!(
+        store.tally(&[third], &[long, brief, third]).await.unwrap(),
+        vec![1, 1, 1]
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("otpgate:several*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["otpgate:several".to_owned()], "one entry");
+    tokio::time::sleep(Duration::from_millis(520)).await;
+    assert_eq!(
+        store.tally(&[], &[long, brief, third]).await.unwrap(),
+        vec![1, 0, 1]
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("otpgate:several")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 20 * 3600 * 1000, "kept for the long series: {pttl}");
+    assert!(
+        store
+            .tally(
+                &[Counter {
+                    series: MAX_SERIES,
+                    ..long
+                }],
+                &[]
+            )
+            .await
+            .is_err(),
+        "a series past the bound is refused"
+    );
+
     store.put("value", b"x", HOUR).await.unwrap();
     assert_eq!(store.tally(&[], &[day("value")]).await.unwrap(), vec![0]);
     assert_eq!(
