@@ -431,16 +431,18 @@ impl Judge {
                 return;
             };
             let record = refund_key(flow);
-            let mut text = match store.get(&record).await {
-                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-                Ok(None) => String::new(),
-                Err(_) => return,
-            };
+            let mut text = String::new();
             for key in &held.outcome.refundable {
                 text.push_str(&format!("{} {key}\n", held.reservation_id));
             }
+            // Appended, never read here; bounded like the flow's send record.
             let _ = store
-                .put(&record, text.as_bytes(), self.adaptive.verify_within())
+                .append(
+                    &record,
+                    text.as_bytes(),
+                    self.adaptive.verify_within(),
+                    MAX_REFUND_RECORD,
+                )
                 .await;
         };
         futures_util::join!(
@@ -608,6 +610,10 @@ impl Judge {
 }
 
 /// Where a flow's refundable velocity slots are noted.
+/// The longest a flow's record of refundable slots grows: a line of about a hundred bytes
+/// per slot, for more sends than any per-flow velocity rule lets through.
+const MAX_REFUND_RECORD: usize = 16 * 1024;
+
 /// A flow id is a random number the gateway drew: it needs no hash.
 fn refund_key(flow: &FlowId) -> String {
     format!("vel:refund:{}", flow.as_str())

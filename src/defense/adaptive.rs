@@ -326,7 +326,7 @@ struct Entry {
     rule: usize,
     /// The store key of the send's value, and of the rule's baseline.
     key: String,
-    all: String,
+    all: Arc<str>,
     /// The send counts in the rule's pool: the value had no verification when judged.
     pooled: bool,
     /// The send names its number (a registration): nobody has proven it yet. Only such
@@ -383,6 +383,9 @@ pub struct Adaptive {
     rules: Vec<AdaptiveRule>,
     /// The store key of each rule's pool.
     pools: Vec<String>,
+    /// The store keys of each rule's baselines, SMS and email: one per channel and window,
+    /// shared by the rules.
+    baselines: Vec<[Arc<str>; 2]>,
     conversion: ConversionConfig,
     /// Set once this process saw the warm-up over.
     warm: Arc<AtomicBool>,
@@ -406,6 +409,10 @@ impl Adaptive {
         if problems.is_empty() {
             Ok(Self {
                 pools: rules.iter().map(pool_key).collect(),
+                baselines: rules
+                    .iter()
+                    .map(|r| [Channel::Sms, Channel::Email].map(|c| baseline_key(r, c)))
+                    .collect(),
                 rules,
                 conversion,
                 warm: Arc::default(),
@@ -434,12 +441,7 @@ impl Adaptive {
             entries.push(Entry {
                 rule: i,
                 key: format!("conv:{}:{}", rule.name, store_part(rule, s, value, hasher)),
-                // One baseline per channel and window, shared by the rules.
-                all: format!(
-                    "conv:{ALL}:{}:{}",
-                    s.channel.as_str(),
-                    rule.window.as_secs()
-                ),
+                all: self.baselines[i][usize::from(s.channel == Channel::Email)].clone(),
                 pooled: false,
                 unproven: s.e164.is_some(),
                 stepped: false,
@@ -640,14 +642,7 @@ impl Adaptive {
             self.started(store).await;
         }
         let record = flow_key(flow);
-        let mut held = match store.get(&record).await {
-            Ok(Some(bytes)) => FlowRecord::parse(&String::from_utf8_lossy(&bytes)),
-            Ok(None) => FlowRecord::default(),
-            Err(error) => {
-                tracing::debug!(%error, "adaptive: send not counted");
-                return;
-            }
-        };
+        let mut lines = FlowRecord::default();
         let mut adds = Reads::default();
         let grace = self.conversion.grace;
         for e in &keys.entries {
@@ -657,25 +652,34 @@ impl Adaptive {
             let bases = [
                 Some((e.key.as_str(), SENT)),
                 e.stepped.then_some((e.key.as_str(), UP)),
-                Some((e.all.as_str(), SENT)),
+                Some((&*e.all, SENT)),
                 e.pooled.then_some((self.pools[e.rule].as_str(), SENT)),
             ];
             for (base, first) in bases.into_iter().flatten() {
                 // Once per send, however many rules share the counter (the baseline).
                 if adds.push_sends(base, first, rule.window, grace) {
-                    held.add(e.rule, first, base);
+                    lines.add(e.rule, first, base);
                 }
             }
         }
-        if held.region.is_none() {
-            held.region.clone_from(&keys.region);
-        }
-        let text = held.to_text();
-        let put = store.put(&record, text.as_bytes(), self.conversion.verify_within);
+        let text = lines.send_text(keys.region.as_deref());
+        // Appended, never read here: a send costs no lookup of its flow's record.
+        // Room for the lines of as many sends as a verification converts.
+        let max_len = text.len().saturating_mul(MAX_FLOW_SENDS as usize);
+        let put = store.append(
+            &record,
+            text.as_bytes(),
+            self.conversion.verify_within,
+            max_len,
+        );
         let counters = adds.counters();
         let (put, added) = futures_util::join!(put, store.tally(counters, &[]));
-        if let Err(error) = put.and(added.map(|_| ())) {
-            tracing::debug!(%error, "adaptive: send not fully counted");
+        match put.and_then(|put| added.map(|_| put)) {
+            Ok(true) => {}
+            // Past its bound, a flow's further sends still count, but its verification
+            // converts only those recorded, as many as it would convert anyway.
+            Ok(false) => tracing::debug!("adaptive: flow record full"),
+            Err(error) => tracing::debug!(%error, "adaptive: send not fully counted"),
         }
     }
 
@@ -730,38 +734,39 @@ impl Adaptive {
 /// velocity rule lets through.
 const MAX_FLOW_SENDS: u64 = 16;
 
-/// A flow's send record: for each counter key it added sends to, the rule (for its
-/// window), the key's first series counted (its own or those of sends that passed its
-/// step-up) and how many sends; and the region of the number it registered. Kept as text
-/// lines `{rule} {series} {key} {sends}` and `region {XX}`.
+/// A flow's send record, appended to by each send: a line `{rule} {series} {key}` for each
+/// counter key it added to (the rule for its window, the key's first series counted: its
+/// own or those of sends that passed its step-up), and `region {XX}` when the send named
+/// a number. A verification converts each key as many times as the record names it.
 #[derive(Debug, Default, PartialEq)]
 struct FlowRecord {
+    /// Rule, first series, key, sends.
     counts: Vec<(usize, u8, String, u64)>,
     region: Option<String>,
 }
 
 impl FlowRecord {
     fn parse(text: &str) -> Self {
-        let region = text
-            .lines()
-            .find_map(|line| line.strip_prefix("region "))
-            .map(str::to_owned);
-        let counts = text
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split(' ');
-                let rule = parts.next()?.parse().ok()?;
-                let first = parts
-                    .next()?
-                    .parse()
-                    .ok()
-                    .filter(|f| [SENT, UP].contains(f))?;
-                let base = parts.next()?.to_owned();
-                let sends = parts.next()?.parse().ok()?;
-                parts.next().is_none().then_some((rule, first, base, sends))
-            })
-            .collect();
-        Self { counts, region }
+        let mut record = Self::default();
+        for line in text.lines() {
+            if let Some(region) = line.strip_prefix("region ") {
+                record.region.get_or_insert_with(|| region.to_owned());
+                continue;
+            }
+            let mut parts = line.split(' ');
+            let (Some(rule), Some(first), Some(base), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Ok(rule), Ok(first)) = (rule.parse(), first.parse::<u8>()) else {
+                continue;
+            };
+            if [SENT, UP].contains(&first) {
+                record.add(rule, first, base);
+            }
+        }
+        record
     }
 
     fn add(&mut self, rule: usize, first: u8, base: &str) {
@@ -775,14 +780,15 @@ impl FlowRecord {
         }
     }
 
-    fn to_text(&self) -> String {
+    /// The lines one send appends.
+    fn send_text(&self, region: Option<&str>) -> String {
         use std::fmt::Write as _;
         let mut text = String::with_capacity(64 * (self.counts.len() + 1));
-        if let Some(region) = &self.region {
+        if let Some(region) = region {
             let _ = writeln!(text, "region {region}");
         }
-        for (rule, first, base, sends) in &self.counts {
-            let _ = writeln!(text, "{rule} {first} {base} {sends}");
+        for (rule, first, base, _) in &self.counts {
+            let _ = writeln!(text, "{rule} {first} {base}");
         }
         text
     }
@@ -905,6 +911,10 @@ fn stepped_action(rule: &AdaptiveRule, unproven: bool) -> AdaptiveAction {
 fn pumped_after_step_up(rule: &AdaptiveRule, up: Figures, deny_after: u64) -> bool {
     let unverified = up.settled.saturating_sub(up.verified);
     unverified >= deny_after.max(1) && (up.verified as f64) < rule.below * up.settled as f64
+}
+
+fn baseline_key(rule: &AdaptiveRule, channel: Channel) -> Arc<str> {
+    format!("conv:{ALL}:{}:{}", channel.as_str(), rule.window.as_secs()).into()
 }
 
 fn pool_key(rule: &AdaptiveRule) -> String {

@@ -399,6 +399,32 @@ impl Store for FallbackStore {
         self.local(Some(ttl)).put(key, value, ttl).await
     }
 
+    /// Appended on the primary; while memory may hold what an outage wrote, read from
+    /// both and rewritten (as [`Store::put`] does), so that nothing either holds is lost.
+    async fn append(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        max_len: usize,
+    ) -> Result<bool, StoreError> {
+        if !self.is_degraded() && !self.local_may_hold_entries() {
+            if let Some(appended) = self
+                .primary(self.inner.primary.append(key, value, ttl, max_len))
+                .await
+            {
+                return Ok(appended);
+            }
+        }
+        let mut held = self.get(key).await?.unwrap_or_default();
+        if held.len() + value.len() > max_len {
+            return Ok(false);
+        }
+        held.extend_from_slice(value);
+        self.put(key, &held, ttl).await?;
+        Ok(true)
+    }
+
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         if !self.is_degraded() {
             if let Some(first) = self.primary(self.inner.primary.take_once(key, ttl)).await {

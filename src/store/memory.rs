@@ -419,6 +419,42 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn append(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        max_len: usize,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
+        if let Some(Slot::Value { bytes, expires }) = shard.map.get_mut(key) {
+            if *expires > now {
+                if bytes.len() + value.len() > max_len {
+                    return Ok(false);
+                }
+                bytes.extend_from_slice(value);
+                *expires = now + ttl;
+                return Ok(true);
+            }
+        }
+        if value.len() > max_len {
+            return Ok(false);
+        }
+        if !shard.map.contains_key(key) {
+            self.make_room(shard, now);
+        }
+        shard.map.insert(
+            key.to_owned(),
+            Slot::Value {
+                bytes: value.to_vec(),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key).lock();
@@ -520,6 +556,31 @@ mod tests {
                 .expired(Instant::now()),
             "an idle counter expires"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_append_grows_a_value_up_to_its_bound_and_keeps_it_for_its_ttl() {
+        let store = MemoryStore::new(1000);
+        assert!(store.append("r", b"ab", HOUR, 4).await.unwrap());
+        assert!(store.append("r", b"cd", HOUR, 4).await.unwrap());
+        assert!(
+            !store.append("r", b"e", HOUR, 4).await.unwrap(),
+            "past the bound"
+        );
+        assert_eq!(store.get("r").await.unwrap().as_deref(), Some(&b"abcd"[..]));
+        tokio::time::advance(HOUR).await;
+        assert_eq!(store.get("r").await.unwrap(), None);
+        assert!(
+            store.append("r", b"x", HOUR, 4).await.unwrap(),
+            "expired: anew"
+        );
+        assert_eq!(store.get("r").await.unwrap().as_deref(), Some(&b"x"[..]));
+        store.take_once("m", HOUR).await.unwrap();
+        assert!(
+            store.append("m", b"y", HOUR, 4).await.unwrap(),
+            "a mark is replaced"
+        );
+        assert_eq!(store.get("m").await.unwrap().as_deref(), Some(&b"y"[..]));
     }
 
     #[tokio::test(start_paused = true)]

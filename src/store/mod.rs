@@ -171,6 +171,28 @@ pub trait Store: Send + Sync + 'static {
     /// Mark `key` as used for `ttl`. Returns `true` the first time, `false` for every later
     /// call while the mark lives: single-use nonces.
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Add `value` to the end of the value at `key` (an empty one when none is there) and
+    /// keep it for `ttl` from now, unless that would make it longer than `max_len`: then
+    /// nothing changes and the answer is `false`. A record that only grows costs no read.
+    ///
+    /// The default reads and rewrites, which is not atomic: a concurrent append may be
+    /// lost. The stores here append in one step.
+    async fn append(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        max_len: usize,
+    ) -> Result<bool, StoreError> {
+        let mut held = self.get(key).await?.unwrap_or_default();
+        if held.len() + value.len() > max_len {
+            return Ok(false);
+        }
+        held.extend_from_slice(value);
+        self.put(key, &held, ttl).await?;
+        Ok(true)
+    }
 }
 
 /// A store that is down: every operation fails. For tests of what callers do then.

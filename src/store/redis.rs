@@ -101,6 +101,7 @@ struct Inner {
     release: Script,
     count: Script,
     tally: Script,
+    append: Script,
 }
 
 /// Reserve a slot for one id in each of several sliding-window logs, in one call.
@@ -260,6 +261,18 @@ end
 return out
 ";
 
+/// Append to a string within a bound, in one call. KEYS[1]: the string (a key of another
+/// kind is replaced). ARGV: the bytes, the TTL (ms) and the longest the string may grow.
+/// Returns 1 when appended, 0 when that would pass the bound.
+const APPEND: &str = r"
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+if redis.call('STRLEN', KEYS[1]) + #ARGV[1] > tonumber(ARGV[3]) then return 0 end
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// How long the kernel lets written data go unacknowledged before it drops the
 /// connection. Without it a peer that vanished without a reset (a partition) would keep a
 /// dead connection open, and the manager only reconnects after a connection error.
@@ -315,6 +328,7 @@ impl RedisStore {
                 release: Script::new(RELEASE),
                 count: Script::new(COUNT),
                 tally: Script::new(TALLY),
+                append: Script::new(APPEND),
             }),
         }
     }
@@ -560,6 +574,29 @@ impl Store for RedisStore {
             }
         })
         .await
+    }
+
+    async fn append(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        max_len: usize,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(key);
+        let appended: i64 = self
+            .run(|mut conn| async move {
+                self.inner
+                    .append
+                    .key(&key)
+                    .arg(value)
+                    .arg(millis(ttl).max(1))
+                    .arg(max_len)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(appended == 1)
     }
 
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -518,6 +518,42 @@ async fn counters_are_exact_across_replicas_and_stay_bounded() {
     );
 }
 
+/// A record that only grows: appended in one step up to its bound, kept for its TTL, a key
+/// of another kind replaced.
+#[tokio::test]
+async fn appends_grow_a_value_up_to_its_bound() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    assert!(store.append("rec", b"ab", HOUR, 4).await.unwrap());
+    assert!(store.append("rec", b"cd", HOUR, 4).await.unwrap());
+    assert!(
+        !store.append("rec", b"e", HOUR, 4).await.unwrap(),
+        "past the bound"
+    );
+    assert_eq!(
+        store.get("rec").await.unwrap().as_deref(),
+        Some(&b"abcd"[..])
+    );
+    assert!(store
+        .append("brief", b"x", Duration::from_millis(200), 4)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.get("brief").await.unwrap(), None, "kept for its TTL");
+    let counter = Counter {
+        key: "counted",
+        series: 0,
+        window: HOUR,
+        buckets: 4,
+    };
+    store.tally(&[counter], &[]).await.unwrap();
+    assert!(store.append("counted", b"y", HOUR, 4).await.unwrap());
+    assert_eq!(
+        store.get("counted").await.unwrap().as_deref(),
+        Some(&b"y"[..])
+    );
+}
+
 async fn race(replicas: &[Arc<dyn Store>; 2]) -> usize {
     const REQUESTS: usize = 40;
     let barrier = Arc::new(Barrier::new(REQUESTS));
