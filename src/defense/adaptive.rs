@@ -9,6 +9,7 @@
 //! a key is; a flow's send record lets its verification convert every send of the flow
 //! (resends too), and replicas sharing a Redis share them.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -642,7 +643,10 @@ impl Adaptive {
             self.started(store).await;
         }
         let record = flow_key(flow);
-        let mut lines = FlowRecord::default();
+        let mut text = String::with_capacity(96 * (keys.entries.len() + 1));
+        if let Some(region) = &keys.region {
+            let _ = writeln!(text, "region {region}");
+        }
         let mut adds = Reads::default();
         let grace = self.conversion.grace;
         for e in &keys.entries {
@@ -658,11 +662,10 @@ impl Adaptive {
             for (base, first) in bases.into_iter().flatten() {
                 // Once per send, however many rules share the counter (the baseline).
                 if adds.push_sends(base, first, rule.window, grace) {
-                    lines.add(e.rule, first, base);
+                    let _ = writeln!(text, "{} {first} {base}", e.rule);
                 }
             }
         }
-        let text = lines.send_text(keys.region.as_deref());
         // Appended, never read here: a send costs no lookup of its flow's record.
         // Room for the lines of as many sends as a verification converts.
         let max_len = text.len().saturating_mul(MAX_FLOW_SENDS as usize);
@@ -778,19 +781,6 @@ impl FlowRecord {
             Some((_, _, _, sends)) => *sends = sends.saturating_add(1),
             None => self.counts.push((rule, first, base.to_owned(), 1)),
         }
-    }
-
-    /// The lines one send appends.
-    fn send_text(&self, region: Option<&str>) -> String {
-        use std::fmt::Write as _;
-        let mut text = String::with_capacity(64 * (self.counts.len() + 1));
-        if let Some(region) = region {
-            let _ = writeln!(text, "region {region}");
-        }
-        for (rule, first, base, _) in &self.counts {
-            let _ = writeln!(text, "{rule} {first} {base}");
-        }
-        text
     }
 }
 
@@ -928,10 +918,11 @@ fn flow_key(flow: &str) -> String {
 }
 
 /// How `value` appears in a key of `rule`: as it is when it names no person and is safe
-/// in a key (a calling code; a number range of at least a thousand numbers; an app's id;
-/// the user's key, itself a keyed hash), so that an operator reading the store sees what
-/// is blocked and the gated path spends no hash on it; keyed-hashed otherwise (a client's
-/// network, a phone number, a range so short it names a few people).
+/// in a key (a calling code; a number range of at least a thousand numbers; an IPv4 /24 or
+/// IPv6 /48 network; an app's id; the user's key, itself a keyed hash), so that an
+/// operator reading the store sees what is blocked and the gated path spends no hash on
+/// it; keyed-hashed otherwise (a phone number, a range so short it names a few people, a
+/// network cut finer).
 fn store_part(rule: &AdaptiveRule, s: &Subject<'_>, value: String, hasher: &KeyHasher) -> String {
     let plain = match rule.key {
         AdaptiveKey::Country | AdaptiveKey::ClientId | AdaptiveKey::User => true,
@@ -939,12 +930,19 @@ fn store_part(rule: &AdaptiveRule, s: &Subject<'_>, value: String, hasher: &KeyH
         AdaptiveKey::Prefix => s
             .e164
             .is_some_and(|n| n.len().saturating_sub(value.len()) >= RANGE_DIGITS),
-        AdaptiveKey::IpNetwork | AdaptiveKey::Phone => false,
+        // Cut as far as IP anonymization cuts (an IPv4 /24, an IPv6 /48): hundreds of
+        // hosts, no one's address. A longer prefix (an IPv6 /64 is one household) is
+        // hashed.
+        AdaptiveKey::IpNetwork => match s.client_ip {
+            IpAddr::V4(_) => rule.ipv4_prefix <= 24,
+            IpAddr::V6(_) => rule.ipv6_prefix <= 48,
+        },
+        AdaptiveKey::Phone => false,
     };
     let safe = value.len() <= 64
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_.:/".contains(&b));
     if plain && safe {
         value
     } else {
@@ -1268,11 +1266,22 @@ mod tests {
             "{keys:?}"
         );
         assert!(keys.contains(&"conv:sms-user:ab12".to_owned()), "{keys:?}");
-        let network = keys.iter().find(|k| k.starts_with("conv:sms-network:"));
+        assert!(
+            keys.contains(&"conv:sms-network:198.51.100.0/24".to_owned()),
+            "{keys:?}"
+        );
+        // An IPv6 /64 is one household: hashed.
+        let mut home = sms("+37120012345", 371, 9);
+        home.client_ip = "2001:db8:1:2::7".parse().unwrap();
+        let network = names(&home)
+            .into_iter()
+            .find(|k| k.starts_with("conv:sms-network:"));
         assert_eq!(
-            network.map(String::as_str),
-            Some(format!("conv:sms-network:{}", hasher.hash("198.51.100.0/24")).as_str()),
-            "a client's network is hashed"
+            network,
+            Some(format!(
+                "conv:sms-network:{}",
+                hasher.hash("2001:db8:1:2::/64")
+            )),
         );
         // A range that leaves fewer than a thousand numbers open names a few people.
         let short = sms("+371200123", 371, 9);
