@@ -326,7 +326,8 @@ impl Judge {
         if defense.denies() {
             return defense;
         }
-        self.adapt(s, &mut defense).await;
+        let monitor = self.global_monitor || route.route.monitor;
+        self.adapt(s, &mut defense, monitor).await;
         if defense.denies() {
             return defense;
         }
@@ -382,7 +383,8 @@ impl Judge {
     /// The adaptive rules: is the send's destination, range, network or app one whose codes
     /// are not entered? A store that cannot answer judges nothing (the velocity rules and
     /// their fail mode still count).
-    async fn adapt(&self, s: &Subject<'_>, defense: &mut Defense) {
+    /// `monitor`: the route only reports.
+    async fn adapt(&self, s: &Subject<'_>, defense: &mut Defense, monitor: bool) {
         let phone = defense.phone.as_ref();
         let subject = adaptive::Subject {
             channel: s.send.channel,
@@ -405,6 +407,10 @@ impl Judge {
             tracing::debug!(errors = outcome.errors, "adaptive rules not judged");
         }
         for hit in &outcome.hits {
+            if !hit.monitor && !monitor {
+                self.metrics
+                    .adaptive_acted(&hit.rule, hit.action.as_str(), &hit.key);
+            }
             defense.local.push(LocalVerdict {
                 action: match hit.action {
                     AdaptiveAction::Deny => LocalAction::Deny,

@@ -193,6 +193,95 @@ impl prometheus_client::collector::Collector for StoreCollector {
     }
 }
 
+/// How long a key a rule acted on stays counted among the active adaptive blocks after
+/// the last send it refused or stepped up.
+pub(crate) const ACTIVE_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Keys remembered per rule and action, at most: past it the gauge stops growing (and says
+/// so only by its flat top) rather than the memory.
+const ACTIVE_CAP: usize = 100_000;
+
+/// The keys enforced adaptive rules acted on lately, by rule and action: the
+/// `adaptive_active_keys` gauge, counted on each scrape. A key is kept as a 64-bit hash
+/// (under this process's random key) with when it was last acted on.
+#[derive(Clone, Default)]
+struct ActiveCollector {
+    keys: Arc<parking_lot::Mutex<ActiveKeys>>,
+}
+
+#[derive(Default)]
+struct ActiveKeys {
+    hasher: std::hash::RandomState,
+    by_rule: std::collections::HashMap<
+        (String, &'static str),
+        std::collections::HashMap<u64, tokio::time::Instant>,
+    >,
+}
+
+impl ActiveKeys {
+    fn note(&mut self, rule: &str, action: &'static str, key: &str, now: tokio::time::Instant) {
+        use std::hash::BuildHasher;
+        let id = self.hasher.hash_one(key);
+        let keys = match self.by_rule.get_mut(&(rule.to_owned(), action)) {
+            Some(keys) => keys,
+            None => self.by_rule.entry((rule.to_owned(), action)).or_default(),
+        };
+        if keys.len() >= ACTIVE_CAP && !keys.contains_key(&id) {
+            keys.retain(|_, at| now.saturating_duration_since(*at) < ACTIVE_FOR);
+            if keys.len() >= ACTIVE_CAP {
+                return;
+            }
+        }
+        keys.insert(id, now);
+    }
+
+    /// The keys still active per rule and action; the others forgotten.
+    fn count(&mut self, now: tokio::time::Instant) -> Vec<(String, &'static str, usize)> {
+        let mut out = Vec::with_capacity(self.by_rule.len());
+        for ((rule, action), keys) in &mut self.by_rule {
+            keys.retain(|_, at| now.saturating_duration_since(*at) < ACTIVE_FOR);
+            out.push((rule.clone(), *action, keys.len()));
+        }
+        out.sort();
+        out
+    }
+}
+
+impl std::fmt::Debug for ActiveCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActiveCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActiveLabels {
+    rule: String,
+    action: &'static str,
+}
+
+impl prometheus_client::collector::Collector for ActiveCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let counts = self.keys.lock().count(tokio::time::Instant::now());
+        let mut family = encoder.encode_descriptor(
+            "adaptive_active_keys",
+            "Keys (destinations, ranges, networks, apps, accounts) an enforced adaptive rule refused or stepped up a send to within the last 15 minutes, on this replica",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (rule, action, n) in counts {
+            let labels = ActiveLabels { rule, action };
+            let g = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+            g.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A request in flight; see [`Metrics::in_flight_guard`].
 pub(crate) struct InFlight<'a>(&'a Metrics);
 
@@ -226,6 +315,7 @@ pub struct Metrics {
     /// Mirrors `in_flight` for cheap reads (readiness, tests).
     in_flight_now: AtomicI64,
     store: StoreCollector,
+    active: ActiveCollector,
 }
 
 impl Metrics {
@@ -332,6 +422,8 @@ impl Metrics {
         );
         let store = StoreCollector::default();
         registry.register_collector(Box::new(store.clone()));
+        let active = ActiveCollector::default();
+        registry.register_collector(Box::new(active.clone()));
         let pass_through = STATUS_CLASSES.map(|class| {
             requests
                 .get_or_create(&RequestLabels {
@@ -342,6 +434,7 @@ impl Metrics {
         });
         Arc::new(Self {
             store,
+            active,
             registry,
             requests,
             pass_through,
@@ -462,6 +555,15 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
+    /// An enforced adaptive rule refused or stepped up a send to `key` (a store key: it
+    /// names no one, and only its hash is kept).
+    pub(crate) fn adaptive_acted(&self, rule: &str, action: &'static str, key: &str) {
+        self.active
+            .keys
+            .lock()
+            .note(rule, action, key, tokio::time::Instant::now());
+    }
+
     /// Where the store metrics come from; set once at start.
     pub(crate) fn set_store_source(
         &self,
@@ -497,5 +599,41 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn active_keys_count_distinct_keys_until_they_rest_for_the_cool_down() {
+        let m = Metrics::new();
+        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371");
+        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371");
+        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882");
+        m.adaptive_acted("sms-prefix", "step_up", "conv:sms-prefix:+4474001");
+        let text = m.render();
+        assert!(
+            text.contains("otpgate_adaptive_active_keys{rule=\"sms-country\",action=\"deny\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_adaptive_active_keys{rule=\"sms-prefix\",action=\"step_up\"} 1"),
+            "{text}"
+        );
+        // One key acted on again keeps its place; the others rest and leave.
+        tokio::time::advance(ACTIVE_FOR / 2).await;
+        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882");
+        tokio::time::advance(ACTIVE_FOR / 2).await;
+        let text = m.render();
+        assert!(
+            text.contains("otpgate_adaptive_active_keys{rule=\"sms-country\",action=\"deny\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("otpgate_adaptive_active_keys{rule=\"sms-prefix\",action=\"step_up\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -353,6 +353,8 @@ impl Keys {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AdaptiveHit {
     pub rule: String,
+    /// The store key found pumped: the send's value under the rule, or the rule's pool.
+    pub key: String,
     pub action: AdaptiveAction,
     pub monitor: bool,
     /// Settled sends and verifications of the key in the window.
@@ -505,8 +507,9 @@ impl Adaptive {
             if rule.pooled && own.entered == 0 && baseline.is_some() {
                 own.settled = own.sent;
             }
-            let hit = |figures: Figures, action| AdaptiveHit {
+            let hit = |figures: Figures, action, key: &str| AdaptiveHit {
                 rule: rule.name.clone(),
+                key: key.to_owned(),
                 action,
                 monitor: rule.monitor,
                 settled: figures.settled,
@@ -519,14 +522,14 @@ impl Adaptive {
                 // who pass one enter their code). An MFA send goes to a method its owner
                 // verified: only the second. Otherwise stepped up: people pass it, and
                 // their codes bring the key back, which a denied key would never see.
-                let stepped = hit(own, stepped_action(rule, entry.unproven));
+                let stepped = hit(own, stepped_action(rule, entry.unproven), &entry.key);
                 match rule.deny_after {
                     Some(n)
                         if entry.unproven
                             && own.settled - own.verified >= n
                             && own.verified < rule.trusted =>
                     {
-                        found.push(Some(hit(own, AdaptiveAction::Deny)));
+                        found.push(Some(hit(own, AdaptiveAction::Deny, &entry.key)));
                     }
                     Some(n) => {
                         // Read only for a key found pumped: a second call, on the rare
@@ -548,7 +551,7 @@ impl Adaptive {
             in_pool[i] = true;
             let pool = reads.figures(&values, at);
             if pumped(rule, pool.settled, pool.verified, baseline) {
-                found[i] = Some(hit(pool, rule.action));
+                found[i] = Some(hit(pool, rule.action, &self.pools[entry.rule]));
             }
         }
         let mut errors = 0;

@@ -547,4 +547,15 @@ async fn replicas_on_one_redis_share_conversion_and_adaptive_blocks() {
         ),
         "{metrics}"
     );
+    // The block is active on the replica that refused a send through it; the other has
+    // refused nothing.
+    let refusing = crate::fixtures::probe::metrics(b.admin).await;
+    assert!(
+        refusing.contains("otpgate_adaptive_active_keys{rule=\"country\",action=\"deny\"} 1"),
+        "{refusing}"
+    );
+    assert!(
+        !metrics.contains("otpgate_adaptive_active_keys{"),
+        "{metrics}"
+    );
 }
