@@ -2,7 +2,9 @@
 //! (learned method channels, flow chains) and take-once nonces.
 //!
 //! Keys are built by the callers and never contain raw secrets: continuation tokens,
-//! phone numbers and the like become part of a key only through a [`KeyHasher`].
+//! phone numbers and the like become part of a key only through a [`KeyHasher`]. Values
+//! that name no one (a calling code, a range of a thousand numbers, an IPv4 /24) may
+//! appear as they are, so that an operator reading the store sees what is counted.
 
 use std::time::Duration;
 
