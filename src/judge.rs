@@ -406,18 +406,19 @@ impl Judge {
         if outcome.errors > 0 {
             tracing::debug!(errors = outcome.errors, "adaptive rules not judged");
         }
-        for hit in &outcome.hits {
-            if !hit.monitor && !monitor {
+        for hit in outcome.hits {
+            if let (false, false, Some(key)) = (hit.monitor, monitor, &hit.key) {
                 self.metrics
-                    .adaptive_acted(&hit.rule, hit.action.as_str(), &hit.key);
+                    .adaptive_acted(&hit.rule, hit.action.as_str(), key);
             }
+            let (action, reported) = (hit.action, hit.monitor);
             defense.local.push(LocalVerdict {
-                action: match hit.action {
+                action: match action {
                     AdaptiveAction::Deny => LocalAction::Deny,
                     AdaptiveAction::StepUp => LocalAction::StepUp,
                 },
-                reason: hit.reason(),
-                monitor: hit.monitor,
+                reason: hit.into_reason(),
+                monitor: reported,
             });
         }
     }

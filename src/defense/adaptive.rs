@@ -353,8 +353,9 @@ impl Keys {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AdaptiveHit {
     pub rule: String,
-    /// The store key found pumped: the send's value under the rule, or the rule's pool.
-    pub key: String,
+    /// The store key found pumped (the send's value under the rule, or the rule's pool),
+    /// for the active-blocks gauge: only when the rule is enforced.
+    pub key: Option<String>,
     pub action: AdaptiveAction,
     pub monitor: bool,
     /// Settled sends and verifications of the key in the window.
@@ -364,9 +365,9 @@ pub(crate) struct AdaptiveHit {
 
 impl AdaptiveHit {
     /// Why: `adaptive:{rule}:{action}`.
-    pub(crate) fn reason(&self) -> crate::policy::Reason {
+    pub(crate) fn into_reason(self) -> crate::policy::Reason {
         crate::policy::Reason::Adaptive {
-            rule: self.rule.clone(),
+            rule: self.rule,
             action: self.action.as_str(),
         }
     }
@@ -384,6 +385,8 @@ pub(crate) struct AdaptiveOutcome {
 #[derive(Debug, Clone)]
 pub struct Adaptive {
     rules: Vec<AdaptiveRule>,
+    /// The start of each rule's keys, `conv:{rule}:`.
+    prefixes: Vec<String>,
     /// The store key of each rule's pool.
     pools: Vec<String>,
     /// The store keys of each rule's baselines, SMS and email: one per channel and window,
@@ -411,6 +414,7 @@ impl Adaptive {
         }
         if problems.is_empty() {
             Ok(Self {
+                prefixes: rules.iter().map(|r| format!("conv:{}:", r.name)).collect(),
                 pools: rules.iter().map(pool_key).collect(),
                 baselines: rules
                     .iter()
@@ -443,7 +447,14 @@ impl Adaptive {
             };
             entries.push(Entry {
                 rule: i,
-                key: format!("conv:{}:{}", rule.name, store_part(rule, s, value, hasher)),
+                key: {
+                    let part = store_part(rule, s, value, hasher);
+                    let prefix = &self.prefixes[i];
+                    let mut key = String::with_capacity(prefix.len() + part.len());
+                    key.push_str(prefix);
+                    key.push_str(&part);
+                    key
+                },
                 all: self.baselines[i][usize::from(s.channel == Channel::Email)].clone(),
                 pooled: false,
                 unproven: s.e164.is_some(),
@@ -509,7 +520,7 @@ impl Adaptive {
             }
             let hit = |figures: Figures, action, key: &str| AdaptiveHit {
                 rule: rule.name.clone(),
-                key: key.to_owned(),
+                key: (!rule.monitor).then(|| key.to_owned()),
                 action,
                 monitor: rule.monitor,
                 settled: figures.settled,
