@@ -616,12 +616,12 @@ impl Judge {
     }
 }
 
-/// Where a flow's refundable velocity slots are noted.
 /// The longest a flow's record of refundable slots grows: a line of about a hundred bytes
 /// per slot, for more sends than any per-flow velocity rule lets through.
 const MAX_REFUND_RECORD: usize = 16 * 1024;
 
-/// A flow id is a random number the gateway drew: it needs no hash.
+/// Where a flow's refundable velocity slots are noted. A flow id is a random number the
+/// gateway drew: it needs no hash.
 fn refund_key(flow: &FlowId) -> String {
     format!("vel:refund:{}", flow.as_str())
 }

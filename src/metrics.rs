@@ -222,10 +222,7 @@ impl ActiveKeys {
     fn note(&mut self, rule: &str, action: &'static str, key: &str, now: tokio::time::Instant) {
         use std::hash::BuildHasher;
         let id = self.hasher.hash_one(key);
-        let keys = match self.by_rule.get_mut(&(rule.to_owned(), action)) {
-            Some(keys) => keys,
-            None => self.by_rule.entry((rule.to_owned(), action)).or_default(),
-        };
+        let keys = self.by_rule.entry((rule.to_owned(), action)).or_default();
         if keys.len() >= ACTIVE_CAP && !keys.contains_key(&id) {
             keys.retain(|_, at| now.saturating_duration_since(*at) < ACTIVE_FOR);
             if keys.len() >= ACTIVE_CAP {

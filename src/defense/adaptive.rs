@@ -447,14 +447,7 @@ impl Adaptive {
             };
             entries.push(Entry {
                 rule: i,
-                key: {
-                    let part = store_part(rule, s, value, hasher);
-                    let prefix = &self.prefixes[i];
-                    let mut key = String::with_capacity(prefix.len() + part.len());
-                    key.push_str(prefix);
-                    key.push_str(&part);
-                    key
-                },
+                key: self.prefixes[i].clone() + &store_part(rule, s, value, hasher),
                 all: self.baselines[i][usize::from(s.channel == Channel::Email)].clone(),
                 pooled: false,
                 unproven: s.e164.is_some(),
@@ -646,8 +639,8 @@ impl Adaptive {
 
     /// Count a send Entra made in `flow` under `keys`: every code sent is one send of each
     /// key, a resend too (it costs as much), and the flow's send record notes under which
-    /// counters, so that its verification converts every send of the flow. One `get`,
-    /// then one `put` and one tally together.
+    /// counters, so that its verification converts every send of the flow. One append to
+    /// the record and one tally, together; nothing read.
     pub(crate) async fn record_send(&self, store: &dyn Store, flow: &str, keys: &Keys) {
         if keys.is_empty() {
             return;

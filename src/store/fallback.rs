@@ -399,8 +399,9 @@ impl Store for FallbackStore {
         self.local(Some(ttl)).put(key, value, ttl).await
     }
 
-    /// Appended on the primary; while memory may hold what an outage wrote, read from
-    /// both and rewritten (as [`Store::put`] does), so that nothing either holds is lost.
+    /// Appended on the primary. While memory may hold what an outage wrote, read as
+    /// [`Store::get`] answers (the primary's copy first, else memory's) and rewritten as
+    /// [`Store::put`] writes, so a record begun during the outage goes on growing.
     async fn append(
         &self,
         key: &str,
@@ -416,13 +417,7 @@ impl Store for FallbackStore {
                 return Ok(appended);
             }
         }
-        let mut held = self.get(key).await?.unwrap_or_default();
-        if held.len() + value.len() > max_len {
-            return Ok(false);
-        }
-        held.extend_from_slice(value);
-        self.put(key, &held, ttl).await?;
-        Ok(true)
+        super::append_by_rewrite(self, key, value, ttl, max_len).await
     }
 
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -634,5 +629,29 @@ mod tests {
         store.release_many(&["phone"], "a").await.unwrap();
         let w = store.reserve_many("e", &windows).await.unwrap();
         assert_eq!(held(&w), [(true, 2), (false, 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_append_goes_to_the_primary_and_a_record_begun_in_an_outage_grows_on() {
+        let (store, shared, down) = flaky();
+        assert!(store.append("up", b"a", HOUR, 8).await.unwrap());
+        assert_eq!(shared.get("up").await.unwrap().as_deref(), Some(&b"a"[..]));
+
+        down.send_replace(true);
+        assert!(store.append("out", b"b", HOUR, 8).await.unwrap());
+        assert_eq!(shared.get("out").await.unwrap(), None, "kept in memory");
+
+        down.send_replace(false);
+        recovered(&store).await;
+        assert!(store.append("out", b"c", HOUR, 8).await.unwrap());
+        assert_eq!(
+            shared.get("out").await.unwrap().as_deref(),
+            Some(&b"bc"[..]),
+            "the outage's record carried over to the primary"
+        );
+        assert!(
+            !store.append("out", b"1234567", HOUR, 8).await.unwrap(),
+            "bound"
+        );
     }
 }

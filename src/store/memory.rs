@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Counter, Store, StoreError, Window, WindowSpec, MAX_SERIES};
+use super::{Counter, Store, StoreError, Window, WindowSpec};
 
 const SHARDS: usize = 32;
 
@@ -377,12 +377,7 @@ impl Store for MemoryStore {
         add: &[Counter<'_>],
         read: &[Counter<'_>],
     ) -> Result<Vec<u64>, StoreError> {
-        if let Some(c) = add.iter().chain(read).find(|c| c.series >= MAX_SERIES) {
-            return Err(StoreError::Unavailable(format!(
-                "counter series {} past the {MAX_SERIES} a key holds",
-                c.series
-            )));
-        }
+        super::check_series(add, read)?;
         let now = Instant::now();
         for group in add.chunk_by(|a, b| a.key == b.key) {
             self.add_at(group, now);
@@ -481,6 +476,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MAX_SERIES;
 
     const HOUR: Duration = Duration::from_secs(3600);
 

@@ -187,13 +187,35 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
         max_len: usize,
     ) -> Result<bool, StoreError> {
-        let mut held = self.get(key).await?.unwrap_or_default();
-        if held.len() + value.len() > max_len {
-            return Ok(false);
-        }
-        held.extend_from_slice(value);
-        self.put(key, &held, ttl).await?;
-        Ok(true)
+        append_by_rewrite(self, key, value, ttl, max_len).await
+    }
+}
+
+/// [`Store::append`] as a read and a rewrite through `store`'s own `get` and `put`.
+pub(crate) async fn append_by_rewrite<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+    max_len: usize,
+) -> Result<bool, StoreError> {
+    let mut held = store.get(key).await?.unwrap_or_default();
+    if held.len() + value.len() > max_len {
+        return Ok(false);
+    }
+    held.extend_from_slice(value);
+    store.put(key, &held, ttl).await?;
+    Ok(true)
+}
+
+/// Refuse a tally with a series past [`MAX_SERIES`].
+pub(crate) fn check_series(add: &[Counter<'_>], read: &[Counter<'_>]) -> Result<(), StoreError> {
+    match add.iter().chain(read).find(|c| c.series >= MAX_SERIES) {
+        Some(c) => Err(StoreError::Unavailable(format!(
+            "counter series {} past the {MAX_SERIES} a key holds",
+            c.series
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
 
-use super::{Counter, Store, StoreError, Window, WindowSpec, MAX_SERIES};
+use super::{Counter, Store, StoreError, Window, WindowSpec};
 
 /// Where the Redis store connects and how long it waits.
 #[derive(Clone)]
@@ -519,12 +519,7 @@ impl Store for RedisStore {
         if add.is_empty() && read.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(c) = add.iter().chain(read).find(|c| c.series >= MAX_SERIES) {
-            return Err(StoreError::Unavailable(format!(
-                "counter series {} past the {MAX_SERIES} a key holds",
-                c.series
-            )));
-        }
+        super::check_series(add, read)?;
         let mut invocation = self.inner.tally.arg(add.len());
         for counter in add.iter().chain(read) {
             invocation
