@@ -15,7 +15,9 @@ use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
 
 /// Lifecycle state, as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +140,14 @@ pub(crate) fn answer(
     }
 }
 
-/// Serve the admin endpoints on `listener` until `shutdown` resolves.
+/// Serve the admin endpoints on `listener` until `shutdown` resolves; `/admin/v1/` is the
+/// admin API of the gateway in force (`live`), when its settings turn it on.
 pub(crate) async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     reset: Option<ResetHook>,
+    live: Arc<ArcSwap<Gateway>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -161,10 +165,20 @@ pub(crate) async fn serve(
         let health = health.clone();
         let metrics = metrics.clone();
         let reset = reset.clone();
+        let live = live.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let resp = answer(&req, &health, &metrics, reset.as_ref());
-                async move { Ok::<_, Infallible>(resp) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let api = req.uri().path().starts_with("/admin/v1/");
+                let resp = (!api).then(|| answer(&req, &health, &metrics, reset.as_ref()));
+                let gateway = live.load_full();
+                let health = health.clone();
+                async move {
+                    let resp = match resp {
+                        Some(resp) => resp,
+                        None => crate::admin_api::handle(req, &gateway, &health).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)

@@ -166,6 +166,22 @@ impl Audit {
         }
     }
 
+    /// Queue a line of another shape (an admin change): any value with a `type` field.
+    pub(crate) fn record_any<T: Serialize>(&self, event: &T) {
+        let Some(tx) = &self.inner.tx else {
+            return;
+        };
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        if tx.try_send(line).is_err() {
+            self.inner.dropped.inc();
+        } else {
+            self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Wait until every queued line is written (or failed), for at most `within`: at
     /// shutdown, so the last requests' lines are not lost. Returns whether the queue
     /// emptied in time.

@@ -128,6 +128,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub upstream: UpstreamSettings,
     pub admin_listen: SocketAddr,
+    /// `[admin.api]`, validated (tokens read from their files).
+    pub admin_api: crate::admin_api::AdminApi,
     pub log: LogConfig,
     pub entra: EntraSettings,
     pub policy: PolicyConfig,
@@ -141,6 +143,8 @@ pub struct Settings {
     pub destination: DestinationPolicy,
     pub velocity: VelocityRules,
     pub adaptive: crate::defense::Adaptive,
+    /// `[defense.lists]`, validated.
+    pub lists: crate::defense::lists::ListsConfig,
 }
 
 impl Settings {
@@ -185,6 +189,7 @@ impl Settings {
     pub(crate) fn from_raw(raw: &RawConfig, check: &mut Checker) -> Option<Settings> {
         let server = raw.server.build(&raw.dropped, check);
         let admin_listen = raw.admin.build(server.as_ref().map(|s| s.listen), check);
+        let admin_api = raw.admin.api.build(check);
         let tls = raw.tls.build(check);
         let upstream = raw.upstream.build(check);
         let log = raw.log.build(check);
@@ -203,6 +208,7 @@ impl Settings {
             tls: tls?,
             upstream: upstream?,
             admin_listen: admin_listen?,
+            admin_api: admin_api?,
             log: log?,
             entra: entra?,
             policy: raw.policy.clone(),
@@ -216,6 +222,7 @@ impl Settings {
             destination,
             velocity,
             adaptive,
+            lists: raw.defense.lists.clone(),
         })
     }
 }

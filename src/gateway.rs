@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
+use crate::admin_api::Subject as WhySubject;
 use crate::audit::{self, Audit, AuditEvent};
 use crate::config::{Settings, UnknownChannel, V2Mode};
 use crate::entra::answer;
@@ -295,6 +296,18 @@ impl Gateway {
 
     pub fn settings(&self) -> &Arc<Settings> {
         &self.inner.settings
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn keys(&self) -> &KeyHasher {
+        &self.inner.keys
+    }
+
+    pub(crate) fn audit(&self) -> &Audit {
+        &self.inner.audit
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -914,12 +927,43 @@ impl Gateway {
         }
     }
 
+    /// With the admin API on: the decision on a judged send kept for "why", under the
+    /// registration's number, the flow's user and the flow (hashes, never raw), off the
+    /// request path.
+    fn keep_decision(&self, ctx: &RequestCtx, event: &AuditEvent) {
+        let Some(verdict) = ctx.verdict.as_deref() else {
+            return;
+        };
+        if !self.inner.settings.admin_api.enabled {
+            return;
+        }
+        let mut subjects = Vec::with_capacity(3);
+        if let Some(phone) = &verdict.phone {
+            subjects.push(WhySubject::Phone(self.inner.keys.hash(&phone.e164)));
+        }
+        if let Some(user) = &verdict.user {
+            subjects.push(WhySubject::User(user.clone()));
+        }
+        if let Some(flow) = &ctx.flow {
+            subjects.push(WhySubject::Flow(flow.as_str().to_owned()));
+        }
+        let Ok(line) = serde_json::to_vec(event) else {
+            return;
+        };
+        let store = self.inner.store.clone();
+        self.inner.detached.spawn(async move {
+            crate::admin_api::keep_decision(store.as_ref(), &subjects, &line).await;
+        });
+    }
+
     fn finish(&self, ctx: &RequestCtx, resp: &Response<Body>, fault: Option<&'static str>) {
         self.inner
             .metrics
             .request_done(ctx.kind.as_str(), resp.status());
         if ctx.kind != RequestKind::PassThrough {
-            self.inner.audit.record(&self.audit_event(ctx, resp, fault));
+            let event = self.audit_event(ctx, resp, fault);
+            self.inner.audit.record(&event);
+            self.keep_decision(ctx, &event);
         }
         let send = ctx.send.as_ref();
         tracing::info!(

@@ -12,6 +12,7 @@ use http::{HeaderMap, Method, Version};
 
 use crate::config::{ProviderChoice, Route, Settings};
 use crate::defense::adaptive::{self, AdaptiveAction};
+use crate::defense::lists::{self, Lists, Matched};
 use crate::defense::velocity::Subject as VelocitySubject;
 use crate::defense::{
     Adaptive, DestinationAction, DestinationPolicy, Phone, VelocityAction, VelocityOutcome,
@@ -73,6 +74,8 @@ pub struct Verdict {
     /// The keys the send counts under for conversion once Entra sends its code
     /// ([`Judge::sent`]).
     pub conversion: adaptive::Keys,
+    /// Keyed hash of the flow's username, when known (for "why").
+    pub user: Option<String>,
 }
 
 /// What the route's provider said.
@@ -112,9 +115,27 @@ struct Defense {
     /// The id the velocity slots were reserved under: fresh per request, since
     /// client-chosen ids could collide on purpose and count as one.
     reservation_id: String,
+    /// The safe and block list entries the send matched.
+    listed: Matched,
 }
 
 impl Defense {
+    /// A safe entry: the velocity and adaptive rules still count (their figures stay
+    /// true) and say what they would do, but refuse nothing.
+    fn spare_safe(&mut self) {
+        if self.listed.safe.is_none() {
+            return;
+        }
+        for v in &mut self.local {
+            if matches!(
+                v.reason,
+                Reason::Velocity { .. } | Reason::VelocityStoreError | Reason::Adaptive { .. }
+            ) {
+                v.monitor = true;
+            }
+        }
+    }
+
     /// An enforced local deny: asking the provider would be pointless.
     fn denies(&self) -> bool {
         self.local
@@ -163,6 +184,7 @@ pub(crate) struct Judge {
     destination: DestinationPolicy,
     velocity: VelocityRules,
     adaptive: Adaptive,
+    lists: Lists,
     store: Arc<dyn Store>,
     keys: KeyHasher,
     pow: Pow,
@@ -240,6 +262,7 @@ impl Judge {
             destination: settings.destination.clone(),
             velocity: settings.velocity.clone(),
             adaptive: settings.adaptive.clone(),
+            lists: Lists::new(&settings.lists, &keys),
             store,
             keys,
             pow: settings.stepup.pow.clone(),
@@ -260,6 +283,9 @@ impl Judge {
     pub(crate) async fn judge(&self, s: &Subject<'_>) -> Verdict {
         let route = self.route(s.send.channel);
         let defense = self.defend(s, route).await;
+        if let Some(kind) = defense.listed.block {
+            return self.blocked(route, kind, defense, s.user).await;
+        }
         let assessment = if defense.denies() {
             Assessment::not_asked()
         } else {
@@ -274,7 +300,10 @@ impl Judge {
             monitor: self.global_monitor || route.route.monitor,
         };
         let phone = defense.phone.clone();
-        let (decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
+        let (mut decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
+        if let Some(kind) = defense.listed.safe {
+            decision.reasons.insert(0, listed(lists::ListName::Safe, kind));
+        }
         let held = self
             .settle(route, &decision, defense.velocity, defense.reservation_id)
             .await;
@@ -289,6 +318,40 @@ impl Judge {
             pow_challenge,
             held,
             conversion: defense.conversion,
+            user: s.user.map(str::to_owned),
+        }
+    }
+
+    /// A send a block list entry matched: denied, whatever monitor mode says (an
+    /// operator's block is no rule being tried out), with nothing counted and no
+    /// provider asked.
+    async fn blocked(
+        &self,
+        route: &RouteRuntime,
+        kind: lists::Kind,
+        defense: Defense,
+        user: Option<&str>,
+    ) -> Verdict {
+        let decision = Decision {
+            enforced: Outcome::Deny,
+            computed: Outcome::Deny,
+            reasons: vec![listed(lists::ListName::Block, kind)],
+        };
+        let held = self
+            .settle(route, &decision, defense.velocity, defense.reservation_id)
+            .await;
+        Verdict {
+            decision,
+            route: route.name,
+            provider_challenge: None,
+            provider: None,
+            provider_answer: ProviderAnswer::NotAsked,
+            provider_latency: None,
+            phone: defense.phone,
+            pow_challenge: None,
+            held,
+            conversion: adaptive::Keys::default(),
+            user: user.map(str::to_owned),
         }
     }
 
@@ -316,18 +379,35 @@ impl Judge {
             }
             phone = verdict.phone;
         }
+        // Asked after the number is parsed (a number that does not parse is refused,
+        // listed or not) and before anything is counted.
+        let listed = self
+            .lists
+            .check(
+                self.store.as_ref(),
+                &self.keys,
+                &lists::Probe {
+                    e164: phone.as_ref().map(|p| p.e164.as_str()),
+                    user: s.user,
+                    client_ip: s.client_ip,
+                    client_id: s.client_id,
+                },
+            )
+            .await;
         let mut defense = Defense {
             local,
             phone,
             conversion: adaptive::Keys::default(),
             velocity: VelocityOutcome::default(),
             reservation_id: uuid::Uuid::new_v4().to_string(),
+            listed,
         };
-        if defense.denies() {
+        if defense.denies() || listed.block.is_some() {
             return defense;
         }
         let monitor = self.global_monitor || route.route.monitor;
         self.adapt(s, &mut defense, monitor).await;
+        defense.spare_safe();
         if defense.denies() {
             return defense;
         }
@@ -377,6 +457,7 @@ impl Judge {
                 monitor: false,
             });
         }
+        defense.spare_safe();
         defense
     }
 
@@ -613,6 +694,13 @@ impl Judge {
         self.velocity
             .release(self.store.as_ref(), &held.outcome, &held.reservation_id)
             .await;
+    }
+}
+
+fn listed(list: lists::ListName, kind: lists::Kind) -> Reason {
+    Reason::Listed {
+        list: list.as_str(),
+        kind: kind.as_str(),
     }
 }
 

@@ -36,6 +36,7 @@
 
 #![warn(unreachable_pub)]
 pub(crate) mod admin;
+pub(crate) mod admin_api;
 pub(crate) mod audit;
 pub mod cli;
 pub mod config;

@@ -171,6 +171,7 @@ impl Server {
             health.clone(),
             metrics.clone(),
             reset,
+            gateway.clone(),
             admin_stop.clone().cancelled_owned(),
         ));
 

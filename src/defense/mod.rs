@@ -10,6 +10,7 @@
 
 pub mod adaptive;
 pub mod destination;
+pub mod lists;
 mod numbering;
 pub mod velocity;
 
@@ -37,6 +38,9 @@ pub struct DefenseConfig {
     pub adaptive: Option<Vec<adaptive::AdaptiveRule>>,
     /// `[defense.conversion]`: how sends and their verifications are matched.
     pub conversion: adaptive::ConversionConfig,
+    /// `[defense.lists]`: safe and block lists (more are added at runtime, through the
+    /// admin API).
+    pub lists: lists::ListsConfig,
 }
 
 impl DefenseConfig {
@@ -103,7 +107,11 @@ impl DefenseConfig {
                 None
             }
         };
-        Some((destination?, velocity?, adaptive?))
+        let problems = self.lists.validate();
+        for p in &problems {
+            check.problem(&format!("defense.lists.{}", p.key), p.message.clone());
+        }
+        Some((destination?, velocity?, adaptive?)).filter(|_| problems.is_empty())
     }
 }
 

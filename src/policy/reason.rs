@@ -26,6 +26,11 @@ pub enum Reason {
     /// `adaptive:{rule}:{action}`: an adaptive rule found the send's key pumped (its codes
     /// are not entered).
     Adaptive { rule: String, action: &'static str },
+    /// A safe or block list entry of this kind matched (`list:block:user`).
+    Listed {
+        list: &'static str,
+        kind: &'static str,
+    },
     /// `provider:{allow|step_up|deny}`: the risk provider's action.
     ProviderAction(Outcome),
     /// `provider:{text}`: a reason the provider gave, in its own words.
@@ -78,6 +83,7 @@ impl Reason {
             Reason::Velocity { rule, .. } => format!("velocity:{rule}").into(),
             Reason::VelocityStoreError => "velocity:store_error".into(),
             Reason::Adaptive { rule, .. } => format!("adaptive:{rule}").into(),
+            Reason::Listed { list, kind } => format!("list:{list}:{kind}").into(),
             Reason::ProviderAction(outcome) => format!("provider:{}", outcome.label()).into(),
             Reason::ProviderSaid(text) => {
                 format!("provider:{}", text.split(':').next().unwrap_or_default()).into()
@@ -111,6 +117,7 @@ impl fmt::Display for Reason {
             Reason::Velocity { rule, action } => write!(f, "velocity:{rule}:{action}"),
             Reason::VelocityStoreError => f.write_str("velocity:store_error"),
             Reason::Adaptive { rule, action } => write!(f, "adaptive:{rule}:{action}"),
+            Reason::Listed { list, kind } => write!(f, "list:{list}:{kind}"),
             Reason::ProviderAction(outcome) => write!(f, "provider:{}", outcome.label()),
             Reason::ProviderSaid(text) => write!(f, "provider:{text}"),
             Reason::ProviderFailed { error, fail_mode } => {
@@ -181,6 +188,10 @@ mod tests {
                 rule: "sms-country".into(),
                 action: "deny",
             },
+            Reason::Listed {
+                list: "block",
+                kind: "user",
+            },
             Reason::ProviderAction(Outcome::StepUp(StepUpBy::Provider)),
             Reason::ProviderSaid("block_reason:bot_behavior".into()),
             Reason::ProviderSaid("simulated_block".into()),
@@ -213,6 +224,7 @@ mod tests {
                 "velocity:sms-per-phone:throttle",
                 "velocity:store_error",
                 "adaptive:sms-country:deny",
+                "list:block:user",
                 "provider:step_up",
                 "provider:block_reason:bot_behavior",
                 "provider:simulated_block",

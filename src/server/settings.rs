@@ -74,12 +74,15 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     /// Address of the admin listener; keep it off the public network.
     pub listen: String,
+    /// `[admin.api]`: the runtime admin API (lists, why), off by default.
+    pub api: crate::admin_api::AdminApiConfig,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
+            api: crate::admin_api::AdminApiConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   through the gateway;
 //! * `faults`, `hostile`, `soak`: misbehaving peers and clients, and a one-minute soak;
 //! * `redis_store`: the Redis store against a real `redis-server`;
+//! * `admin`: the admin API (lists, why) over real sockets, on one Redis for two replicas;
 //! * `layout`, `fuzz_corpus`, `phone_corpus`, `container_build`: the source layout, the
 //!   fuzz corpora, the phone-parser table and the container build;
 //! * `e2e` (ignored): msal-browser in headless Chromium through otpgate (`scripts/e2e`).
@@ -19,6 +20,7 @@
 
 mod fixtures;
 
+mod admin;
 mod bypass;
 mod cli;
 mod container_build;

@@ -1,0 +1,887 @@
+//! The admin API, on the admin port under `/admin/v1/`, off by default: the safe and
+//! block lists at runtime, and "why": the recent decisions for a phone number, a username
+//! or a flow.
+//!
+//! Every request carries `Authorization: Bearer <token>`, one of `[admin.api] tokens`
+//! (compared in constant time, as SHA-256 digests so a token's length does not show
+//! either); without one, or with a wrong one, the answer is 401. JSON in, JSON out; an
+//! error is `{"error": "<code>", "detail": "<text>"}`. No answer holds a raw number,
+//! username or token: entries are keyed hashes (see [`crate::defense::lists`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::admin::Health;
+use crate::defense::lists::{
+    self, canonical, Change, EntryInfo, Kind, ListName, ListSet, KEEP, LOG_KEY, MAX_LOG_BYTES,
+    MAX_NOTE_CHARS, VERSION_KEY,
+};
+use crate::gateway::Gateway;
+use crate::problem::{Checker, Secret};
+use crate::store::{KeyHasher, Store};
+
+/// `[admin.api]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminApiConfig {
+    /// Serve `/admin/v1/` on the admin port. Off: the admin port is `/livez`, `/readyz`
+    /// and `/metrics` only.
+    pub enabled: bool,
+    /// Who may call it: `{ name = "oncall", token_file = "/run/secrets/admin-token" }`
+    /// (or `token = "..."`). The name is what audit lines say made a change.
+    pub tokens: Vec<AdminTokenConfig>,
+}
+
+/// One bearer token of the admin API.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTokenConfig {
+    pub name: String,
+    /// The token (secret; or `token_file`). At least 24 characters.
+    pub token: Secret,
+    pub token_file: Option<PathBuf>,
+}
+
+/// The admin API's settings, validated.
+#[derive(Clone, Default)]
+pub struct AdminApi {
+    pub enabled: bool,
+    /// Each token's name and the SHA-256 of the token.
+    tokens: Vec<(String, [u8; 32])>,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AdminApi")
+            .field("enabled", &self.enabled)
+            .field("tokens", &names)
+            .finish()
+    }
+}
+
+/// Shortest token accepted: guessing must be hopeless.
+const MIN_TOKEN_CHARS: usize = 24;
+
+impl AdminApiConfig {
+    pub(crate) fn build(&self, check: &mut Checker) -> Option<AdminApi> {
+        let mut tokens = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut ok = true;
+        for (i, t) in self.tokens.iter().enumerate() {
+            let key = |field: &str| format!("admin.api.tokens[{i}].{field}");
+            if let Some(message) = crate::defense::name_problem(&t.name, &mut names) {
+                check.problem(&key("name"), message.replace("rule", "token"));
+                ok = false;
+            }
+            let secret = match (&t.token_file, t.token.is_empty()) {
+                (Some(_), false) => {
+                    check.problem(&key("token_file"), "set either token or token_file, not both");
+                    ok = false;
+                    continue;
+                }
+                (Some(path), true) => match std::fs::read_to_string(path) {
+                    Ok(text) => text.trim_end_matches(['\r', '\n']).to_owned(),
+                    Err(e) => {
+                        check.problem(
+                            &key("token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                },
+                (None, _) => t.token.expose().to_owned(),
+            };
+            if secret.chars().count() < MIN_TOKEN_CHARS || secret.chars().any(char::is_whitespace)
+            {
+                check.problem(
+                    &key("token"),
+                    "at least 24 characters and no spaces, e.g. the output of `openssl rand -hex 32`",
+                );
+                ok = false;
+                continue;
+            }
+            tokens.push((t.name.clone(), Sha256::digest(secret.as_bytes()).into()));
+        }
+        if self.enabled && self.tokens.is_empty() {
+            check.problem(
+                "admin.api.tokens",
+                "the admin API is enabled but no token may call it: add one",
+            );
+            ok = false;
+        }
+        ok.then_some(AdminApi {
+            enabled: self.enabled,
+            tokens,
+        })
+    }
+}
+
+impl AdminApi {
+    /// The name of the token `authorization` carries, when it is one of ours. Every
+    /// configured token is compared, in constant time.
+    fn caller(&self, authorization: Option<&[u8]>) -> Option<&str> {
+        let given = authorization?;
+        let token = given
+            .strip_prefix(b"Bearer ")
+            .or_else(|| given.strip_prefix(b"bearer "))?;
+        let digest: [u8; 32] = Sha256::digest(token).into();
+        let mut found = None;
+        for (name, want) in &self.tokens {
+            if bool::from(want.ct_eq(&digest)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// The longest request body read.
+const MAX_BODY: usize = 16 * 1024;
+
+/// An answer of the API.
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut resp = reply(status, &json!({ "error": code, "detail": detail.into() }));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"otpgate-admin\""),
+        );
+    }
+    resp
+}
+
+/// Answer one request under `/admin/v1/`.
+pub(crate) async fn handle(
+    req: Request<hyper::body::Incoming>,
+    gateway: &Gateway,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let api = &gateway.settings().admin_api;
+    if !api.enabled {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin API is off ([admin.api] enabled = false)",
+        );
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let Some(caller) = api.caller(authorization).map(str::to_owned) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>, one of [admin.api] tokens",
+        );
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is over 16 KiB or could not be read",
+            )
+        }
+    };
+    let api = Api {
+        store: gateway.store().as_ref(),
+        keys: gateway.keys(),
+        gateway,
+        caller: &caller,
+    };
+    let segments: Vec<&str> = path
+        .trim_start_matches("/admin/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let store_down = health.degraded().iter().any(|d| d.starts_with("store"));
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["lists"]) => api.list(None).await,
+        (&Method::GET, ["lists", list]) => match ListName::parse(list) {
+            Some(list) => api.list(Some(list)).await,
+            None => unknown_list(list),
+        },
+        (&Method::POST, ["lists", list]) | (&Method::DELETE, ["lists", list]) if store_down => {
+            let _ = list;
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the shared store is unreachable: a change now would reach this replica only",
+            )
+        }
+        (&Method::POST, ["lists", list]) => match ListName::parse(list) {
+            Some(list) => api.add(list, &body).await,
+            None => unknown_list(list),
+        },
+        (&Method::DELETE, ["lists", list]) => match ListName::parse(list) {
+            Some(list) => api.remove(list, &body).await,
+            None => unknown_list(list),
+        },
+        (&Method::GET, ["why"]) => api.why(&query).await,
+        (_, ["lists"] | ["lists", _] | ["why"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not a verb of {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint (see README: Admin API)",
+        ),
+    }
+}
+
+fn unknown_list(list: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_list",
+        format!(
+            "no list {:?}: safe or block",
+            list.chars().take(32).collect::<String>()
+        ),
+    )
+}
+
+struct Api<'a> {
+    store: &'a dyn Store,
+    keys: &'a KeyHasher,
+    gateway: &'a Gateway,
+    caller: &'a str,
+}
+
+/// A change asked for: `kind` and `value` (or, to remove, `id`), a note and an expiry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeRequest {
+    kind: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    /// `"24h"`, `"7d"`: the entry lifts itself that long from now.
+    #[serde(default)]
+    expires_in: Option<String>,
+    /// RFC 3339 time at which the entry lifts itself.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// A runtime entry as answered: what is kept, plus where it comes from.
+fn shown(entry: &EntryInfo, source: &str) -> Value {
+    let mut v = serde_json::to_value(entry).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("source".into(), source.into());
+        if entry.at > 0 {
+            map.insert("added_at".into(), rfc3339(entry.at).into());
+        }
+        if let Some(e) = entry.expires {
+            map.insert("expires_at".into(), rfc3339(e).into());
+        }
+    }
+    v
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
+        .to_string()
+}
+
+impl Api<'_> {
+    /// The runtime entries as the store holds them now.
+    async fn runtime(&self) -> Result<(ListSet, usize), Response<Full<Bytes>>> {
+        match self.store.get(LOG_KEY).await {
+            Ok(Some(text)) => Ok((
+                ListSet::from_log(&String::from_utf8_lossy(&text)),
+                text.len(),
+            )),
+            Ok(None) => Ok((ListSet::default(), 0)),
+            Err(e) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store did not answer: {e}"),
+            )),
+        }
+    }
+
+    fn config(&self) -> ListSet {
+        ListSet::from_config(&self.gateway.settings().lists, self.keys)
+    }
+
+    async fn list(&self, only: Option<ListName>) -> Response<Full<Bytes>> {
+        let (runtime, _) = match self.runtime().await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let now = lists::unix_now();
+        let config = self.config();
+        let entries: Vec<Value> = config
+            .live(now)
+            .into_iter()
+            .map(|e| shown(e, "config"))
+            .chain(runtime.live(now).into_iter().map(|e| shown(e, "runtime")))
+            .filter(|e| only.is_none_or(|l| e["list"] == l.as_str()))
+            .collect();
+        reply(StatusCode::OK, &json!({ "entries": entries }))
+    }
+
+    /// The canonical value's hash and shape, from `value` or `id`.
+    fn target(
+        &self,
+        kind: Kind,
+        req: &ChangeRequest,
+    ) -> Result<(String, Option<String>), Response<Full<Bytes>>> {
+        match (&req.value, &req.id) {
+            (Some(value), None) => match canonical(kind, value) {
+                Ok(c) => Ok((self.keys.hash(&c.text), c.shape)),
+                Err(why) => Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_value",
+                    format!("{}: {why}", kind.as_str()),
+                )),
+            },
+            (None, Some(id))
+                if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Ok((id.to_ascii_lowercase(), None))
+            }
+            (None, Some(_)) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_id",
+                "an id is the 64 hex digits a listing shows",
+            )),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "give either value or id",
+            )),
+        }
+    }
+
+    fn parse_change(&self, body: &[u8]) -> Result<(ChangeRequest, Kind), Response<Full<Bytes>>> {
+        let req: ChangeRequest = serde_json::from_slice(body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                // Where, not what: serde's own message can quote a value.
+                format!(
+                    "the body is not a change ({:?} error at line {} column {}); expected \
+                     {{\"kind\": ..., \"value\": ...}}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        let kind = Kind::parse(&req.kind).ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "unknown_kind",
+                "kind is number, prefix, user, network or client_id",
+            )
+        })?;
+        Ok((req, kind))
+    }
+
+    async fn add(&self, list: ListName, body: &[u8]) -> Response<Full<Bytes>> {
+        let (req, kind) = match self.parse_change(body) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        if req.id.is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "an entry is added by its value",
+            );
+        }
+        let (id, shape) = match self.target(kind, &req) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let note = req.note.unwrap_or_default();
+        if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_note",
+                "a note is one line of at most 200 characters",
+            );
+        }
+        let now = lists::unix_now();
+        let expires = match (req.expires_in, req.expires_at) {
+            (Some(_), Some(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_expiry",
+                    "give expires_in or expires_at, not both",
+                )
+            }
+            (Some(d), None) => match humantime::parse_duration(&d) {
+                Ok(d) if !d.is_zero() => Some(now + d.as_secs().max(1)),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_expiry",
+                        "expires_in is a duration such as 30m, 24h or 7d",
+                    )
+                }
+            },
+            (None, Some(t)) => match humantime::parse_rfc3339_weak(&t) {
+                Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) if d.as_secs() > now => Some(d.as_secs()),
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_expiry",
+                            "expires_at is in the past",
+                        )
+                    }
+                },
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_expiry",
+                        "expires_at is an RFC 3339 time such as 2026-12-31T00:00:00Z",
+                    )
+                }
+            },
+            (None, None) => None,
+        };
+        let entry = EntryInfo {
+            list,
+            kind,
+            id,
+            shape,
+            by: self.caller.to_owned(),
+            at: now,
+            expires,
+            note,
+        };
+        let (runtime, _) = match self.runtime().await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let replaced = runtime
+            .get(list, kind, &entry.id)
+            .is_some_and(|e| e.expires.is_none_or(|x| x > now));
+        if let Err(resp) = self.write(Change::Add(entry.clone())).await {
+            return resp;
+        }
+        self.audit("add", &entry);
+        let status = if replaced {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        reply(
+            status,
+            &json!({ "entry": shown(&entry, "runtime"), "replaced": replaced }),
+        )
+    }
+
+    async fn remove(&self, list: ListName, body: &[u8]) -> Response<Full<Bytes>> {
+        let (req, kind) = match self.parse_change(body) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        if req.note.is_some() || req.expires_in.is_some() || req.expires_at.is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a removal names the entry only (value or id)",
+            );
+        }
+        let (id, _) = match self.target(kind, &req) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        let (runtime, _) = match self.runtime().await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let now = lists::unix_now();
+        let Some(entry) = runtime
+            .get(list, kind, &id)
+            .filter(|e| e.expires.is_none_or(|x| x > now))
+            .cloned()
+        else {
+            if self.config().get(list, kind, &id).is_some() {
+                return error(
+                    StatusCode::CONFLICT,
+                    "config_entry",
+                    "this entry comes from the config file: remove it there and reload",
+                );
+            }
+            return error(
+                StatusCode::NOT_FOUND,
+                "no_entry",
+                format!("no runtime {} entry of this {}", list.as_str(), kind.as_str()),
+            );
+        };
+        let change = Change::Remove {
+            list,
+            kind,
+            id: entry.id.clone(),
+        };
+        if let Err(resp) = self.write(change).await {
+            return resp;
+        }
+        self.audit("remove", &entry);
+        reply(
+            StatusCode::OK,
+            &json!({ "removed": shown(&entry, "runtime") }),
+        )
+    }
+
+    /// Append `change` to the log (compacting it when full), then move the version so
+    /// every replica re-reads the log at its next request.
+    async fn write(&self, change: Change) -> Result<(), Response<Full<Bytes>>> {
+        let unavailable = |e: crate::store::StoreError| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store did not answer; nothing changed: {e}"),
+            )
+        };
+        let line = change.line();
+        let appended = self
+            .store
+            .append(LOG_KEY, line.as_bytes(), KEEP, MAX_LOG_BYTES)
+            .await
+            .map_err(unavailable)?;
+        if !appended {
+            // Full: rewritten with the live entries only, then the change.
+            let (runtime, _) = self.runtime().await?;
+            let text = runtime.compacted(lists::unix_now()) + &line;
+            if text.len() > MAX_LOG_BYTES {
+                return Err(error(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "lists_full",
+                    "the runtime lists are full: remove entries, or move them to the config",
+                ));
+            }
+            self.store
+                .put(LOG_KEY, text.as_bytes(), KEEP)
+                .await
+                .map_err(unavailable)?;
+        }
+        let version = uuid::Uuid::new_v4().to_string();
+        self.store
+            .put(VERSION_KEY, version.as_bytes(), KEEP)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// An audit line for a change: who (the token's name), what, when; the entry's hash,
+    /// never its value.
+    fn audit(&self, verb: &str, entry: &EntryInfo) {
+        let line = AdminChange {
+            kind: crate::audit::AuditMarker,
+            event: "admin_change",
+            time: rfc3339(lists::unix_now()),
+            by: self.caller,
+            verb,
+            list: entry.list.as_str(),
+            entry_kind: entry.kind.as_str(),
+            id: &entry.id,
+            expires_at: entry.expires.map(rfc3339),
+            note: &entry.note,
+        };
+        self.gateway.audit().record_any(&line);
+        tracing::info!(
+            by = self.caller,
+            verb,
+            list = entry.list.as_str(),
+            kind = entry.kind.as_str(),
+            id = %&entry.id[..entry.id.len().min(16)],
+            "admin: list changed"
+        );
+    }
+
+    async fn why(&self, query: &str) -> Response<Full<Bytes>> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let [(name, value)] = params.as_slice() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "ask for one of phone, username or flow",
+            );
+        };
+        let subject = match name.as_str() {
+            "phone" => {
+                // A `+` left unencoded in a query reads as a space.
+                let written = value.trim();
+                let written = if written.starts_with('+') {
+                    written.to_owned()
+                } else {
+                    format!("+{written}")
+                };
+                match canonical(Kind::Number, &written) {
+                    Ok(c) => Subject::Phone(self.keys.hash(&c.text)),
+                    Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_value", why),
+                }
+            }
+            "username" => match canonical(Kind::User, value) {
+                Ok(c) => Subject::User(self.keys.hash(&c.text)),
+                Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_value", why),
+            },
+            "flow" if crate::entra::learn::FlowId::parse(value.as_bytes()).is_some() => {
+                Subject::Flow(value.clone())
+            }
+            "flow" => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_value",
+                    "a flow id is the value of an audit line's flow field",
+                )
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "ask for one of phone, username or flow",
+                )
+            }
+        };
+        match recent(self.store, &subject).await {
+            Ok(decisions) => reply(
+                StatusCode::OK,
+                &json!({
+                    "subject": { "kind": subject.kind(), "id": subject.id() },
+                    "decisions": decisions,
+                }),
+            ),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store did not answer: {e}"),
+            ),
+        }
+    }
+}
+
+/// The audit line of a runtime list change.
+#[derive(Serialize)]
+struct AdminChange<'a> {
+    #[serde(rename = "type")]
+    kind: crate::audit::AuditMarker,
+    event: &'static str,
+    time: String,
+    by: &'a str,
+    verb: &'a str,
+    list: &'static str,
+    #[serde(rename = "entry_kind")]
+    entry_kind: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    note: &'a str,
+}
+
+/// Whose decisions are kept.
+pub(crate) enum Subject {
+    /// Keyed hash of the E.164 number a registration named.
+    Phone(String),
+    /// Keyed hash of the flow's username.
+    User(String),
+    /// The gateway's flow id (a random number, no hash needed).
+    Flow(String),
+}
+
+impl Subject {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Phone(_) => "phone",
+            Self::User(_) => "username",
+            Self::Flow(_) => "flow",
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Self::Phone(h) | Self::User(h) | Self::Flow(h) => h,
+        }
+    }
+
+    fn key(&self, hour: u64) -> String {
+        let tag = match self {
+            Self::Phone(_) => 'p',
+            Self::User(_) => 'u',
+            Self::Flow(_) => 'f',
+        };
+        format!("why:{tag}:{}:{hour}", self.id())
+    }
+}
+
+/// How long decisions are kept, in hourly buckets.
+const WHY_HOURS: u64 = 24;
+/// The bound of one subject's bucket: a few dozen decisions an hour; past it, more are
+/// not kept (a subject sending that much is in the audit log and the metrics anyway).
+const WHY_BUCKET_BYTES: usize = 24 * 1024;
+/// Most decisions one answer lists, newest first.
+const WHY_MAX: usize = 100;
+
+/// Keep one decision line (JSON, no raw value) for each of `subjects`: an append per
+/// subject to its hourly bucket. Off the request path.
+pub(crate) async fn keep_decision(store: &dyn Store, subjects: &[Subject], line: &[u8]) {
+    let hour = lists::unix_now() / 3600;
+    let ttl = Duration::from_secs((WHY_HOURS + 1) * 3600);
+    let mut text = Vec::with_capacity(line.len() + 1);
+    text.extend_from_slice(line);
+    text.push(b'\n');
+    let text = &text;
+    let appends = subjects.iter().map(|s| async move {
+        store
+            .append(&s.key(hour), text, ttl, WHY_BUCKET_BYTES)
+            .await
+    });
+    for kept in futures_util::future::join_all(appends).await {
+        if let Err(e) = kept {
+            tracing::debug!(error = %e, "why: decision not kept");
+        }
+    }
+}
+
+/// The decisions kept for `subject` over the last day, newest first.
+async fn recent(store: &dyn Store, subject: &Subject) -> Result<Vec<Value>, crate::store::StoreError> {
+    let hour = lists::unix_now() / 3600;
+    let mut out = Vec::new();
+    for h in (hour.saturating_sub(WHY_HOURS)..=hour).rev() {
+        if let Some(bytes) = store.get(&subject.key(h)).await? {
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.lines().rev() {
+                if let Ok(v) = serde_json::from_str::<Value>(line) {
+                    out.push(v);
+                }
+                if out.len() >= WHY_MAX {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(tokens: &[(&str, &str)]) -> AdminApi {
+        let config = AdminApiConfig {
+            enabled: true,
+            tokens: tokens
+                .iter()
+                .map(|(n, t)| AdminTokenConfig {
+                    name: (*n).into(),
+                    token: Secret::new(*t),
+                    token_file: None,
+                })
+                .collect(),
+        };
+        let mut check = Checker::default();
+        let api = config.build(&mut check);
+        assert!(check.problems().is_empty(), "{:?}", check.problems());
+        api.unwrap()
+    }
+
+    #[test]
+    fn only_a_configured_token_names_its_caller() {
+        let api = api(&[
+            ("oncall", "0123456789abcdef0123456789abcdef"),
+            ("support", "fedcba9876543210fedcba9876543210"),
+        ]);
+        let bearer = |t: &str| format!("Bearer {t}").into_bytes();
+        assert_eq!(
+            api.caller(Some(&bearer("fedcba9876543210fedcba9876543210"))),
+            Some("support")
+        );
+        assert_eq!(api.caller(Some(&bearer("0123456789abcdef0123456789abcdef"))), Some("oncall"));
+        assert_eq!(api.caller(Some(&bearer("0123456789abcdef0123456789abcde"))), None);
+        assert_eq!(api.caller(Some(b"0123456789abcdef0123456789abcdef")), None);
+        assert_eq!(api.caller(Some(b"Bearer ")), None);
+        assert_eq!(api.caller(None), None);
+    }
+
+    #[test]
+    fn bad_token_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AdminApiConfig {
+            enabled: true,
+            tokens: vec![
+                AdminTokenConfig {
+                    name: "short".into(),
+                    token: Secret::new("abc"),
+                    token_file: None,
+                },
+                AdminTokenConfig {
+                    name: "both".into(),
+                    token: Secret::new("0123456789abcdef0123456789abcdef"),
+                    token_file: Some(dir.path().join("t")),
+                },
+                AdminTokenConfig {
+                    name: "gone".into(),
+                    token: Secret::default(),
+                    token_file: Some(dir.path().join("missing")),
+                },
+                AdminTokenConfig {
+                    name: "short".into(),
+                    token: Secret::new("0123456789abcdef0123456789abcdef"),
+                    token_file: None,
+                },
+            ],
+        };
+        let mut check = Checker::default();
+        assert!(config.build(&mut check).is_none());
+        let keys: Vec<&str> = check.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "admin.api.tokens[0].token",
+                "admin.api.tokens[1].token_file",
+                "admin.api.tokens[2].token_file",
+                "admin.api.tokens[3].name",
+            ]
+        );
+        let none = AdminApiConfig {
+            enabled: true,
+            tokens: Vec::new(),
+        };
+        let mut check = Checker::default();
+        assert!(none.build(&mut check).is_none());
+        assert_eq!(check.problems()[0].key, "admin.api.tokens");
+    }
+}
