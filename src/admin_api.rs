@@ -84,7 +84,10 @@ impl AdminApiConfig {
             }
             let secret = match (&t.token_file, t.token.is_empty()) {
                 (Some(_), false) => {
-                    check.problem(&key("token_file"), "set either token or token_file, not both");
+                    check.problem(
+                        &key("token_file"),
+                        "set either token or token_file, not both",
+                    );
                     ok = false;
                     continue;
                 }
@@ -101,8 +104,7 @@ impl AdminApiConfig {
                 },
                 (None, _) => t.token.expose().to_owned(),
             };
-            if secret.chars().count() < MIN_TOKEN_CHARS || secret.chars().any(char::is_whitespace)
-            {
+            if secret.chars().count() < MIN_TOKEN_CHARS || secret.chars().any(char::is_whitespace) {
                 check.problem(
                     &key("token"),
                     "at least 24 characters and no spaces, e.g. the output of `openssl rand -hex 32`",
@@ -313,8 +315,7 @@ fn shown(entry: &EntryInfo, source: &str) -> Value {
 }
 
 fn rfc3339(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
-        .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
 impl Api<'_> {
@@ -370,9 +371,7 @@ impl Api<'_> {
                     format!("{}: {why}", kind.as_str()),
                 )),
             },
-            (None, Some(id))
-                if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
-            {
+            (None, Some(id)) if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Ok((id.to_ascii_lowercase(), None))
             }
             (None, Some(_)) => Err(error(
@@ -545,7 +544,11 @@ impl Api<'_> {
             return error(
                 StatusCode::NOT_FOUND,
                 "no_entry",
-                format!("no runtime {} entry of this {}", list.as_str(), kind.as_str()),
+                format!(
+                    "no runtime {} entry of this {}",
+                    list.as_str(),
+                    kind.as_str()
+                ),
             );
         };
         let change = Change::Remove {
@@ -777,7 +780,10 @@ pub(crate) async fn keep_decision(store: &dyn Store, subjects: &[Subject], line:
 }
 
 /// The decisions kept for `subject` over the last day, newest first.
-async fn recent(store: &dyn Store, subject: &Subject) -> Result<Vec<Value>, crate::store::StoreError> {
+async fn recent(
+    store: &dyn Store,
+    subject: &Subject,
+) -> Result<Vec<Value>, crate::store::StoreError> {
     let hour = lists::unix_now() / 3600;
     let mut out = Vec::new();
     for h in (hour.saturating_sub(WHY_HOURS)..=hour).rev() {
@@ -829,8 +835,14 @@ mod tests {
             api.caller(Some(&bearer("fedcba9876543210fedcba9876543210"))),
             Some("support")
         );
-        assert_eq!(api.caller(Some(&bearer("0123456789abcdef0123456789abcdef"))), Some("oncall"));
-        assert_eq!(api.caller(Some(&bearer("0123456789abcdef0123456789abcde"))), None);
+        assert_eq!(
+            api.caller(Some(&bearer("0123456789abcdef0123456789abcdef"))),
+            Some("oncall")
+        );
+        assert_eq!(
+            api.caller(Some(&bearer("0123456789abcdef0123456789abcde"))),
+            None
+        );
         assert_eq!(api.caller(Some(b"0123456789abcdef0123456789abcdef")), None);
         assert_eq!(api.caller(Some(b"Bearer ")), None);
         assert_eq!(api.caller(None), None);

@@ -302,7 +302,9 @@ impl Judge {
         let phone = defense.phone.clone();
         let (mut decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
         if let Some(kind) = defense.listed.safe {
-            decision.reasons.insert(0, listed(lists::ListName::Safe, kind));
+            decision
+                .reasons
+                .insert(0, listed(lists::ListName::Safe, kind));
         }
         let held = self
             .settle(route, &decision, defense.velocity, defense.reservation_id)

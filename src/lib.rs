@@ -37,6 +37,7 @@
 #![warn(unreachable_pub)]
 pub(crate) mod admin;
 pub(crate) mod admin_api;
+pub mod admin_cli;
 pub(crate) mod audit;
 pub mod cli;
 pub mod config;

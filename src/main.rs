@@ -82,10 +82,65 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Call the admin API of a running otpgate: safe and block lists, why a user got no
+    /// code. The token: --token-file or OTPGATE_ADMIN_TOKEN.
+    Admin {
+        /// The admin listener.
+        #[arg(
+            long,
+            env = "OTPGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        url: String,
+        /// File holding the bearer token (else OTPGATE_ADMIN_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        verb: AdminCommand,
+    },
     /// Run one of the emulators on its own.
     Emulate {
         #[command(subcommand)]
         what: Emulator,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List the entries of both lists, or of one (safe, block).
+    Lists { list: Option<String> },
+    /// Add an entry: LIST is safe or block; KIND is number, prefix, user, network or
+    /// client_id; VALUE `-` reads it from standard input.
+    Add {
+        list: String,
+        kind: String,
+        value: String,
+        /// A note kept with the entry (who asked, the ticket): no numbers or names.
+        #[arg(long)]
+        note: Option<String>,
+        /// Lift the entry after this long (30m, 24h, 7d).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Lift the entry at this RFC 3339 time.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Remove a runtime entry, by its value (`-`: standard input) or by --id.
+    Remove {
+        list: String,
+        kind: String,
+        value: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// The recent decisions for a phone number, a username or a flow id.
+    Why {
+        #[arg(long, group = "subject")]
+        phone: Option<String>,
+        #[arg(long, group = "subject")]
+        username: Option<String>,
+        #[arg(long, group = "subject")]
+        flow: Option<String>,
     },
 }
 
@@ -156,6 +211,65 @@ fn main() -> ExitCode {
             scale,
             json,
         } => otpgate::cli::simulate(cli.config.as_deref(), &seeds, hours, scale, json),
+        Command::Admin {
+            url,
+            token_file,
+            verb,
+        } => {
+            use otpgate::admin_cli::AdminVerb;
+            let verb = match verb {
+                AdminCommand::Lists { list } => AdminVerb::Lists { list },
+                AdminCommand::Add {
+                    list,
+                    kind,
+                    value,
+                    note,
+                    expires_in,
+                    expires_at,
+                } => AdminVerb::Add {
+                    list,
+                    kind,
+                    value,
+                    note,
+                    expires_in,
+                    expires_at,
+                },
+                AdminCommand::Remove {
+                    list,
+                    kind,
+                    value,
+                    id,
+                } => AdminVerb::Remove {
+                    list,
+                    kind,
+                    value,
+                    id,
+                },
+                AdminCommand::Why {
+                    phone,
+                    username,
+                    flow,
+                } => match (phone, username, flow) {
+                    (Some(v), None, None) => AdminVerb::Why {
+                        subject: "phone".into(),
+                        value: v,
+                    },
+                    (None, Some(v), None) => AdminVerb::Why {
+                        subject: "username".into(),
+                        value: v,
+                    },
+                    (None, None, Some(v)) => AdminVerb::Why {
+                        subject: "flow".into(),
+                        value: v,
+                    },
+                    _ => {
+                        eprintln!("usage: otpgate admin why --phone P | --username U | --flow F");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            otpgate::admin_cli::admin(&otpgate::admin_cli::AdminTarget { url, token_file }, verb)
+        }
         Command::Emulate { what } => match what {
             Emulator::Entra { listen, users } => {
                 otpgate::cli::emulate_entra(listen, users.as_deref())

@@ -467,7 +467,11 @@ impl Hashed {
             ids.push((Kind::Number, hasher.hash(e164)));
         }
         if let (true, Some(e164)) = (wants(Kind::Prefix), probe.e164) {
-            let lens: BTreeSet<usize> = sets.iter().flat_map(|s| &s.prefix_digits).copied().collect();
+            let lens: BTreeSet<usize> = sets
+                .iter()
+                .flat_map(|s| &s.prefix_digits)
+                .copied()
+                .collect();
             for digits in lens {
                 if let Some(prefix) = e164.get(..digits + 1).filter(|_| digits + 1 < e164.len()) {
                     ids.push((Kind::Prefix, hasher.hash(prefix)));
@@ -622,12 +626,21 @@ mod tests {
         );
         assert!(canonical(Kind::Prefix, "+").is_err());
         assert!(canonical(Kind::Prefix, "+123456789012345").is_err());
-        assert_eq!(canonical(Kind::User, " Ann@Example.COM ").unwrap().text, "ann@example.com");
+        assert_eq!(
+            canonical(Kind::User, " Ann@Example.COM ").unwrap().text,
+            "ann@example.com"
+        );
         assert!(canonical(Kind::User, "   ").is_err());
         let net = canonical(Kind::Network, "203.0.113.77/24").unwrap();
         assert_eq!(net.text, "203.0.113.0/24");
         assert_eq!(net.shape.as_deref(), Some("v4/24"));
-        assert_eq!(canonical(Kind::Network, "2001:db8::1").unwrap().shape.as_deref(), Some("v6/128"));
+        assert_eq!(
+            canonical(Kind::Network, "2001:db8::1")
+                .unwrap()
+                .shape
+                .as_deref(),
+            Some("v6/128")
+        );
         assert!(canonical(Kind::Network, "10.0.0.0/33").is_err());
         assert_eq!(
             canonical(Kind::ClientId, "ABCD-ef").unwrap().text,
@@ -680,7 +693,10 @@ mod tests {
             m(probe(Some("+447700900123"), "192.0.2.1")).await.safe,
             Some(Kind::Number)
         );
-        assert_eq!(m(probe(Some("+447700900124"), "192.0.2.1")).await, Matched::default());
+        assert_eq!(
+            m(probe(Some("+447700900124"), "192.0.2.1")).await,
+            Matched::default()
+        );
         assert_eq!(
             m(probe(Some("+447911123456"), "192.0.2.1")).await.block,
             Some(Kind::Prefix)
@@ -696,12 +712,18 @@ mod tests {
             user: Some(&user),
             ..probe(None, "192.0.2.1")
         };
-        assert_eq!(lists.check(&store, &h, &by_user).await.block, Some(Kind::User));
+        assert_eq!(
+            lists.check(&store, &h, &by_user).await.block,
+            Some(Kind::User)
+        );
         let app = Probe {
             client_id: Some(" bad-app"),
             ..probe(None, "192.0.2.1")
         };
-        assert_eq!(lists.check(&store, &h, &app).await.block, Some(Kind::ClientId));
+        assert_eq!(
+            lists.check(&store, &h, &app).await.block,
+            Some(Kind::ClientId)
+        );
     }
 
     fn entry(list: ListName, kind: Kind, value: &str, expires: Option<u64>) -> EntryInfo {
@@ -748,7 +770,12 @@ mod tests {
         .await;
         assert_eq!(lists.check(&store, &h, &p).await, Matched::default());
         // An entry past its expiry no longer applies, and compaction drops it.
-        let lapsed = entry(ListName::Block, Kind::Network, "192.0.2.0/24", Some(unix_now() - 1));
+        let lapsed = entry(
+            ListName::Block,
+            Kind::Network,
+            "192.0.2.0/24",
+            Some(unix_now() - 1),
+        );
         change(&store, Change::Add(lapsed)).await;
         assert_eq!(lists.check(&store, &h, &p).await, Matched::default());
         let set = lists.runtime(&store).await;
@@ -770,6 +797,9 @@ mod tests {
         // The version gone (a store that forgot, or a fallback that never had it): the
         // block read before stands.
         let forgot = MemoryStore::new(1000);
-        assert_eq!(lists.check(&forgot, &h, &p).await.block, Some(Kind::Network));
+        assert_eq!(
+            lists.check(&forgot, &h, &p).await.block,
+            Some(Kind::Network)
+        );
     }
 }

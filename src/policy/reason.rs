@@ -83,7 +83,7 @@ impl Reason {
             Reason::Velocity { rule, .. } => format!("velocity:{rule}").into(),
             Reason::VelocityStoreError => "velocity:store_error".into(),
             Reason::Adaptive { rule, .. } => format!("adaptive:{rule}").into(),
-            Reason::Listed { list, kind } => format!("list:{list}:{kind}").into(),
+            Reason::Listed { list, .. } => format!("list:{list}").into(),
             Reason::ProviderAction(outcome) => format!("provider:{}", outcome.label()).into(),
             Reason::ProviderSaid(text) => {
                 format!("provider:{}", text.split(':').next().unwrap_or_default()).into()

@@ -42,9 +42,7 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base));
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -109,7 +107,11 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
         (get.clone(), "/lists/block", None),
         (post.clone(), "/lists/block", Some(entry.clone())),
         (delete.clone(), "/lists/block", Some(entry.clone())),
-        (get.clone(), "/why?flow=0123456789abcdef0123456789abcdef", None),
+        (
+            get.clone(),
+            "/why?flow=0123456789abcdef0123456789abcdef",
+            None,
+        ),
         (get.clone(), "/nowhere", None),
     ];
     for (method, path, body) in &verbs {
@@ -123,7 +125,10 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
     }
     // Nothing was added by the refused calls.
     let (status, listed) = admin.call(get.clone(), "/lists", None).await;
-    assert_eq!((status, listed["entries"].as_array().unwrap().len()), (200, 0));
+    assert_eq!(
+        (status, listed["entries"].as_array().unwrap().len()),
+        (200, 0)
+    );
 
     // add
     let added = admin
@@ -137,7 +142,10 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
     assert_eq!(id.len(), 64);
     assert_eq!(added["entry"]["by"], "oncall");
     assert_eq!(added["entry"]["note"], "reported stolen");
-    assert!(added["entry"]["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(added["entry"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert_eq!(added["replaced"], false);
     // list (all, and one list)
     let (_, listed) = admin.call(get.clone(), "/lists/block", None).await;
@@ -160,8 +168,13 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
         assert_eq!(decisions[0]["reasons"], json!(["list:block:number"]));
         // The flow of that decision answers too.
         let flow = decisions[0]["flow"].as_str().unwrap();
-        let (_, by_flow) = admin.call(get.clone(), &format!("/why?flow={flow}"), None).await;
-        assert_eq!(by_flow["decisions"][0]["reasons"], json!(["list:block:number"]));
+        let (_, by_flow) = admin
+            .call(get.clone(), &format!("/why?flow={flow}"), None)
+            .await;
+        assert_eq!(
+            by_flow["decisions"][0]["reasons"],
+            json!(["list:block:number"])
+        );
     }
     // why, by username: every send of the flow's user (the registration's user)
     let (_, by_user) = admin
@@ -181,7 +194,11 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
     assert_eq!(status, 200, "{removed}");
     assert_eq!(removed["removed"]["id"], id.as_str());
     let (status, _) = admin
-        .call(delete.clone(), "/lists/block", Some(json!({ "kind": "number", "id": id })))
+        .call(
+            delete.clone(),
+            "/lists/block",
+            Some(json!({ "kind": "number", "id": id })),
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(register_sms(&env, PHONE).await, 200);
@@ -189,18 +206,34 @@ async fn no_token_or_a_wrong_one_is_401_and_every_verb_works() {
 
     // bad input: named, nothing echoed
     for (body, code) in [
-        (json!({ "kind": "number", "value": "07700900123" }), "invalid_value"),
+        (
+            json!({ "kind": "number", "value": "07700900123" }),
+            "invalid_value",
+        ),
         (json!({ "kind": "phone", "value": PHONE }), "unknown_kind"),
-        (json!({ "kind": "number", "value": PHONE, "expires_in": "soon" }), "invalid_expiry"),
-        (json!({ "kind": "number", "value": 447400123456_u64 }), "invalid_json"),
+        (
+            json!({ "kind": "number", "value": PHONE, "expires_in": "soon" }),
+            "invalid_expiry",
+        ),
+        (
+            json!({ "kind": "number", "value": 447400123456_u64 }),
+            "invalid_json",
+        ),
         (json!({ "kind": "number" }), "invalid_request"),
     ] {
         let (status, answer) = admin.call(post.clone(), "/lists/block", Some(body)).await;
-        assert_eq!((status, answer["error"].as_str().unwrap()), (400, code), "{answer}");
+        assert_eq!(
+            (status, answer["error"].as_str().unwrap()),
+            (400, code),
+            "{answer}"
+        );
         assert!(!answer.to_string().contains("7400123456"), "{answer}");
     }
     let (status, answer) = admin.call(post.clone(), "/lists/grey", Some(entry)).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (404, "unknown_list"));
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (404, "unknown_list")
+    );
 }
 
 #[tokio::test]
@@ -208,7 +241,10 @@ async fn the_api_is_off_by_default_and_the_admin_port_is_unchanged() {
     let env = start("").await;
     let admin = Admin::of(env.gw.admin);
     let (status, answer) = admin.call(reqwest::Method::GET, "/lists", None).await;
-    assert_eq!((status, answer["error"].as_str().unwrap()), (404, "not_found"));
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (404, "not_found")
+    );
     let (status, _) = env.readyz().await;
     assert_eq!(status, 200);
 }
@@ -224,10 +260,18 @@ async fn a_safe_number_passes_velocity_that_denies_its_neighbour_but_not_the_cla
     ))
     .await;
     assert_eq!(register_sms(&env, OTHER).await, 200);
-    assert_ne!(register_sms(&env, OTHER).await, 200, "the neighbour is over the limit");
+    assert_ne!(
+        register_sms(&env, OTHER).await,
+        200,
+        "the neighbour is over the limit"
+    );
     assert_eq!(env.outbox().len(), 1);
     for _ in 0..3 {
-        assert_eq!(register_sms(&env, PHONE).await, 200, "the safe number passes");
+        assert_eq!(
+            register_sms(&env, PHONE).await,
+            200,
+            "the safe number passes"
+        );
     }
     assert_eq!(env.outbox().len(), 4);
 
@@ -243,7 +287,11 @@ async fn a_safe_number_passes_velocity_that_denies_its_neighbour_but_not_the_cla
         enc(&token)
     );
     let bodies = [
-        format!("{base}&challenge_target={}&challenge_target={}", enc(PHONE), enc(PHONE)),
+        format!(
+            "{base}&challenge_target={}&challenge_target={}",
+            enc(PHONE),
+            enc(PHONE)
+        ),
         format!("{base}&challenge_target={}%ZZ", enc(PHONE)),
         format!("{base}&challenge_target={}", enc("+4474001234567890123")),
     ];
@@ -258,7 +306,11 @@ async fn a_safe_number_passes_velocity_that_denies_its_neighbour_but_not_the_cla
             .unwrap();
         assert_ne!(resp.status().as_u16(), 200, "{body}");
     }
-    assert_eq!(env.outbox().len(), 4, "no code for an ambiguous or malformed request");
+    assert_eq!(
+        env.outbox().len(),
+        4,
+        "no code for an ambiguous or malformed request"
+    );
 }
 
 #[tokio::test]
@@ -288,7 +340,10 @@ async fn an_entry_added_through_one_replica_applies_on_the_other_and_expires_by_
         crate::fixtures::redis_toml(&redis.url(), "250ms"),
         api_toml()
     )
-    .replace("[store]", "[store]\nkey_secret = \"shared-by-both-replicas\"");
+    .replace(
+        "[store]",
+        "[store]\nkey_secret = \"shared-by-both-replicas\"",
+    );
     let a = start(&store).await;
     let b = crate::fixtures::gateway(&format!(
         "[upstream]\nurl = \"http://{}\"\n{store}",
@@ -304,9 +359,16 @@ async fn an_entry_added_through_one_replica_applies_on_the_other_and_expires_by_
     // B reads the (empty) lists first, so what follows is a change it must notice.
     assert_eq!(register_sms(&via_b, OTHER).await, 200);
     Admin::of(a.gw.admin)
-        .add("block", json!({ "kind": "prefix", "value": "+4474001234", "expires_in": "3s" }))
+        .add(
+            "block",
+            json!({ "kind": "prefix", "value": "+4474001234", "expires_in": "3s" }),
+        )
         .await;
-    assert_ne!(register_sms(&via_b, PHONE).await, 200, "blocked on the other replica");
+    assert_ne!(
+        register_sms(&via_b, PHONE).await,
+        200,
+        "blocked on the other replica"
+    );
     assert_eq!(register_sms(&via_b, OTHER).await, 200, "outside the prefix");
     assert_eq!(a.outbox().len(), 2);
     // B's admin API lists what A added.
@@ -316,7 +378,11 @@ async fn an_entry_added_through_one_replica_applies_on_the_other_and_expires_by_
     assert_eq!(listed["entries"][0]["kind"], "prefix");
     assert_eq!(listed["entries"][0]["shape"], "d10");
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(register_sms(&via_b, PHONE).await, 200, "the expiry lifted it");
+    assert_eq!(
+        register_sms(&via_b, PHONE).await,
+        200,
+        "the expiry lifted it"
+    );
     assert_eq!(a.outbox().len(), 3);
     let (_, listed) = Admin::of(via_b.gw.admin)
         .call(reqwest::Method::GET, "/lists/block", None)
@@ -335,15 +401,25 @@ async fn no_raw_phone_username_or_token_in_any_answer_log_or_audit_line() {
     let mut answers = Vec::new();
     answers.push(
         admin
-            .add("block", json!({ "kind": "number", "value": "+447400123457" }))
+            .add(
+                "block",
+                json!({ "kind": "number", "value": "+447400123457" }),
+            )
             .await,
     );
     answers.push(
         admin
-            .add("block", json!({ "kind": "user", "value": "both@contoso.com" }))
+            .add(
+                "block",
+                json!({ "kind": "user", "value": "both@contoso.com" }),
+            )
             .await,
     );
-    answers.push(admin.add("safe", json!({ "kind": "number", "value": PHONE })).await);
+    answers.push(
+        admin
+            .add("safe", json!({ "kind": "number", "value": PHONE }))
+            .await,
+    );
     assert_ne!(register_sms(&env, "+447400123457").await, 200);
     assert_eq!(register_sms(&env, PHONE).await, 200);
     mfa_every_method(&env, "both@contoso.com").await;
@@ -357,8 +433,18 @@ async fn no_raw_phone_username_or_token_in_any_answer_log_or_audit_line() {
         assert_eq!(status, 200, "{answer}");
         answers.push(answer);
     }
-    assert_eq!(answers[3]["decisions"].as_array().unwrap().len(), 1, "{}", answers[3]);
-    assert_eq!(answers[5]["decisions"].as_array().unwrap().len(), 2, "{}", answers[5]);
+    assert_eq!(
+        answers[3]["decisions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        answers[3]
+    );
+    assert_eq!(
+        answers[5]["decisions"].as_array().unwrap().len(),
+        2,
+        "{}",
+        answers[5]
+    );
     let output = env.gw.stop_and_collect().await;
     let audit_lines = output
         .iter()
@@ -366,7 +452,9 @@ async fn no_raw_phone_username_or_token_in_any_answer_log_or_audit_line() {
         .count();
     assert!(audit_lines >= 6, "{output:?}");
     assert!(
-        output.iter().any(|l| l.contains("\"event\":\"admin_change\"")),
+        output
+            .iter()
+            .any(|l| l.contains("\"event\":\"admin_change\"")),
         "{output:?}"
     );
     let mut everything: Vec<String> = answers.iter().map(Value::to_string).collect();
@@ -382,4 +470,107 @@ async fn no_raw_phone_username_or_token_in_any_answer_log_or_audit_line() {
             assert!(!text.contains(raw), "{raw} in: {text}");
         }
     }
+}
+
+/// `otpgate admin --url URL ARGS`, with `token` as `OTPGATE_ADMIN_TOKEN` and `stdin`
+/// written to its standard input: the exit code, stdout and stderr.
+fn cli(
+    url: &str,
+    args: &[&str],
+    token: Option<&str>,
+    stdin: Option<&str>,
+) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(crate::fixtures::process::BIN);
+    cmd.arg("admin").arg("--url").arg(url).args(args);
+    cmd.env_remove("OTPGATE_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("OTPGATE_ADMIN_TOKEN", t);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `otpgate admin ...` against a running gateway: the token from the environment or a
+/// file, a value from standard input; exit 0 on success, 1 on an error answer, 2 when
+/// the API cannot be asked.
+#[tokio::test]
+async fn the_cli_adds_lists_explains_and_removes() {
+    let env = start(&api_toml()).await;
+    let url = format!("http://{}", env.gw.admin);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let file = token_file.display().to_string();
+    let at = url.clone();
+    let (added, listed, wrong, none) = tokio::task::spawn_blocking(move || {
+        let added = cli(
+            &at,
+            &[
+                "--token-file",
+                &file,
+                "add",
+                "block",
+                "number",
+                "-",
+                "--expires-in",
+                "1h",
+            ],
+            None,
+            Some("+447400123456\n"),
+        );
+        let listed = cli(&at, &["lists", "block"], Some(TOKEN), None);
+        let wrong = cli(
+            &at,
+            &["lists"],
+            Some("wrong-token-0123456789abcdef0123"),
+            None,
+        );
+        let none = cli(&at, &["lists"], None, None);
+        (added, listed, wrong, none)
+    })
+    .await
+    .unwrap();
+    assert_eq!(added.0, 0, "{added:?}");
+    let added: Value = serde_json::from_str(&added.1).unwrap();
+    assert_eq!(added["entry"]["kind"], "number");
+    assert_eq!(listed.0, 0, "{listed:?}");
+    assert!(listed.1.contains(added["entry"]["id"].as_str().unwrap()));
+    assert_eq!(wrong.0, 1, "{wrong:?}");
+    assert!(wrong.2.contains("unauthorized"), "{wrong:?}");
+    assert_eq!(none.0, 2, "{none:?}");
+    assert!(none.2.contains("OTPGATE_ADMIN_TOKEN"), "{none:?}");
+    assert_ne!(register_sms(&env, PHONE).await, 200);
+    let (why, removed) = tokio::task::spawn_blocking(move || {
+        let why = cli(&url, &["why", "--phone", PHONE], Some(TOKEN), None);
+        let removed = cli(
+            &url,
+            &["remove", "block", "number", PHONE],
+            Some(TOKEN),
+            None,
+        );
+        (why, removed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(why.0, 0, "{why:?}");
+    assert!(why.1.contains("list:block:number"), "{why:?}");
+    assert_eq!(removed.0, 0, "{removed:?}");
+    assert_eq!(register_sms(&env, PHONE).await, 200);
 }
