@@ -147,6 +147,9 @@ impl AdminApi {
     }
 }
 
+/// An answer that ends a request early (boxed: a `Response` is large to return).
+type Refusal = Box<Response<Full<Bytes>>>;
+
 /// The longest request body read.
 const MAX_BODY: usize = 16 * 1024;
 
@@ -357,15 +360,12 @@ impl Api<'_> {
     }
 
     /// The canonical value's hash and shape, from `value` or `id`.
-    fn target(
-        &self,
-        kind: Kind,
-        req: &ChangeRequest,
-    ) -> Result<(String, Option<String>), Response<Full<Bytes>>> {
+    fn target(&self, kind: Kind, req: &ChangeRequest) -> Result<(String, Option<String>), Refusal> {
+        let refused = |resp| Err(Box::new(resp));
         match (&req.value, &req.id) {
             (Some(value), None) => match canonical(kind, value) {
                 Ok(c) => Ok((self.keys.hash(&c.text), c.shape)),
-                Err(why) => Err(error(
+                Err(why) => refused(error(
                     StatusCode::BAD_REQUEST,
                     "invalid_value",
                     format!("{}: {why}", kind.as_str()),
@@ -374,12 +374,12 @@ impl Api<'_> {
             (None, Some(id)) if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Ok((id.to_ascii_lowercase(), None))
             }
-            (None, Some(_)) => Err(error(
+            (None, Some(_)) => refused(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_id",
                 "an id is the 64 hex digits a listing shows",
             )),
-            _ => Err(error(
+            _ => refused(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "give either value or id",
@@ -387,9 +387,9 @@ impl Api<'_> {
         }
     }
 
-    fn parse_change(&self, body: &[u8]) -> Result<(ChangeRequest, Kind), Response<Full<Bytes>>> {
+    fn parse_change(&self, body: &[u8]) -> Result<(ChangeRequest, Kind), Refusal> {
         let req: ChangeRequest = serde_json::from_slice(body).map_err(|e| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 // Where, not what: serde's own message can quote a value.
@@ -400,14 +400,14 @@ impl Api<'_> {
                     e.line(),
                     e.column()
                 ),
-            )
+            ))
         })?;
         let kind = Kind::parse(&req.kind).ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "unknown_kind",
                 "kind is number, prefix, user, network or client_id",
-            )
+            ))
         })?;
         Ok((req, kind))
     }
@@ -415,7 +415,7 @@ impl Api<'_> {
     async fn add(&self, list: ListName, body: &[u8]) -> Response<Full<Bytes>> {
         let (req, kind) = match self.parse_change(body) {
             Ok(r) => r,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         if req.id.is_some() {
             return error(
@@ -426,7 +426,7 @@ impl Api<'_> {
         }
         let (id, shape) = match self.target(kind, &req) {
             Ok(t) => t,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let note = req.note.unwrap_or_default();
         if note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control) {
@@ -511,7 +511,7 @@ impl Api<'_> {
     async fn remove(&self, list: ListName, body: &[u8]) -> Response<Full<Bytes>> {
         let (req, kind) = match self.parse_change(body) {
             Ok(r) => r,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         if req.note.is_some() || req.expires_in.is_some() || req.expires_at.is_some() {
             return error(
@@ -522,7 +522,7 @@ impl Api<'_> {
         }
         let (id, _) = match self.target(kind, &req) {
             Ok(t) => t,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let (runtime, _) = match self.runtime().await {
             Ok(r) => r,
