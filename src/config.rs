@@ -484,6 +484,39 @@ mod tests {
     }
 
     #[test]
+    fn list_entries_and_admin_tokens_are_checked_with_their_keys() {
+        let err = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [defense.lists.safe]\nnumbers = [\"+447700900123\", \"07700900123\"]\n\
+             [defense.lists.block]\nnetworks = [\"10.0.0.0/40\"]\nclient_ids = [\"\"]\n\
+             [admin.api]\nenabled = true\ntokens = [{ name = \"oncall\", token = \"short\" }]\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "defense.lists.safe.numbers[1]",
+            "defense.lists.block.networks[0]",
+            "defense.lists.block.client_ids[0]",
+            "admin.api.tokens[0].token",
+        ] {
+            assert!(text.contains(key), "{key} in {text}");
+        }
+        assert!(!text.contains("defense.lists.safe.numbers[0]"), "{text}");
+        assert!(!text.contains("short"), "the token is never printed: {text}");
+        let ok = load_str(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [defense.lists.block]\nusers = [\"Ann@Contoso.com\"]\n\
+             [admin.api]\nenabled = true\n\
+             tokens = [{ name = \"oncall\", token = \"0123456789abcdef0123456789abcdef\" }]\n",
+            &[],
+        )
+        .unwrap();
+        assert!(ok.admin_api.enabled);
+        assert_eq!(ok.lists.block.users, ["Ann@Contoso.com"]);
+    }
+
+    #[test]
     fn secrets_come_inline_or_from_files_but_not_both() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
