@@ -175,7 +175,11 @@ pub(crate) async fn serve(
                 async move {
                     let resp = match resp {
                         Some(resp) => resp,
-                        None => crate::admin_api::handle(req, &gateway, &health).await,
+                        None => {
+                            let store_down =
+                                health.degraded().iter().any(|d| d.starts_with("store"));
+                            crate::admin_api::handle(req, &gateway, store_down).await
+                        }
                     };
                     Ok::<_, Infallible>(resp)
                 }

@@ -129,7 +129,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub admin_listen: SocketAddr,
     /// `[admin.api]`, validated (tokens read from their files).
-    pub admin_api: crate::admin_api::AdminApi,
+    pub admin_api: crate::admin_api::settings::AdminApi,
     pub log: LogConfig,
     pub entra: EntraSettings,
     pub policy: PolicyConfig,
@@ -503,7 +503,10 @@ mod tests {
             assert!(text.contains(key), "{key} in {text}");
         }
         assert!(!text.contains("defense.lists.safe.numbers[0]"), "{text}");
-        assert!(!text.contains("short"), "the token is never printed: {text}");
+        assert!(
+            !text.contains("short"),
+            "the token is never printed: {text}"
+        );
         let ok = load_str(
             "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
              [defense.lists.block]\nusers = [\"Ann@Contoso.com\"]\n\

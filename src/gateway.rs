@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::either::Either;
 use tokio_util::task::TaskTracker;
 
-use crate::admin_api::Subject as WhySubject;
+use crate::admin_api::why::Subject as WhySubject;
 use crate::audit::{self, Audit, AuditEvent};
 use crate::config::{Settings, UnknownChannel, V2Mode};
 use crate::entra::answer;
@@ -952,7 +952,7 @@ impl Gateway {
         };
         let store = self.inner.store.clone();
         self.inner.detached.spawn(async move {
-            crate::admin_api::keep_decision(store.as_ref(), &subjects, &line).await;
+            crate::admin_api::why::keep_decision(store.as_ref(), &subjects, &line).await;
         });
     }
 

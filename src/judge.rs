@@ -491,8 +491,12 @@ impl Judge {
         }
         for hit in outcome.hits {
             if let (false, false, Some(key)) = (hit.monitor, monitor, &hit.key) {
-                self.metrics
-                    .adaptive_acted(&hit.rule, hit.action.as_str(), key);
+                if self
+                    .metrics
+                    .adaptive_acted(&hit.rule, hit.action.as_str(), key)
+                {
+                    self.tell_active(&hit.rule, hit.action.as_str(), key);
+                }
             }
             let (action, reported) = (hit.action, hit.monitor);
             defense.local.push(LocalVerdict {
@@ -504,6 +508,28 @@ impl Judge {
                 monitor: reported,
             });
         }
+    }
+
+    /// Note in the store that an enforced adaptive rule acted on `key`, for the admin
+    /// API's listing of active blocks: at most every five minutes per key and replica,
+    /// off the request path.
+    fn tell_active(&self, rule: &str, action: &str, key: &str) {
+        let line = serde_json::json!({
+            "rule": rule,
+            "key": key,
+            "action": action,
+            "at": lists::unix_now(),
+        })
+        .to_string()
+            + "\n";
+        let store = self.store.clone();
+        let record = adaptive::active_key(lists::unix_now() / 3600);
+        tokio::spawn(async move {
+            let keep = Duration::from_secs(3 * 3600);
+            let _ = store
+                .append(&record, line.as_bytes(), keep, ACTIVE_RECORD_BYTES)
+                .await;
+        });
     }
 
     /// Entra sent the code of a send judged with `keys`: count it for conversion, and
@@ -705,6 +731,9 @@ fn listed(list: lists::ListName, kind: lists::Kind) -> Reason {
         kind: kind.as_str(),
     }
 }
+
+/// The bound of one hour's record of keys adaptive rules acted on: about a thousand keys.
+const ACTIVE_RECORD_BYTES: usize = 128 * 1024;
 
 /// The longest a flow's record of refundable slots grows: a line of about a hundred bytes
 /// per slot, for more sends than any per-flow velocity rule lets through.

@@ -212,31 +212,69 @@ struct ActiveCollector {
 #[derive(Default)]
 struct ActiveKeys {
     hasher: std::hash::RandomState,
-    by_rule: std::collections::HashMap<
-        (String, &'static str),
-        std::collections::HashMap<u64, tokio::time::Instant>,
-    >,
+    by_rule:
+        std::collections::HashMap<(String, &'static str), std::collections::HashMap<u64, Noted>>,
 }
 
+/// When a key was last acted on, and when it was last told to the store's listing.
+#[derive(Clone, Copy)]
+struct Noted {
+    last: tokio::time::Instant,
+    told: tokio::time::Instant,
+}
+
+/// How often one replica tells the admin API's listing (in the store) of a key it keeps
+/// acting on.
+const RENOTE_AFTER: Duration = Duration::from_secs(5 * 60);
+
 impl ActiveKeys {
-    fn note(&mut self, rule: &str, action: &'static str, key: &str, now: tokio::time::Instant) {
+    /// Note `key` acted on; whether it is news: not noted in the last [`RENOTE_AFTER`].
+    fn note(
+        &mut self,
+        rule: &str,
+        action: &'static str,
+        key: &str,
+        now: tokio::time::Instant,
+    ) -> bool {
         use std::hash::BuildHasher;
         let id = self.hasher.hash_one(key);
         let keys = self.by_rule.entry((rule.to_owned(), action)).or_default();
         if keys.len() >= ACTIVE_CAP && !keys.contains_key(&id) {
-            keys.retain(|_, at| now.saturating_duration_since(*at) < ACTIVE_FOR);
+            keys.retain(|_, n| now.saturating_duration_since(n.last) < ACTIVE_FOR);
             if keys.len() >= ACTIVE_CAP {
-                return;
+                return false;
             }
         }
-        keys.insert(id, now);
+        match keys.get_mut(&id) {
+            Some(n) if now.saturating_duration_since(n.told) < RENOTE_AFTER => {
+                n.last = now;
+                false
+            }
+            Some(n) => {
+                *n = Noted {
+                    last: now,
+                    told: now,
+                };
+                true
+            }
+            None => {
+                keys.insert(
+                    id,
+                    Noted {
+                        last: now,
+                        told: now,
+                    },
+                );
+                true
+            }
+        }
     }
 
     /// The keys still active per rule and action; the others forgotten.
     fn count(&mut self, now: tokio::time::Instant) -> Vec<(String, &'static str, usize)> {
         let mut out = Vec::with_capacity(self.by_rule.len());
         for ((rule, action), keys) in &mut self.by_rule {
-            keys.retain(|_, at| now.saturating_duration_since(*at) < ACTIVE_FOR);
+            keys.retain(|_, n| now.saturating_duration_since(n.last) < ACTIVE_FOR);
             out.push((rule.clone(), *action, keys.len()));
         }
         out.sort();
@@ -554,11 +592,13 @@ impl Metrics {
 
     /// An enforced adaptive rule refused or stepped up a send to `key` (a store key: it
     /// names no one, and only its hash is kept).
-    pub(crate) fn adaptive_acted(&self, rule: &str, action: &'static str, key: &str) {
+    /// Note an enforced adaptive hit; whether this replica had not noted the key in the
+    /// last five minutes (then the admin API's listing is told).
+    pub(crate) fn adaptive_acted(&self, rule: &str, action: &'static str, key: &str) -> bool {
         self.active
             .keys
             .lock()
-            .note(rule, action, key, tokio::time::Instant::now());
+            .note(rule, action, key, tokio::time::Instant::now())
     }
 
     /// Where the store metrics come from; set once at start.
@@ -606,10 +646,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn active_keys_count_distinct_keys_until_they_rest_for_the_cool_down() {
         let m = Metrics::new();
-        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371");
-        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371");
-        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882");
-        m.adaptive_acted("sms-prefix", "step_up", "conv:sms-prefix:+4474001");
+        // News the first time, and again only once RENOTE_AFTER has passed.
+        assert!(m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371"));
+        assert!(!m.adaptive_acted("sms-country", "deny", "conv:sms-country:+371"));
+        assert!(m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882"));
+        assert!(m.adaptive_acted("sms-prefix", "step_up", "conv:sms-prefix:+4474001"));
         let text = m.render();
         assert!(
             text.contains("otpgate_adaptive_active_keys{rule=\"sms-country\",action=\"deny\"} 2"),
@@ -621,7 +662,7 @@ mod tests {
         );
         // One key acted on again keeps its place; the others rest and leave.
         tokio::time::advance(ACTIVE_FOR / 2).await;
-        m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882");
+        assert!(m.adaptive_acted("sms-country", "deny", "conv:sms-country:+882"));
         tokio::time::advance(ACTIVE_FOR / 2).await;
         let text = m.render();
         assert!(

@@ -588,6 +588,21 @@ impl Adaptive {
             hits: found.into_iter().flatten().collect(),
             errors,
         };
+        // An operator lifted a key (admin API): its hits are dropped until the lift
+        // expires. Asked only for keys found pumped.
+        if outcome.hits.iter().any(|h| h.key.is_some()) {
+            let mut kept = Vec::with_capacity(outcome.hits.len());
+            for hit in std::mem::take(&mut outcome.hits) {
+                let lifted = match &hit.key {
+                    Some(key) => matches!(store.get(&lift_key(&hit.rule, key)).await, Ok(Some(_))),
+                    None => false,
+                };
+                if !lifted {
+                    kept.push(hit);
+                }
+            }
+            outcome.hits = kept;
+        }
         // Asked only when something would be refused: the warm-up costs no store call
         // on a send no rule finds pumped.
         if !outcome.hits.is_empty() && self.warming(store).await {
@@ -596,6 +611,27 @@ impl Adaptive {
             }
         }
         outcome
+    }
+
+    /// The window of the rule named `rule`, when there is one.
+    pub(crate) fn window_of(&self, rule: &str) -> Option<Duration> {
+        self.rules.iter().find(|r| r.name == rule).map(|r| r.window)
+    }
+
+    /// Settled sends and verifications of the store key `key` of rule `rule` in its
+    /// window, as the rule judges them: for the admin API's listing.
+    pub(crate) async fn figures_of(
+        &self,
+        store: &dyn Store,
+        rule: &str,
+        key: &str,
+    ) -> Option<(u64, u64)> {
+        let rule = self.rules.iter().find(|r| r.name == rule)?;
+        let mut reads = Reads::default();
+        let at = reads.push(key, SENT, rule.window, self.conversion.grace);
+        let values = store.tally(&[], reads.counters()).await.ok()?;
+        let f = reads.figures(&values, at);
+        Some((f.settled, f.verified))
     }
 
     /// Whether the deployment is still in its warm-up, in which adaptive hits are only
@@ -912,6 +948,16 @@ fn pumped_after_step_up(rule: &AdaptiveRule, up: Figures, deny_after: u64) -> bo
 
 fn baseline_key(rule: &AdaptiveRule, channel: Channel) -> Arc<str> {
     format!("conv:{ALL}:{}:{}", channel.as_str(), rule.window.as_secs()).into()
+}
+
+/// Where an operator's lift of `key` (a store key of rule `rule`) is kept.
+pub(crate) fn lift_key(rule: &str, key: &str) -> String {
+    format!("conv:lift:{rule}:{key}")
+}
+
+/// Where enforced hits are noted for the admin API's listing, per hour.
+pub(crate) fn active_key(hour: u64) -> String {
+    format!("conv:active:{hour}")
 }
 
 fn pool_key(rule: &AdaptiveRule) -> String {
@@ -1427,6 +1473,18 @@ mod tests {
                 Some(Deny)
             ]
         );
+        // Lifted by an operator: no hit while the lift lasts, and its figures still read.
+        let key = a.keys(&KeyHasher::unkeyed(), &s).entries[0].key.clone();
+        let name = &a.rules[0].name;
+        let (settled, verified) = a.figures_of(&store, name, &key).await.unwrap();
+        assert!(settled >= 4 && verified == 0, "{settled} {verified}");
+        store
+            .put(&lift_key(name, &key), b"oncall", a.window_of(name).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(judged(&a, &store, "f-lifted", &s, false).await, None);
+        tokio::time::advance(a.window_of(name).unwrap()).await;
+        assert_eq!(a.figures_of(&store, name, &key).await, Some((0, 0)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -209,8 +209,14 @@ pub(crate) fn canonical(kind: Kind, raw: &str) -> Result<Canonical, &'static str
             Ok(whole(user))
         }
         Kind::Network => {
-            let net = crate::server::settings::parse_cidr(raw.trim())
-                .map_err(|_| "not a CIDR such as 203.0.113.0/24 or an IP address")?;
+            let raw = raw.trim();
+            let net = match raw.parse::<IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => IpNet::from(
+                    raw.parse::<IpAddr>()
+                        .map_err(|_| "not a CIDR such as 203.0.113.0/24 or an IP address")?,
+                ),
+            };
             Ok(Canonical {
                 shape: Some(network_shape(&net)),
                 text: net.to_string(),

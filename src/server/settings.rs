@@ -75,14 +75,14 @@ pub struct AdminConfig {
     /// Address of the admin listener; keep it off the public network.
     pub listen: String,
     /// `[admin.api]`: the runtime admin API (lists, why), off by default.
-    pub api: crate::admin_api::AdminApiConfig,
+    pub api: crate::admin_api::settings::AdminApiConfig,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9090".into(),
-            api: crate::admin_api::AdminApiConfig::default(),
+            api: crate::admin_api::settings::AdminApiConfig::default(),
         }
     }
 }

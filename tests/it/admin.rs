@@ -574,3 +574,87 @@ async fn the_cli_adds_lists_explains_and_removes() {
     assert_eq!(removed.0, 0, "{removed:?}");
     assert_eq!(register_sms(&env, PHONE).await, 200);
 }
+
+/// One adaptive rule on the destination's calling code: deny after two unverified sends,
+/// judged at once (no grace).
+const COUNTRY_ADAPTIVE: &str = "[defense]\nvelocity = []\n[defense.conversion]\ngrace = \"1ms\"\n\
+    [[defense.adaptive]]\nname = \"country\"\nkey = \"country\"\nchannel = \"sms\"\n\
+    window = \"1h\"\nmin_unverified = 2\nbelow = 0.4\naction = \"deny\"\n";
+
+#[tokio::test]
+async fn active_adaptive_blocks_are_listed_with_their_figures_and_lifted() {
+    let env = start(&format!("{COUNTRY_ADAPTIVE}{}", api_toml())).await;
+    let admin = Admin::of(env.gw.admin);
+    let latvia = "+37120012345";
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(register_sms(&env, latvia).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(statuses[..2], [200, 200]);
+    assert_ne!(statuses[2], 200, "the third unverified send is denied");
+    // The listing is told off the request path: give it a moment.
+    let mut blocks = Value::Null;
+    for _ in 0..50 {
+        let (status, answer) = admin
+            .call(reqwest::Method::GET, "/adaptive/blocks", None)
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        if !answer["blocks"].as_array().unwrap().is_empty() {
+            blocks = answer;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let block = &blocks["blocks"][0];
+    assert_eq!(block["rule"], "country", "{blocks}");
+    assert_eq!(block["action"], "deny");
+    assert_eq!(
+        (block["settled"].as_u64(), block["verified"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(block["lifted_by"], Value::Null);
+    let key = block["key"].as_str().unwrap().to_owned();
+    // A lift needs the token, a known rule and one of its keys.
+    let lift = json!({ "rule": "country", "key": key });
+    let (status, _) = admin
+        .call_as(
+            None,
+            reqwest::Method::DELETE,
+            "/adaptive/blocks",
+            Some(lift.clone()),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, answer) = admin
+        .call(
+            reqwest::Method::DELETE,
+            "/adaptive/blocks",
+            Some(json!({ "rule": "nope", "key": key })),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (404, "unknown_rule")
+    );
+    let (status, answer) = admin
+        .call(
+            reqwest::Method::DELETE,
+            "/adaptive/blocks",
+            Some(json!({ "rule": "country", "key": "conv:other:+371" })),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str().unwrap()),
+        (400, "invalid_key")
+    );
+    let (status, answer) = admin
+        .call(reqwest::Method::DELETE, "/adaptive/blocks", Some(lift))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(register_sms(&env, latvia).await, 200, "lifted");
+    let (_, listed) = admin
+        .call(reqwest::Method::GET, "/adaptive/blocks", None)
+        .await;
+    assert_eq!(listed["blocks"][0]["lifted_by"], "oncall", "{listed}");
+}

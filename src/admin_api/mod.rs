@@ -8,7 +8,9 @@
 //! error is `{"error": "<code>", "detail": "<text>"}`. No answer holds a raw number,
 //! username or token: entries are keyed hashes (see [`crate::defense::lists`]).
 
-use std::path::PathBuf;
+pub(crate) mod settings;
+pub(crate) mod why;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,136 +18,15 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::admin::Health;
+use crate::defense::adaptive;
 use crate::defense::lists::{
     self, canonical, Change, EntryInfo, Kind, ListName, ListSet, KEEP, LOG_KEY, MAX_LOG_BYTES,
     MAX_NOTE_CHARS, VERSION_KEY,
 };
 use crate::gateway::Gateway;
-use crate::problem::{Checker, Secret};
 use crate::store::{KeyHasher, Store};
-
-/// `[admin.api]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminApiConfig {
-    /// Serve `/admin/v1/` on the admin port. Off: the admin port is `/livez`, `/readyz`
-    /// and `/metrics` only.
-    pub enabled: bool,
-    /// Who may call it: `{ name = "oncall", token_file = "/run/secrets/admin-token" }`
-    /// (or `token = "..."`). The name is what audit lines say made a change.
-    pub tokens: Vec<AdminTokenConfig>,
-}
-
-/// One bearer token of the admin API.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminTokenConfig {
-    pub name: String,
-    /// The token (secret; or `token_file`). At least 24 characters.
-    pub token: Secret,
-    pub token_file: Option<PathBuf>,
-}
-
-/// The admin API's settings, validated.
-#[derive(Clone, Default)]
-pub struct AdminApi {
-    pub enabled: bool,
-    /// Each token's name and the SHA-256 of the token.
-    tokens: Vec<(String, [u8; 32])>,
-}
-
-impl std::fmt::Debug for AdminApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("AdminApi")
-            .field("enabled", &self.enabled)
-            .field("tokens", &names)
-            .finish()
-    }
-}
-
-/// Shortest token accepted: guessing must be hopeless.
-const MIN_TOKEN_CHARS: usize = 24;
-
-impl AdminApiConfig {
-    pub(crate) fn build(&self, check: &mut Checker) -> Option<AdminApi> {
-        let mut tokens = Vec::new();
-        let mut names: Vec<&str> = Vec::new();
-        let mut ok = true;
-        for (i, t) in self.tokens.iter().enumerate() {
-            let key = |field: &str| format!("admin.api.tokens[{i}].{field}");
-            if let Some(message) = crate::defense::name_problem(&t.name, &mut names) {
-                check.problem(&key("name"), message.replace("rule", "token"));
-                ok = false;
-            }
-            let secret = match (&t.token_file, t.token.is_empty()) {
-                (Some(_), false) => {
-                    check.problem(
-                        &key("token_file"),
-                        "set either token or token_file, not both",
-                    );
-                    ok = false;
-                    continue;
-                }
-                (Some(path), true) => match std::fs::read_to_string(path) {
-                    Ok(text) => text.trim_end_matches(['\r', '\n']).to_owned(),
-                    Err(e) => {
-                        check.problem(
-                            &key("token_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                },
-                (None, _) => t.token.expose().to_owned(),
-            };
-            if secret.chars().count() < MIN_TOKEN_CHARS || secret.chars().any(char::is_whitespace) {
-                check.problem(
-                    &key("token"),
-                    "at least 24 characters and no spaces, e.g. the output of `openssl rand -hex 32`",
-                );
-                ok = false;
-                continue;
-            }
-            tokens.push((t.name.clone(), Sha256::digest(secret.as_bytes()).into()));
-        }
-        if self.enabled && self.tokens.is_empty() {
-            check.problem(
-                "admin.api.tokens",
-                "the admin API is enabled but no token may call it: add one",
-            );
-            ok = false;
-        }
-        ok.then_some(AdminApi {
-            enabled: self.enabled,
-            tokens,
-        })
-    }
-}
-
-impl AdminApi {
-    /// The name of the token `authorization` carries, when it is one of ours. Every
-    /// configured token is compared, in constant time.
-    fn caller(&self, authorization: Option<&[u8]>) -> Option<&str> {
-        let given = authorization?;
-        let token = given
-            .strip_prefix(b"Bearer ")
-            .or_else(|| given.strip_prefix(b"bearer "))?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
-        let mut found = None;
-        for (name, want) in &self.tokens {
-            if bool::from(want.ct_eq(&digest)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
-    }
-}
+use why::{recent, Subject};
 
 /// An answer that ends a request early (boxed: a `Response` is large to return).
 type Refusal = Box<Response<Full<Bytes>>>;
@@ -180,10 +61,11 @@ fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response<
 }
 
 /// Answer one request under `/admin/v1/`.
+/// `store_down`: the shared store is unreachable (changes are refused).
 pub(crate) async fn handle(
     req: Request<hyper::body::Incoming>,
     gateway: &Gateway,
-    health: &Health,
+    store_down: bool,
 ) -> Response<Full<Bytes>> {
     let api = &gateway.settings().admin_api;
     if !api.enabled {
@@ -228,7 +110,6 @@ pub(crate) async fn handle(
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let store_down = health.degraded().iter().any(|d| d.starts_with("store"));
     match (&method, segments.as_slice()) {
         (&Method::GET, ["lists"]) => api.list(None).await,
         (&Method::GET, ["lists", list]) => match ListName::parse(list) {
@@ -252,7 +133,14 @@ pub(crate) async fn handle(
             None => unknown_list(list),
         },
         (&Method::GET, ["why"]) => api.why(&query).await,
-        (_, ["lists"] | ["lists", _] | ["why"]) => error(
+        (&Method::GET, ["adaptive", "blocks"]) => api.blocks().await,
+        (&Method::DELETE, ["adaptive", "blocks"]) if store_down => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the shared store is unreachable: a lift now would reach this replica only",
+        ),
+        (&Method::DELETE, ["adaptive", "blocks"]) => api.lift(&body).await,
+        (_, ["lists"] | ["lists", _] | ["why"] | ["adaptive", "blocks"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not a verb of {path}"),
@@ -696,6 +584,148 @@ impl Api<'_> {
     }
 }
 
+/// How long after its last noted hit a key is listed as an active block: the gauge's
+/// fifteen minutes, plus the five a replica waits before it notes a key again.
+const ACTIVE_LISTED_FOR: u64 = 20 * 60;
+/// Most keys one listing shows.
+const MAX_BLOCKS: usize = 200;
+
+/// A lift asked for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiftRequest {
+    rule: String,
+    key: String,
+}
+
+impl Api<'_> {
+    /// The keys enforced adaptive rules acted on in the last twenty minutes, with their
+    /// figures (settled sends and verifications in the rule's window) and any lift.
+    async fn blocks(&self) -> Response<Full<Bytes>> {
+        let now = lists::unix_now();
+        let hour = now / 3600;
+        let mut seen: std::collections::BTreeMap<(String, String), (String, u64)> =
+            std::collections::BTreeMap::new();
+        for h in [hour.saturating_sub(1), hour] {
+            let text = match self.store.get(&adaptive::active_key(h)).await {
+                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(None) => continue,
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        format!("the store did not answer: {e}"),
+                    )
+                }
+            };
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                let (Some(rule), Some(key), Some(action), Some(at)) = (
+                    v["rule"].as_str(),
+                    v["key"].as_str(),
+                    v["action"].as_str(),
+                    v["at"].as_u64(),
+                ) else {
+                    continue;
+                };
+                if now.saturating_sub(at) > ACTIVE_LISTED_FOR {
+                    continue;
+                }
+                let slot = seen
+                    .entry((rule.to_owned(), key.to_owned()))
+                    .or_insert((action.to_owned(), at));
+                if at >= slot.1 {
+                    *slot = (action.to_owned(), at);
+                }
+            }
+        }
+        let adaptive = &self.gateway.settings().adaptive;
+        let mut blocks = Vec::new();
+        for ((rule, key), (action, at)) in seen.into_iter().take(MAX_BLOCKS) {
+            let figures = adaptive.figures_of(self.store, &rule, &key).await;
+            let lifted = self
+                .store
+                .get(&adaptive::lift_key(&rule, &key))
+                .await
+                .ok()
+                .flatten()
+                .map(|by| String::from_utf8_lossy(&by).into_owned());
+            blocks.push(json!({
+                "rule": rule,
+                "key": key,
+                "action": action,
+                "last_acted_at": rfc3339(at),
+                "settled": figures.map(|f| f.0),
+                "verified": figures.map(|f| f.1),
+                "lifted_by": lifted,
+            }));
+        }
+        reply(StatusCode::OK, &json!({ "blocks": blocks }))
+    }
+
+    /// Lift a key for its rule's window: the rule no longer acts on it until the lift
+    /// expires (by then its unverified sends have left the window, or it is pumped again
+    /// and acted on again).
+    async fn lift(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let Ok(req) = serde_json::from_slice::<LiftRequest>(body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "expected {\"rule\": ..., \"key\": ...} as a listing shows them",
+            );
+        };
+        let adaptive = &self.gateway.settings().adaptive;
+        let Some(window) = adaptive.window_of(&req.rule) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_rule",
+                "no adaptive rule of that name in the config",
+            );
+        };
+        if !req.key.starts_with(&format!("conv:{}:", req.rule))
+            || req.key.len() > 300
+            || !req.key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_key",
+                "a key is one a listing of /admin/v1/adaptive/blocks shows for that rule",
+            );
+        }
+        let marker = adaptive::lift_key(&req.rule, &req.key);
+        if let Err(e) = self
+            .store
+            .put(&marker, self.caller.as_bytes(), window)
+            .await
+        {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store did not answer; nothing changed: {e}"),
+            );
+        }
+        let until = lists::unix_now() + window.as_secs();
+        self.gateway.audit().record_any(&json!({
+            "type": "audit",
+            "event": "admin_change",
+            "time": rfc3339(lists::unix_now()),
+            "by": self.caller,
+            "verb": "lift",
+            "list": "adaptive",
+            "rule": req.rule,
+            "key": req.key,
+            "expires_at": rfc3339(until),
+        }));
+        tracing::info!(by = self.caller, rule = %req.rule, "admin: adaptive key lifted");
+        reply(
+            StatusCode::OK,
+            &json!({ "lifted": { "rule": req.rule, "key": req.key, "until": rfc3339(until) } }),
+        )
+    }
+}
+
 /// The audit line of a runtime list change.
 #[derive(Serialize)]
 struct AdminChange<'a> {
@@ -713,187 +743,4 @@ struct AdminChange<'a> {
     expires_at: Option<String>,
     #[serde(skip_serializing_if = "str::is_empty")]
     note: &'a str,
-}
-
-/// Whose decisions are kept.
-pub(crate) enum Subject {
-    /// Keyed hash of the E.164 number a registration named.
-    Phone(String),
-    /// Keyed hash of the flow's username.
-    User(String),
-    /// The gateway's flow id (a random number, no hash needed).
-    Flow(String),
-}
-
-impl Subject {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Phone(_) => "phone",
-            Self::User(_) => "username",
-            Self::Flow(_) => "flow",
-        }
-    }
-
-    fn id(&self) -> &str {
-        match self {
-            Self::Phone(h) | Self::User(h) | Self::Flow(h) => h,
-        }
-    }
-
-    fn key(&self, hour: u64) -> String {
-        let tag = match self {
-            Self::Phone(_) => 'p',
-            Self::User(_) => 'u',
-            Self::Flow(_) => 'f',
-        };
-        format!("why:{tag}:{}:{hour}", self.id())
-    }
-}
-
-/// How long decisions are kept, in hourly buckets.
-const WHY_HOURS: u64 = 24;
-/// The bound of one subject's bucket: a few dozen decisions an hour; past it, more are
-/// not kept (a subject sending that much is in the audit log and the metrics anyway).
-const WHY_BUCKET_BYTES: usize = 24 * 1024;
-/// Most decisions one answer lists, newest first.
-const WHY_MAX: usize = 100;
-
-/// Keep one decision line (JSON, no raw value) for each of `subjects`: an append per
-/// subject to its hourly bucket. Off the request path.
-pub(crate) async fn keep_decision(store: &dyn Store, subjects: &[Subject], line: &[u8]) {
-    let hour = lists::unix_now() / 3600;
-    let ttl = Duration::from_secs((WHY_HOURS + 1) * 3600);
-    let mut text = Vec::with_capacity(line.len() + 1);
-    text.extend_from_slice(line);
-    text.push(b'\n');
-    let text = &text;
-    let appends = subjects.iter().map(|s| async move {
-        store
-            .append(&s.key(hour), text, ttl, WHY_BUCKET_BYTES)
-            .await
-    });
-    for kept in futures_util::future::join_all(appends).await {
-        if let Err(e) = kept {
-            tracing::debug!(error = %e, "why: decision not kept");
-        }
-    }
-}
-
-/// The decisions kept for `subject` over the last day, newest first.
-async fn recent(
-    store: &dyn Store,
-    subject: &Subject,
-) -> Result<Vec<Value>, crate::store::StoreError> {
-    let hour = lists::unix_now() / 3600;
-    let mut out = Vec::new();
-    for h in (hour.saturating_sub(WHY_HOURS)..=hour).rev() {
-        if let Some(bytes) = store.get(&subject.key(h)).await? {
-            let text = String::from_utf8_lossy(&bytes);
-            for line in text.lines().rev() {
-                if let Ok(v) = serde_json::from_str::<Value>(line) {
-                    out.push(v);
-                }
-                if out.len() >= WHY_MAX {
-                    return Ok(out);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn api(tokens: &[(&str, &str)]) -> AdminApi {
-        let config = AdminApiConfig {
-            enabled: true,
-            tokens: tokens
-                .iter()
-                .map(|(n, t)| AdminTokenConfig {
-                    name: (*n).into(),
-                    token: Secret::new(*t),
-                    token_file: None,
-                })
-                .collect(),
-        };
-        let mut check = Checker::default();
-        let api = config.build(&mut check);
-        assert!(check.problems().is_empty(), "{:?}", check.problems());
-        api.unwrap()
-    }
-
-    #[test]
-    fn only_a_configured_token_names_its_caller() {
-        let api = api(&[
-            ("oncall", "0123456789abcdef0123456789abcdef"),
-            ("support", "fedcba9876543210fedcba9876543210"),
-        ]);
-        let bearer = |t: &str| format!("Bearer {t}").into_bytes();
-        assert_eq!(
-            api.caller(Some(&bearer("fedcba9876543210fedcba9876543210"))),
-            Some("support")
-        );
-        assert_eq!(
-            api.caller(Some(&bearer("0123456789abcdef0123456789abcdef"))),
-            Some("oncall")
-        );
-        assert_eq!(
-            api.caller(Some(&bearer("0123456789abcdef0123456789abcde"))),
-            None
-        );
-        assert_eq!(api.caller(Some(b"0123456789abcdef0123456789abcdef")), None);
-        assert_eq!(api.caller(Some(b"Bearer ")), None);
-        assert_eq!(api.caller(None), None);
-    }
-
-    #[test]
-    fn bad_token_settings_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AdminApiConfig {
-            enabled: true,
-            tokens: vec![
-                AdminTokenConfig {
-                    name: "short".into(),
-                    token: Secret::new("abc"),
-                    token_file: None,
-                },
-                AdminTokenConfig {
-                    name: "both".into(),
-                    token: Secret::new("0123456789abcdef0123456789abcdef"),
-                    token_file: Some(dir.path().join("t")),
-                },
-                AdminTokenConfig {
-                    name: "gone".into(),
-                    token: Secret::default(),
-                    token_file: Some(dir.path().join("missing")),
-                },
-                AdminTokenConfig {
-                    name: "short".into(),
-                    token: Secret::new("0123456789abcdef0123456789abcdef"),
-                    token_file: None,
-                },
-            ],
-        };
-        let mut check = Checker::default();
-        assert!(config.build(&mut check).is_none());
-        let keys: Vec<&str> = check.problems().iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "admin.api.tokens[0].token",
-                "admin.api.tokens[1].token_file",
-                "admin.api.tokens[2].token_file",
-                "admin.api.tokens[3].name",
-            ]
-        );
-        let none = AdminApiConfig {
-            enabled: true,
-            tokens: Vec::new(),
-        };
-        let mut check = Checker::default();
-        assert!(none.build(&mut check).is_none());
-        assert_eq!(check.problems()[0].key, "admin.api.tokens");
-    }
 }
