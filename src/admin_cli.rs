@@ -32,6 +32,10 @@ pub enum AdminVerb {
     },
     /// `GET /admin/v1/why?{phone|username|flow}=...`.
     Why { subject: String, value: String },
+    /// `GET /admin/v1/adaptive/blocks`.
+    Blocks,
+    /// `DELETE /admin/v1/adaptive/blocks`.
+    Lift { rule: String, key: String },
 }
 
 /// Where the admin API is, and the token's file.
@@ -138,6 +142,16 @@ fn ask(target: &AdminTarget, verb: AdminVerb) -> Result<(u16, Value), String> {
                 Some(body),
             )
         }
+        AdminVerb::Blocks => (
+            reqwest::Method::GET,
+            format!("{base}/adaptive/blocks"),
+            None,
+        ),
+        AdminVerb::Lift { rule, key } => (
+            reqwest::Method::DELETE,
+            format!("{base}/adaptive/blocks"),
+            Some(json!({ "rule": rule, "key": key })),
+        ),
         AdminVerb::Why { subject, value: v } => {
             let v = value(v)?;
             let query: String = form_urlencoded::Serializer::new(String::new())

@@ -133,6 +133,11 @@ enum AdminCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// The keys adaptive rules refused or stepped up in the last twenty minutes, with
+    /// their figures.
+    Blocks,
+    /// Lift an adaptive block (RULE and KEY as `blocks` shows them) for the rule's window.
+    Lift { rule: String, key: String },
     /// The recent decisions for a phone number, a username or a flow id.
     Why {
         #[arg(long, group = "subject")]
@@ -219,6 +224,8 @@ fn main() -> ExitCode {
             use otpgate::admin_cli::AdminVerb;
             let verb = match verb {
                 AdminCommand::Lists { list } => AdminVerb::Lists { list },
+                AdminCommand::Blocks => AdminVerb::Blocks,
+                AdminCommand::Lift { rule, key } => AdminVerb::Lift { rule, key },
                 AdminCommand::Add {
                     list,
                     kind,
