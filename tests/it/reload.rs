@@ -213,6 +213,37 @@ async fn an_invalid_reload_keeps_the_running_config() {
         .contains("otpgate_config_reloads_total{outcome=\"ok\"} 1"));
 }
 
+/// Config lists reload with the rest: a block added to the file applies at the next
+/// request, and the runtime entries (none here) are read again by the new judge.
+#[tokio::test]
+async fn a_reloaded_block_list_applies_at_the_next_request_and_a_removed_one_lifts() {
+    let entra = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otpgate.toml");
+    std::fs::write(&path, config(entra, "")).unwrap();
+    let (_, settings) = otpgate::config::load(Some(&path)).unwrap();
+    let server = Server::bind(settings).await.unwrap();
+    let reloader = server.reloader();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
+    let client = crate::fixtures::client();
+    let base = format!("http://{addr}");
+    assert_eq!(register_once(&client, &base).await.unwrap(), 200);
+    std::fs::write(
+        &path,
+        config(
+            entra,
+            &format!("[defense.lists.block]\nnumbers = [\"{PHONE}\"]\n"),
+        ),
+    )
+    .unwrap();
+    assert!(reloader.reload_from(Some(&path)));
+    assert_eq!(register_once(&client, &base).await.unwrap(), 400, "blocked");
+    std::fs::write(&path, config(entra, "")).unwrap();
+    assert!(reloader.reload_from(Some(&path)));
+    assert_eq!(register_once(&client, &base).await.unwrap(), 200, "lifted");
+}
+
 fn write_cert(dir: &std::path::Path, name: &str) -> String {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(dir.join(format!("{name}.pem")), cert.cert.pem()).unwrap();
