@@ -152,18 +152,7 @@ impl Audit {
 
     /// Queue one line; never blocks the request.
     pub(crate) fn record(&self, event: &AuditEvent) {
-        let Some(tx) = &self.inner.tx else {
-            return;
-        };
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
-        if tx.try_send(line).is_err() {
-            self.inner.dropped.inc();
-        } else {
-            self.inner.queued.fetch_add(1, Ordering::Relaxed);
-        }
+        self.record_any(event);
     }
 
     /// Queue a line of another shape (an admin change): any value with a `type` field.

@@ -170,8 +170,18 @@ async fn sighup_with_a_stricter_rule_under_load_changes_decisions_without_failur
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn an_invalid_reload_keeps_the_running_config() {
+/// A gateway in front of a fresh emulator, serving `config(entra, "")` from a file it
+/// reloads from.
+struct Served {
+    entra: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    reloader: otpgate::server::Reloader,
+    base: String,
+    metrics: Arc<otpgate::metrics::Metrics>,
+}
+
+async fn serve_from_file() -> Served {
     let entra = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otpgate.toml");
@@ -182,8 +192,27 @@ async fn an_invalid_reload_keeps_the_running_config() {
     let addr = server.local_addr().unwrap();
     let metrics = server.metrics();
     tokio::spawn(server.serve(std::future::pending()));
+    Served {
+        entra,
+        _dir: dir,
+        path,
+        reloader,
+        base: format!("http://{addr}"),
+        metrics,
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_reload_keeps_the_running_config() {
+    let Served {
+        entra,
+        _dir,
+        path,
+        reloader,
+        base,
+        metrics,
+    } = serve_from_file().await;
     let client = crate::fixtures::client();
-    let base = format!("http://{addr}");
     assert_eq!(register_once(&client, &base).await.unwrap(), 200);
 
     std::fs::write(
@@ -217,17 +246,15 @@ async fn an_invalid_reload_keeps_the_running_config() {
 /// request, and the runtime entries (none here) are read again by the new judge.
 #[tokio::test]
 async fn a_reloaded_block_list_applies_at_the_next_request_and_a_removed_one_lifts() {
-    let entra = emulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("otpgate.toml");
-    std::fs::write(&path, config(entra, "")).unwrap();
-    let (_, settings) = otpgate::config::load(Some(&path)).unwrap();
-    let server = Server::bind(settings).await.unwrap();
-    let reloader = server.reloader();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.serve(std::future::pending()));
+    let Served {
+        entra,
+        _dir,
+        path,
+        reloader,
+        base,
+        ..
+    } = serve_from_file().await;
     let client = crate::fixtures::client();
-    let base = format!("http://{addr}");
     assert_eq!(register_once(&client, &base).await.unwrap(), 200);
     std::fs::write(
         &path,
