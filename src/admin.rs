@@ -168,16 +168,17 @@ pub(crate) async fn serve(
         let live = live.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let api = req.uri().path().starts_with("/admin/v1/");
-                let resp = (!api).then(|| answer(&req, &health, &metrics, reset.as_ref()));
-                let gateway = live.load_full();
-                let health = health.clone();
+                // The API answers for the gateway in force now; the rest as before.
+                let asked = if req.uri().path().starts_with("/admin/v1/") {
+                    let store_down = health.degraded().iter().any(|d| d.starts_with("store"));
+                    Err((live.load_full(), store_down))
+                } else {
+                    Ok(answer(&req, &health, &metrics, reset.as_ref()))
+                };
                 async move {
-                    let resp = match resp {
-                        Some(resp) => resp,
-                        None => {
-                            let store_down =
-                                health.degraded().iter().any(|d| d.starts_with("store"));
+                    let resp = match asked {
+                        Ok(resp) => resp,
+                        Err((gateway, store_down)) => {
                             crate::admin_api::handle(req, &gateway, store_down).await
                         }
                     };

@@ -283,10 +283,8 @@ impl Judge {
     pub(crate) async fn judge(&self, s: &Subject<'_>) -> Verdict {
         let route = self.route(s.send.channel);
         let defense = self.defend(s, route).await;
-        if let Some(kind) = defense.listed.block {
-            return self.blocked(route, kind, defense, s.user).await;
-        }
-        let assessment = if defense.denies() {
+        let blocked = defense.listed.block;
+        let assessment = if defense.denies() || blocked.is_some() {
             Assessment::not_asked()
         } else {
             self.assess(s, route, defense.phone.as_ref()).await
@@ -300,12 +298,27 @@ impl Judge {
             monitor: self.global_monitor || route.route.monitor,
         };
         let phone = defense.phone.clone();
-        let (mut decision, pow_challenge) = self.prove(s, inputs, phone.as_ref()).await;
-        if let Some(kind) = defense.listed.safe {
-            decision
-                .reasons
-                .insert(0, listed(lists::ListName::Safe, kind));
-        }
+        let (decision, pow_challenge) = match blocked {
+            // Denied whatever monitor mode says (an operator's block is no rule being
+            // tried out), with nothing counted and no provider asked.
+            Some(kind) => (
+                Decision {
+                    enforced: Outcome::Deny,
+                    computed: Outcome::Deny,
+                    reasons: vec![listed(lists::ListName::Block, kind)],
+                },
+                None,
+            ),
+            None => {
+                let (mut decision, challenge) = self.prove(s, inputs, phone.as_ref()).await;
+                if let Some(kind) = defense.listed.safe {
+                    decision
+                        .reasons
+                        .insert(0, listed(lists::ListName::Safe, kind));
+                }
+                (decision, challenge)
+            }
+        };
         let held = self
             .settle(route, &decision, defense.velocity, defense.reservation_id)
             .await;
@@ -321,39 +334,6 @@ impl Judge {
             held,
             conversion: defense.conversion,
             user: s.user.map(str::to_owned),
-        }
-    }
-
-    /// A send a block list entry matched: denied, whatever monitor mode says (an
-    /// operator's block is no rule being tried out), with nothing counted and no
-    /// provider asked.
-    async fn blocked(
-        &self,
-        route: &RouteRuntime,
-        kind: lists::Kind,
-        defense: Defense,
-        user: Option<&str>,
-    ) -> Verdict {
-        let decision = Decision {
-            enforced: Outcome::Deny,
-            computed: Outcome::Deny,
-            reasons: vec![listed(lists::ListName::Block, kind)],
-        };
-        let held = self
-            .settle(route, &decision, defense.velocity, defense.reservation_id)
-            .await;
-        Verdict {
-            decision,
-            route: route.name,
-            provider_challenge: None,
-            provider: None,
-            provider_answer: ProviderAnswer::NotAsked,
-            provider_latency: None,
-            phone: defense.phone,
-            pow_challenge: None,
-            held,
-            conversion: adaptive::Keys::default(),
-            user: user.map(str::to_owned),
         }
     }
 
@@ -490,7 +470,9 @@ impl Judge {
             tracing::debug!(errors = outcome.errors, "adaptive rules not judged");
         }
         for hit in outcome.hits {
-            if let (false, false, Some(key)) = (hit.monitor, monitor, &hit.key) {
+            // A safe send is spared (`spare_safe`): nothing acted on its key.
+            let spared = defense.listed.safe.is_some();
+            if let (false, false, false, Some(key)) = (hit.monitor, monitor, spared, &hit.key) {
                 if self
                     .metrics
                     .adaptive_acted(&hit.rule, hit.action.as_str(), key)

@@ -256,24 +256,20 @@ fn main() -> ExitCode {
                     phone,
                     username,
                     flow,
-                } => match (phone, username, flow) {
-                    (Some(v), None, None) => AdminVerb::Why {
-                        subject: "phone".into(),
-                        value: v,
-                    },
-                    (None, Some(v), None) => AdminVerb::Why {
-                        subject: "username".into(),
-                        value: v,
-                    },
-                    (None, None, Some(v)) => AdminVerb::Why {
-                        subject: "flow".into(),
-                        value: v,
-                    },
-                    _ => {
+                } => {
+                    let asked = [("phone", phone), ("username", username), ("flow", flow)]
+                        .into_iter()
+                        .filter_map(|(subject, value)| Some((subject, value?)))
+                        .collect::<Vec<_>>();
+                    let Ok([(subject, value)]) = <[_; 1]>::try_from(asked) else {
                         eprintln!("usage: otpgate admin why --phone P | --username U | --flow F");
                         return ExitCode::from(2);
+                    };
+                    AdminVerb::Why {
+                        subject: subject.into(),
+                        value,
                     }
-                },
+                }
             };
             otpgate::admin_cli::admin(&otpgate::admin_cli::AdminTarget { url, token_file }, verb)
         }

@@ -211,13 +211,10 @@ fn rfc3339(unix: u64) -> String {
 
 impl Api<'_> {
     /// The runtime entries as the store holds them now.
-    async fn runtime(&self) -> Result<(ListSet, usize), Response<Full<Bytes>>> {
+    async fn runtime(&self) -> Result<ListSet, Response<Full<Bytes>>> {
         match self.store.get(LOG_KEY).await {
-            Ok(Some(text)) => Ok((
-                ListSet::from_log(&String::from_utf8_lossy(&text)),
-                text.len(),
-            )),
-            Ok(None) => Ok((ListSet::default(), 0)),
+            Ok(Some(text)) => Ok(ListSet::from_log(&String::from_utf8_lossy(&text))),
+            Ok(None) => Ok(ListSet::default()),
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -231,7 +228,7 @@ impl Api<'_> {
     }
 
     async fn list(&self, only: Option<ListName>) -> Response<Full<Bytes>> {
-        let (runtime, _) = match self.runtime().await {
+        let runtime = match self.runtime().await {
             Ok(r) => r,
             Err(resp) => return resp,
         };
@@ -374,7 +371,7 @@ impl Api<'_> {
             expires,
             note,
         };
-        let (runtime, _) = match self.runtime().await {
+        let runtime = match self.runtime().await {
             Ok(r) => r,
             Err(resp) => return resp,
         };
@@ -412,7 +409,7 @@ impl Api<'_> {
             Ok(t) => t,
             Err(resp) => return *resp,
         };
-        let (runtime, _) = match self.runtime().await {
+        let runtime = match self.runtime().await {
             Ok(r) => r,
             Err(resp) => return resp,
         };
@@ -472,7 +469,7 @@ impl Api<'_> {
             .map_err(unavailable)?;
         if !appended {
             // Full: rewritten with the live entries only, then the change.
-            let (runtime, _) = self.runtime().await?;
+            let runtime = self.runtime().await?;
             let text = runtime.compacted(lists::unix_now()) + &line;
             if text.len() > MAX_LOG_BYTES {
                 return Err(error(

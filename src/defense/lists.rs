@@ -319,7 +319,14 @@ impl Change {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ListSet {
     entries: HashMap<(ListName, Kind, String), EntryInfo>,
-    /// Kinds held, as bits: a request is hashed only for kinds some entry has.
+    /// What the entries hold, so a request is hashed only as far as some entry needs.
+    index: Index,
+}
+
+/// The kinds and shapes a set's entries hold.
+#[derive(Debug, Default, Clone)]
+struct Index {
+    /// Kinds held, as bits.
     kinds: u8,
     /// Prefix lengths held (digits after the `+`).
     prefix_digits: BTreeSet<usize>,
@@ -328,80 +335,74 @@ pub(crate) struct ListSet {
     v6_lens: BTreeSet<u8>,
 }
 
+impl Index {
+    fn of<'a>(entries: impl Iterator<Item = &'a EntryInfo>) -> Self {
+        let mut index = Self::default();
+        for info in entries {
+            index.kinds |= info.kind.bit();
+            let Some(shape) = &info.shape else {
+                continue;
+            };
+            if let Some(d) = shape.strip_prefix('d').and_then(|d| d.parse().ok()) {
+                index.prefix_digits.insert(d);
+            } else if let Some(l) = shape.strip_prefix("v4/").and_then(|l| l.parse().ok()) {
+                index.v4_lens.insert(l);
+            } else if let Some(l) = shape.strip_prefix("v6/").and_then(|l| l.parse().ok()) {
+                index.v6_lens.insert(l);
+            }
+        }
+        index
+    }
+}
+
 impl ListSet {
+    fn of(entries: HashMap<(ListName, Kind, String), EntryInfo>) -> Self {
+        let index = Index::of(entries.values());
+        Self { entries, index }
+    }
+
     /// The config lists, hashed with `hasher`. Values were validated with the config.
     pub(crate) fn from_config(config: &ListsConfig, hasher: &KeyHasher) -> Self {
-        let mut set = Self::default();
-        for (list, entries) in [
+        let mut entries = HashMap::new();
+        for (list, held) in [
             (ListName::Safe, &config.safe),
             (ListName::Block, &config.block),
         ] {
-            for (kind, _, values) in entries.by_kind() {
-                for value in values {
-                    if let Ok(c) = canonical(kind, value) {
-                        set.insert(EntryInfo {
-                            list,
-                            kind,
-                            id: hasher.hash(&c.text),
-                            shape: c.shape,
-                            by: "config".into(),
-                            at: 0,
-                            expires: None,
-                            note: String::new(),
-                        });
-                    }
+            for (kind, _, values) in held.by_kind() {
+                for c in values.iter().filter_map(|v| canonical(kind, v).ok()) {
+                    let id = hasher.hash(&c.text);
+                    let info = EntryInfo {
+                        list,
+                        kind,
+                        id: id.clone(),
+                        shape: c.shape,
+                        by: "config".into(),
+                        at: 0,
+                        expires: None,
+                        note: String::new(),
+                    };
+                    entries.insert((list, kind, id), info);
                 }
             }
         }
-        set
+        Self::of(entries)
     }
 
     /// Replay a change log; lines that do not read are skipped.
     pub(crate) fn from_log(text: &str) -> Self {
-        let mut set = Self::default();
+        let mut entries = HashMap::new();
         for line in text.lines() {
             match serde_json::from_str::<Change>(line) {
-                Ok(Change::Add(info)) => set.insert(info),
+                Ok(Change::Add(info)) => {
+                    entries.insert((info.list, info.kind, info.id.clone()), info);
+                }
                 Ok(Change::Remove { list, kind, id }) => {
-                    set.entries.remove(&(list, kind, id));
+                    entries.remove(&(list, kind, id));
                 }
                 Err(_) => tracing::debug!("lists: unreadable log line skipped"),
             }
         }
-        set.reindex();
-        set
-    }
-
-    fn insert(&mut self, info: EntryInfo) {
-        self.note_shape(&info);
-        self.entries
-            .insert((info.list, info.kind, info.id.clone()), info);
-    }
-
-    fn note_shape(&mut self, info: &EntryInfo) {
-        self.kinds |= info.kind.bit();
-        let Some(shape) = &info.shape else {
-            return;
-        };
-        if let Some(d) = shape.strip_prefix('d').and_then(|d| d.parse().ok()) {
-            self.prefix_digits.insert(d);
-        } else if let Some(l) = shape.strip_prefix("v4/").and_then(|l| l.parse().ok()) {
-            self.v4_lens.insert(l);
-        } else if let Some(l) = shape.strip_prefix("v6/").and_then(|l| l.parse().ok()) {
-            self.v6_lens.insert(l);
-        }
-    }
-
-    /// Recompute which kinds and shapes are held (after removals).
-    fn reindex(&mut self) {
-        let infos: Vec<EntryInfo> = self.entries.values().cloned().collect();
-        self.kinds = 0;
-        self.prefix_digits.clear();
-        self.v4_lens.clear();
-        self.v6_lens.clear();
-        for info in &infos {
-            self.note_shape(info);
-        }
+        Self::of(entries)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -466,7 +467,7 @@ struct Hashed {
 
 impl Hashed {
     fn of(probe: &Probe<'_>, sets: &[&ListSet], hasher: &KeyHasher) -> Self {
-        let kinds = sets.iter().fold(0, |k, s| k | s.kinds);
+        let kinds = sets.iter().fold(0, |k, s| k | s.index.kinds);
         let mut ids = Vec::new();
         let wants = |k: Kind| kinds & k.bit() != 0;
         if let (true, Some(e164)) = (wants(Kind::Number), probe.e164) {
@@ -475,7 +476,7 @@ impl Hashed {
         if let (true, Some(e164)) = (wants(Kind::Prefix), probe.e164) {
             let lens: BTreeSet<usize> = sets
                 .iter()
-                .flat_map(|s| &s.prefix_digits)
+                .flat_map(|s| &s.index.prefix_digits)
                 .copied()
                 .collect();
             for digits in lens {
@@ -492,8 +493,8 @@ impl Hashed {
             let lens: BTreeSet<u8> = sets
                 .iter()
                 .flat_map(|s| match probe.client_ip {
-                    IpAddr::V4(_) => &s.v4_lens,
-                    IpAddr::V6(_) => &s.v6_lens,
+                    IpAddr::V4(_) => &s.index.v4_lens,
+                    IpAddr::V6(_) => &s.index.v6_lens,
                 })
                 .copied()
                 .collect();
