@@ -19,6 +19,17 @@
 //!   Every store call then crosses loopback to the server.
 //!
 //! `cargo bench --bench gated_request`.
+//!
+//! **Paired CPU mode**, for what one gateway adds over another on a shared machine whose
+//! speed drifts by more than the difference (neighbours, frequency): with
+//! `OTPGATE_BENCH_PAIRED=<rounds>`, the binary runs no criterion bench; each round sends
+//! a block of requests through the gateway with the default adaptive rules and one through
+//! the gateway without them, alternating which goes first, and measures each block's CPU
+//! time on the bench's one thread (`CLOCK_THREAD_CPUTIME_ID`: user and kernel time,
+//! the loopback to the upstream included, waiting excluded). It prints each scenario's
+//! median CPU per request and the median of the rounds' ratios, which the drift, common
+//! to both blocks of a round, cancels from:
+//! `OTPGATE_BENCH_PAIRED=30 cargo bench --bench gated_request`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fixtures;
@@ -35,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -242,5 +253,104 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Makes the `i`th request of a block.
+type MakeRequest<'a> = dyn Fn(usize) -> Request<Full<Bytes>> + Sync + 'a;
+
+/// CPU per request of `n` requests made by `make`, sent through `gw` one after another.
+async fn cpu_per_request(gw: &Gateway, n: usize, make: &MakeRequest<'_>) -> f64 {
+    let start = cpu_time::ThreadTime::now();
+    for i in 0..n {
+        std::hint::black_box(send(gw, make(i)).await);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The paired CPU mode (module docs).
+fn paired(rounds: usize) {
+    const BLOCK: usize = 20_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = rt.block_on(upstream());
+    let on = rt.block_on(async { gateway(upstream, true) });
+    let off = rt.block_on(async { gateway(upstream, false) });
+    let allow = pool(0);
+    let deny = pool(900_000);
+    let next = AtomicUsize::new(0);
+    let pass = |_: usize| {
+        Request::get(format!("/{TENANT}/v2.0/.well-known/openid-configuration"))
+            .header("host", "login.contoso.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let sends = |reqs: &'static [Gated]| {
+        let next = &next;
+        move |_: usize| gated_request(&reqs[next.fetch_add(1, Ordering::Relaxed) % POOL])
+    };
+    let allow: &'static [Gated] = allow.leak();
+    let deny: &'static [Gated] = deny.leak();
+    let allow_req = sends(allow);
+    let deny_req = sends(deny);
+    let scenarios: [(&str, &MakeRequest<'_>); 3] = [
+        ("gated/allow", &allow_req),
+        ("gated/deny", &deny_req),
+        ("pass_through", &pass),
+    ];
+    println!("{rounds} rounds of {BLOCK} requests per gateway and scenario; CPU per request");
+    for (name, make) in scenarios {
+        // Warm both: the pool's keys, connections, caches.
+        rt.block_on(async {
+            cpu_per_request(&on, POOL, make).await;
+            cpu_per_request(&off, POOL, make).await;
+        });
+        let (mut with, mut without, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (a, b) = rt.block_on(async {
+                if round % 2 == 0 {
+                    let a = cpu_per_request(&on, BLOCK, make).await;
+                    (a, cpu_per_request(&off, BLOCK, make).await)
+                } else {
+                    let b = cpu_per_request(&off, BLOCK, make).await;
+                    (cpu_per_request(&on, BLOCK, make).await, b)
+                }
+            });
+            with.push(a);
+            without.push(b);
+            ratios.push(a / b);
+        }
+        let spread = |v: &[f64]| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            format!("{lo:.2}–{hi:.2}")
+        };
+        println!(
+            "{name:14} default adaptive rules {:7.2} µs  adaptive = [] {:7.2} µs  added {:+5.1}% (rounds' ratios {})",
+            median(with),
+            median(without),
+            (median(ratios.clone()) - 1.0) * 100.0,
+            spread(&ratios),
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(rounds) = std::env::var("OTPGATE_BENCH_PAIRED") {
+        paired(
+            rounds
+                .parse()
+                .expect("OTPGATE_BENCH_PAIRED: a number of rounds"),
+        );
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -445,9 +445,13 @@ impl Adaptive {
             let Some(value) = value_of(rule, s) else {
                 continue;
             };
+            let part = store_part(rule, s, value, hasher);
+            let mut key = String::with_capacity(self.prefixes[i].len() + part.len());
+            key.push_str(&self.prefixes[i]);
+            key.push_str(&part);
             entries.push(Entry {
                 rule: i,
-                key: self.prefixes[i].clone() + &store_part(rule, s, value, hasher),
+                key,
                 all: self.baselines[i][usize::from(s.channel == Channel::Email)].clone(),
                 pooled: false,
                 unproven: s.e164.is_some(),
@@ -468,7 +472,8 @@ impl Adaptive {
             return AdaptiveOutcome::default();
         }
         let grace = self.conversion.grace;
-        let mut reads = Reads::default();
+        // Three counters for a key, its baseline and its pool: room for them all.
+        let mut reads = Reads::with_capacity(9 * keys.entries.len());
         let slots: Vec<_> = keys
             .entries
             .iter()
@@ -690,7 +695,7 @@ impl Adaptive {
         if let Some(region) = &keys.region {
             let _ = writeln!(text, "region {region}");
         }
-        let mut adds = Reads::default();
+        let mut adds = Reads::with_capacity(8 * keys.entries.len());
         let grace = self.conversion.grace;
         for e in &keys.entries {
             let rule = &self.rules[e.rule];
@@ -705,7 +710,7 @@ impl Adaptive {
             for (base, first) in bases.into_iter().flatten() {
                 // Once per send, however many rules share the counter (the baseline).
                 if adds.push_sends(base, first, rule.window, grace) {
-                    let _ = writeln!(text, "{} {first} {base}", e.rule);
+                    record_line(&mut text, e.rule, first, base);
                 }
             }
         }
@@ -872,6 +877,12 @@ struct Reads<'a> {
 }
 
 impl<'a> Reads<'a> {
+    fn with_capacity(counters: usize) -> Self {
+        Self {
+            counters: Vec::with_capacity(counters),
+        }
+    }
+
     fn add(&mut self, key: &'a str, series: u8, window: Duration, buckets: u32) -> usize {
         if let Some(i) = self
             .counters
@@ -926,6 +937,34 @@ impl<'a> Reads<'a> {
             entered,
             sent: value(at),
         }
+    }
+}
+
+/// One line of a flow's send record, `{rule} {first series} {store key}`: what
+/// [`FlowRecord::parse`] reads. Written without the formatting machinery: every forwarded
+/// send writes a few.
+fn record_line(text: &mut String, rule: usize, first: u8, base: &str) {
+    push_number(text, rule);
+    text.push(' ');
+    push_number(text, usize::from(first));
+    text.push(' ');
+    text.push_str(base);
+    text.push('\n');
+}
+
+fn push_number(text: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        text.push(char::from(d));
     }
 }
 

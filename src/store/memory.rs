@@ -4,9 +4,9 @@
 //! Every entry expires, and the total is bounded: a shard that is full first drops what has
 //! expired, then evicts, and counts each eviction.
 
-use std::collections::hash_map::{DefaultHasher, Entry as MapEntry};
-use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::time::Instant;
+
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 
 use super::{Counter, Store, StoreError, Window, WindowSpec};
 
@@ -27,15 +29,82 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Vec<Mutex<Shard>>,
+    /// Keyed with random keys: where a key lands, shard and slot, cannot be computed
+    /// outside the process, so nobody can crowd one shard to evict its keys.
+    hasher: RandomState,
     /// Bucket numbers of counters count from here.
     epoch: Instant,
     per_shard_cap: usize,
     evictions: AtomicU64,
 }
 
-#[derive(Default)]
 struct Shard {
-    map: HashMap<String, Slot>,
+    map: Map,
+}
+
+/// A key and its hash, computed once: the hash picks the shard (bits 32..) and the slot
+/// in it (the table's own bits: the lowest and the top seven), so one SipHash per lookup.
+struct Key<'a> {
+    text: &'a str,
+    hash: u64,
+}
+
+/// One shard's entries, found by a hash computed once per call ([`Key`]).
+struct Map {
+    table: HashTable<(Box<str>, Slot)>,
+    hasher: RandomState,
+}
+
+impl Map {
+    fn get(&self, key: &Key<'_>) -> Option<&Slot> {
+        self.table
+            .find(key.hash, |(k, _)| **k == *key.text)
+            .map(|(_, slot)| slot)
+    }
+
+    fn get_mut(&mut self, key: &Key<'_>) -> Option<&mut Slot> {
+        self.table
+            .find_mut(key.hash, |(k, _)| **k == *key.text)
+            .map(|(_, slot)| slot)
+    }
+
+    fn contains_key(&self, key: &Key<'_>) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Put `slot` under `key`, replacing what was there.
+    fn insert(&mut self, key: &Key<'_>, slot: Slot) -> &mut Slot {
+        let hasher = &self.hasher;
+        match self.table.entry(
+            key.hash,
+            |(k, _)| **k == *key.text,
+            |(k, _)| hasher.hash_one(&**k),
+        ) {
+            TableEntry::Occupied(e) => {
+                let entry = e.into_mut();
+                entry.1 = slot;
+                &mut entry.1
+            }
+            TableEntry::Vacant(e) => &mut e.insert((key.text.into(), slot)).into_mut().1,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        self.table.retain(|(_, slot)| keep(slot));
+    }
+
+    /// Drop one entry, any; false when there was none.
+    fn evict_one(&mut self) -> bool {
+        self.table.extract_if(|_| true).next().is_some()
+    }
 }
 
 enum Slot {
@@ -81,9 +150,20 @@ impl MemoryStore {
     /// A store holding at most about `max_entries` keys.
     pub fn new(max_entries: usize) -> Self {
         let per_shard_cap = (max_entries / SHARDS).max(1);
+        let hasher = RandomState::new();
         Self {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+                shards: (0..SHARDS)
+                    .map(|_| {
+                        Mutex::new(Shard {
+                            map: Map {
+                                table: HashTable::new(),
+                                hasher: hasher.clone(),
+                            },
+                        })
+                    })
+                    .collect(),
+                hasher,
                 epoch: Instant::now(),
                 per_shard_cap,
                 evictions: AtomicU64::new(0),
@@ -112,10 +192,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Shard> {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        &self.inner.shards[(hasher.finish() as usize) % SHARDS]
+    fn key<'a>(&self, text: &'a str) -> Key<'a> {
+        Key {
+            text,
+            hash: self.inner.hasher.hash_one(text),
+        }
+    }
+
+    fn shard(&self, key: &Key<'_>) -> &Mutex<Shard> {
+        &self.inner.shards[((key.hash >> 32) as usize) % SHARDS]
     }
 
     /// Make room for one more key in `shard`.
@@ -123,12 +208,8 @@ impl MemoryStore {
         if shard.map.len() < self.inner.per_shard_cap {
             return;
         }
-        shard.map.retain(|_, slot| !slot.expired(now));
-        while shard.map.len() >= self.inner.per_shard_cap {
-            let Some(victim) = shard.map.keys().next().cloned() else {
-                break;
-            };
-            shard.map.remove(&victim);
+        shard.map.retain(|slot| !slot.expired(now));
+        while shard.map.len() >= self.inner.per_shard_cap && shard.map.evict_one() {
             self.inner.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -211,52 +292,66 @@ impl MemoryStore {
         limit: u64,
         now: Instant,
     ) -> Result<Window, StoreError> {
-        let mut guard = self.shard(key).lock();
+        let key = self.key(key);
+        let mut guard = self.shard(&key).lock();
         let shard = &mut *guard;
-        if let Some(slot) = shard.map.get_mut(key) {
+        if let Some(slot) = shard.map.get_mut(&key) {
             return reserve_in(slot, id, window, limit, now);
         }
         self.make_room(shard, now);
-        let slot = shard.map.entry(key.to_owned()).or_insert(Slot::Window {
-            hits: VecDeque::new(),
-            window,
-        });
+        let slot = shard.map.insert(
+            &key,
+            Slot::Window {
+                hits: VecDeque::new(),
+                window,
+            },
+        );
         reserve_in(slot, id, window, limit, now)
     }
 
     /// The bucket `now` falls in for `counter`, and the oldest bucket its window still
     /// counts.
-    fn buckets_at(&self, counter: &Counter<'_>, now: Instant) -> (u64, u64) {
-        let width = counter.width().as_micros().max(1);
-        let current = (now.saturating_duration_since(self.inner.epoch).as_micros() / width) as u64;
+    /// `since` is `now`'s distance from the store's epoch in microseconds ([`Self::since`]).
+    fn buckets_at(counter: &Counter<'_>, since: u64) -> (u64, u64) {
+        let width = u64::try_from(counter.width().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let current = since / width;
         let oldest = (current + 1).saturating_sub(u64::from(counter.buckets.max(1)));
         (current, oldest)
     }
 
+    /// Microseconds from the store's epoch to `now`, which bucket numbers count from.
+    fn since(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.inner.epoch).as_micros())
+            .unwrap_or(u64::MAX)
+    }
+
     /// Add one to each of `group`, counters of one key, under one lock and one lookup.
-    fn add_at(&self, group: &[Counter<'_>], now: Instant) {
+    fn add_at(&self, group: &[Counter<'_>], now: Instant, since: u64) {
         let Some(first) = group.first() else {
             return;
         };
-        let mut guard = self.shard(first.key).lock();
+        let key = self.key(first.key);
+        let mut guard = self.shard(&key).lock();
         let shard = &mut *guard;
-        if !matches!(shard.map.get(first.key), Some(Slot::Counter { .. })) {
-            if !shard.map.contains_key(first.key) {
+        if !matches!(shard.map.get(&key), Some(Slot::Counter { .. })) {
+            if !shard.map.contains_key(&key) {
                 self.make_room(shard, now);
             }
             shard.map.insert(
-                first.key.to_owned(),
+                &key,
                 Slot::Counter {
                     series: Vec::with_capacity(group.len()),
                     expires: now,
                 },
             );
         }
-        let Some(Slot::Counter { series, expires }) = shard.map.get_mut(first.key) else {
+        let Some(Slot::Counter { series, expires }) = shard.map.get_mut(&key) else {
             return;
         };
         for counter in group {
-            let (current, oldest) = self.buckets_at(counter, now);
+            let (current, oldest) = Self::buckets_at(counter, since);
             let width = counter.width();
             *expires = (*expires).max(now + counter.window + width);
             let at = match series.iter().position(|s| s.id == counter.series) {
@@ -287,17 +382,18 @@ impl MemoryStore {
     }
 
     /// The sums of `group`, counters of one key, under one lock and one lookup.
-    fn read_at(&self, group: &[Counter<'_>], now: Instant, out: &mut Vec<u64>) {
+    fn read_at(&self, group: &[Counter<'_>], now: Instant, since: u64, out: &mut Vec<u64>) {
         let Some(first) = group.first() else {
             return;
         };
-        let shard = self.shard(first.key).lock();
-        let series = match shard.map.get(first.key) {
+        let key = self.key(first.key);
+        let shard = self.shard(&key).lock();
+        let series = match shard.map.get(&key) {
             Some(Slot::Counter { series, expires }) if *expires > now => series.as_slice(),
             _ => &[],
         };
         for counter in group {
-            let (_, oldest) = self.buckets_at(counter, now);
+            let (_, oldest) = Self::buckets_at(counter, since);
             let sum = series
                 .iter()
                 .find(|s| s.id == counter.series && s.width == counter.width())
@@ -313,8 +409,9 @@ impl MemoryStore {
     }
 
     fn release_now(&self, key: &str, id: &str) {
-        let mut shard = self.shard(key).lock();
-        if let Some(Slot::Window { hits, .. }) = shard.map.get_mut(key) {
+        let key = self.key(key);
+        let mut shard = self.shard(&key).lock();
+        if let Some(Slot::Window { hits, .. }) = shard.map.get_mut(&key) {
             let id = HitId::new(id);
             if let Some(pos) = hits.iter().position(|(_, h)| *h == id) {
                 hits.remove(pos);
@@ -362,8 +459,9 @@ impl Store for MemoryStore {
 
     async fn count(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        Ok(match shard.map.get_mut(key) {
+        let key = self.key(key);
+        let mut shard = self.shard(&key).lock();
+        Ok(match shard.map.get_mut(&key) {
             Some(Slot::Window { hits, .. }) => {
                 trim(hits, window, now);
                 hits.len() as u64
@@ -379,20 +477,22 @@ impl Store for MemoryStore {
     ) -> Result<Vec<u64>, StoreError> {
         super::check_series(add, read)?;
         let now = Instant::now();
+        let since = self.since(now);
         for group in add.chunk_by(|a, b| a.key == b.key) {
-            self.add_at(group, now);
+            self.add_at(group, now, since);
         }
         let mut out = Vec::with_capacity(read.len());
         for group in read.chunk_by(|a, b| a.key == b.key) {
-            self.read_at(group, now, &mut out);
+            self.read_at(group, now, since, &mut out);
         }
         Ok(out)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let now = Instant::now();
-        let shard = self.shard(key).lock();
-        Ok(match shard.map.get(key) {
+        let key = self.key(key);
+        let shard = self.shard(&key).lock();
+        Ok(match shard.map.get(&key) {
             Some(Slot::Value { bytes, expires }) if *expires > now => Some(bytes.clone()),
             _ => None,
         })
@@ -400,12 +500,13 @@ impl Store for MemoryStore {
 
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        if !shard.map.contains_key(key) {
+        let key = self.key(key);
+        let mut shard = self.shard(&key).lock();
+        if !shard.map.contains_key(&key) {
             self.make_room(&mut shard, now);
         }
         shard.map.insert(
-            key.to_owned(),
+            &key,
             Slot::Value {
                 bytes: value.to_vec(),
                 expires: now + ttl,
@@ -422,9 +523,10 @@ impl Store for MemoryStore {
         max_len: usize,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        let mut guard = self.shard(key).lock();
+        let key = self.key(key);
+        let mut guard = self.shard(&key).lock();
         let shard = &mut *guard;
-        if let Some(Slot::Value { bytes, expires }) = shard.map.get_mut(key) {
+        if let Some(Slot::Value { bytes, expires }) = shard.map.get_mut(&key) {
             if *expires > now {
                 if bytes.len() + value.len() > max_len {
                     return Ok(false);
@@ -437,11 +539,11 @@ impl Store for MemoryStore {
         if value.len() > max_len {
             return Ok(false);
         }
-        if !shard.map.contains_key(key) {
+        if !shard.map.contains_key(&key) {
             self.make_room(shard, now);
         }
         shard.map.insert(
-            key.to_owned(),
+            &key,
             Slot::Value {
                 bytes: value.to_vec(),
                 expires: now + ttl,
@@ -452,21 +554,17 @@ impl Store for MemoryStore {
 
     async fn take_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key).lock();
-        if !shard.map.contains_key(key) {
-            self.make_room(&mut shard, now);
-        }
-        match shard.map.entry(key.to_owned()) {
-            MapEntry::Occupied(mut e) => {
-                if e.get().expired(now) {
-                    e.insert(Slot::Mark { expires: now + ttl });
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
+        let key = self.key(key);
+        let mut shard = self.shard(&key).lock();
+        match shard.map.get(&key) {
+            Some(slot) if !slot.expired(now) => Ok(false),
+            Some(_) => {
+                shard.map.insert(&key, Slot::Mark { expires: now + ttl });
+                Ok(true)
             }
-            MapEntry::Vacant(e) => {
-                e.insert(Slot::Mark { expires: now + ttl });
+            None => {
+                self.make_room(&mut shard, now);
+                shard.map.insert(&key, Slot::Mark { expires: now + ttl });
                 Ok(true)
             }
         }
@@ -527,7 +625,8 @@ mod tests {
         tokio::time::advance(HOUR / 4).await;
         assert_eq!(store.tally(&[], &[c, other]).await.unwrap(), vec![3, 0]);
         store.tally(&[c], &[]).await.unwrap();
-        match store.shard("c").lock().map.get("c") {
+        let c_key = store.key("c");
+        match store.shard(&c_key).lock().map.get(&c_key) {
             Some(Slot::Counter { series, .. }) => assert_eq!(series[0].buckets.len(), 4),
             _ => panic!("not a counter"),
         }
@@ -544,10 +643,10 @@ mod tests {
         assert_eq!(store.tally(&[], &[wider]).await.unwrap(), vec![0]);
         assert!(
             store
-                .shard("c")
+                .shard(&c_key)
                 .lock()
                 .map
-                .get("c")
+                .get(&c_key)
                 .unwrap()
                 .expired(Instant::now()),
             "an idle counter expires"
