@@ -380,6 +380,10 @@ pub(crate) fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'stat
             os.redis_key_prefix != ns.redis_key_prefix,
         ),
         ("store.redis.timeout", os.redis_timeout != ns.redis_timeout),
+        (
+            "store.redis.reserve_timeout",
+            os.redis_reserve_timeout != ns.redis_reserve_timeout,
+        ),
         ("store.redis.ca_file", os.redis_ca_file != ns.redis_ca_file),
         (
             "audit (output, path, max_bytes, keep)",
@@ -420,6 +424,7 @@ async fn build_store(
                     .then(|| s.redis_password.expose().to_owned()),
                 key_prefix: s.redis_key_prefix.clone(),
                 timeout: s.redis_timeout,
+                reserve_timeout: s.redis_reserve_timeout,
                 ca_file: s.redis_ca_file.clone(),
                 ..RedisSettings::default()
             })?;

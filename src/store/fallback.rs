@@ -10,6 +10,20 @@
 //! Values and nonces written while degraded are visible only to the replica that wrote
 //! them.
 //!
+//! # Exact under a slow reply
+//!
+//! A reservation decides whether a code may go out, and its script may already have run
+//! when its reply is late, so a reservation is not answered locally just because the
+//! primary was slow. The primary bounds reservations by their own, longer budget
+//! (`store.redis.reserve_timeout`, 1 s, against `store.redis.timeout`'s 50 ms for the
+//! rest), and while the store is degraded by another operation's failure, reservations
+//! still ask the primary. They are answered locally only after a reservation itself
+//! failed (refused, errored, or unanswered within its budget), until the probe sees the
+//! primary answer again. A Redis slower than `timeout` but within `reserve_timeout`
+//! therefore never lets more codes out than a limit allows, on any number of replicas.
+//! A reservation given up on may still run on the server later; it then holds a slot
+//! nobody releases, so the window counts a send too many, never one too few.
+//!
 //! When the primary answers again, the shared counts are used again. What this replica did
 //! locally is not copied to Redis, but it is not forgotten either: until the last local
 //! entry expires, reservations and counts add the local entries to the shared ones (a
@@ -17,7 +31,7 @@
 //! a value Redis does not have is read from memory. Other replicas do not see those local
 //! entries.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,6 +57,9 @@ struct Inner {
     local: MemoryStore,
     probe_every: Duration,
     degraded: watch::Sender<bool>,
+    /// Set when a reservation itself failed on the primary: reservations are answered
+    /// locally until the probe sees the primary again (module docs).
+    reserving_locally: AtomicBool,
     /// When the last entry written to `local` expires. Until then local entries from an
     /// outage are added to the primary's answers.
     local_until: Mutex<Option<Instant>>,
@@ -111,6 +128,7 @@ impl FallbackStore {
                 local,
                 probe_every,
                 degraded: watch::Sender::new(false),
+                reserving_locally: AtomicBool::new(false),
                 local_until: Mutex::new(None),
                 stats: FallbackStats::default(),
             }),
@@ -150,6 +168,25 @@ impl FallbackStore {
                 None
             }
         }
+    }
+
+    /// Whether reservations are answered from local memory (module docs): only after a
+    /// reservation failed on the primary, not for another operation's failure.
+    fn reserves_locally(&self) -> bool {
+        self.inner.reserving_locally.load(Ordering::Relaxed)
+    }
+
+    /// The primary's answer to a reservation, or `None` after recording its failure:
+    /// reservations are answered locally from then on, until the primary answers again.
+    async fn reservation<T>(
+        &self,
+        answer: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        let answer = self.primary(answer).await;
+        if answer.is_none() {
+            self.inner.reserving_locally.store(true, Ordering::Relaxed);
+        }
+        answer
     }
 
     fn degrade(&self, err: &StoreError) {
@@ -201,6 +238,7 @@ async fn probe(inner: Weak<Inner>) {
         };
         match inner.primary.get(PROBE_KEY).await {
             Ok(_) => {
+                inner.reserving_locally.store(false, Ordering::Relaxed);
                 inner.degraded.send_replace(false);
                 bump(&inner.stats.recoveries);
                 tracing::info!("store recovered: answering from the primary again");
@@ -238,7 +276,7 @@ impl Store for FallbackStore {
         window: Duration,
         limit: u64,
     ) -> Result<Window, StoreError> {
-        if !self.is_degraded() {
+        if !self.reserves_locally() {
             // A limit of 0 never reserves: this reads the local window without taking a
             // slot.
             let held = if self.local_may_hold_entries() {
@@ -248,7 +286,7 @@ impl Store for FallbackStore {
             };
             let room = limit.saturating_sub(held.map_or(0, |w| w.count));
             let shared = self.inner.primary.reserve(key, id, window, room);
-            if let Some(shared) = self.primary(shared).await {
+            if let Some(shared) = self.reservation(shared).await {
                 return Ok(match held {
                     Some(held) => union(shared, held),
                     None => shared,
@@ -262,12 +300,13 @@ impl Store for FallbackStore {
 
     async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
         // The slot may have been taken on either side of an outage; releasing an id a side
-        // does not hold is a no-op.
-        let degraded = self.is_degraded();
-        if degraded || self.local_may_hold_entries() {
+        // does not hold is a no-op. Reservations go to the primary until one fails there,
+        // degraded or not, and so do their releases.
+        let local = self.reserves_locally();
+        if local || self.is_degraded() || self.local_may_hold_entries() {
             self.inner.local.release(key, id).await?;
         }
-        if degraded {
+        if local {
             bump(&self.inner.stats.local);
         } else {
             // A failure here has nothing to fall back to: the slot expires with its window.
@@ -283,7 +322,7 @@ impl Store for FallbackStore {
         id: &str,
         windows: &[WindowSpec<'_>],
     ) -> Result<Vec<Window>, StoreError> {
-        if !self.is_degraded() {
+        if !self.reserves_locally() {
             let held = if self.local_may_hold_entries() {
                 let peek: Vec<WindowSpec<'_>> = windows
                     .iter()
@@ -305,7 +344,7 @@ impl Store for FallbackStore {
                 })
                 .collect();
             let shared = self.inner.primary.reserve_many(id, &room);
-            if let Some(shared) = self.primary(shared).await {
+            if let Some(shared) = self.reservation(shared).await {
                 return Ok(match held {
                     Some(held) => shared
                         .into_iter()
@@ -321,11 +360,11 @@ impl Store for FallbackStore {
     }
 
     async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
-        let degraded = self.is_degraded();
-        if degraded || self.local_may_hold_entries() {
+        let local = self.reserves_locally();
+        if local || self.is_degraded() || self.local_may_hold_entries() {
             self.inner.local.release_many(keys, id).await?;
         }
-        if degraded {
+        if local {
             bump(&self.inner.stats.local);
         } else {
             let _ = self
@@ -438,10 +477,12 @@ impl Store for FallbackStore {
 mod tests {
     use super::*;
 
-    /// A primary that fails while `down` is set.
+    /// A primary that fails while `down` is set; its `get` alone also while `gets_down`
+    /// is.
     struct Flaky {
         store: MemoryStore,
         down: watch::Receiver<bool>,
+        gets_down: Arc<AtomicBool>,
     }
 
     impl Flaky {
@@ -484,6 +525,9 @@ mod tests {
         }
         async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
             self.check()?;
+            if self.gets_down.load(Ordering::Relaxed) {
+                return Err(StoreError::Timeout);
+            }
             self.store.get(key).await
         }
         async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
@@ -500,14 +544,63 @@ mod tests {
     const PROBE: Duration = Duration::from_secs(1);
 
     fn flaky() -> (FallbackStore, MemoryStore, watch::Sender<bool>) {
+        let (store, shared, down, _) = flaky_gets();
+        (store, shared, down)
+    }
+
+    fn flaky_gets() -> (
+        FallbackStore,
+        MemoryStore,
+        watch::Sender<bool>,
+        Arc<AtomicBool>,
+    ) {
         let (down, rx) = watch::channel(false);
         let shared = MemoryStore::new(1000);
+        let gets_down = Arc::new(AtomicBool::new(false));
         let primary = Flaky {
             store: shared.clone(),
             down: rx,
+            gets_down: gets_down.clone(),
         };
         let store = FallbackStore::new(Arc::new(primary), MemoryStore::new(1000), PROBE);
-        (store, shared, down)
+        (store, shared, down, gets_down)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_stay_shared_while_only_other_operations_fail() {
+        let (store, shared, down, gets_down) = flaky_gets();
+        gets_down.store(true, Ordering::Relaxed);
+        assert_eq!(store.get("flow").await.unwrap(), None);
+        assert!(store.is_degraded(), "a failed read degrades the store");
+        for id in ["a", "b", "c"] {
+            assert!(store.reserve("k", id, HOUR, 3).await.unwrap().reserved);
+        }
+        assert!(
+            !store.reserve("k", "d", HOUR, 3).await.unwrap().reserved,
+            "the shared window decides, not an empty local one"
+        );
+        assert_eq!(shared.count("k", HOUR).await.unwrap(), 3);
+        let batch = store.reserve_many("e", &[spec("k", 3)]).await.unwrap();
+        assert!(!batch[0].reserved);
+        store.release("k", "a").await.unwrap();
+        assert_eq!(
+            shared.count("k", HOUR).await.unwrap(),
+            2,
+            "released where it was reserved"
+        );
+
+        // A reservation that fails itself moves reservations to memory, until the
+        // primary answers again.
+        down.send_replace(true);
+        assert!(store.reserve("k2", "f", HOUR, 1).await.unwrap().reserved);
+        down.send_replace(false);
+        let local = store.reserve("k2", "g", HOUR, 1).await.unwrap();
+        assert!(!local.reserved, "answered by the local window that holds f");
+        assert_eq!(shared.count("k2", HOUR).await.unwrap(), 0);
+        gets_down.store(false, Ordering::Relaxed);
+        recovered(&store).await;
+        assert!(store.reserve("k3", "h", HOUR, 1).await.unwrap().reserved);
+        assert_eq!(shared.count("k3", HOUR).await.unwrap(), 1, "shared again");
     }
 
     async fn recovered(store: &FallbackStore) {

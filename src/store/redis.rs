@@ -7,8 +7,9 @@
 //! replicas whose clocks disagree still count the same window. Every key carries
 //! [`RedisSettings::key_prefix`].
 //!
-//! Every operation is bounded by [`RedisSettings::timeout`]; a slow server is reported as
-//! [`StoreError::Timeout`], everything else that goes wrong as
+//! Every operation is bounded by [`RedisSettings::timeout`], a reservation by the longer
+//! [`RedisSettings::reserve_timeout`] (its late reply still decides); a slow server is
+//! reported as [`StoreError::Timeout`], everything else that goes wrong as
 //! [`StoreError::Unavailable`]. The connection is a [`ConnectionManager`] that reconnects
 //! in the background after a connection error, so the store heals by itself when Redis
 //! comes back.
@@ -40,6 +41,10 @@ pub struct RedisSettings {
     /// Upper bound on one operation, connection wait included. The store sits on the
     /// request path, so this is a latency budget, not a patience setting.
     pub timeout: Duration,
+    /// Upper bound on a reservation (`reserve`, `reserve_many`): longer than `timeout`,
+    /// because a reservation's reply decides a send and the script may already have run
+    /// when the reply is late.
+    pub reserve_timeout: Duration,
     /// Upper bound on establishing a connection (TCP, TLS, `AUTH`).
     pub connect_timeout: Duration,
     /// PEM CA certificates to trust for `rediss://` instead of the webpki roots: a private
@@ -55,6 +60,7 @@ impl Default for RedisSettings {
             password: None,
             key_prefix: "otpgate:".to_owned(),
             timeout: Duration::from_millis(50),
+            reserve_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
         }
@@ -69,6 +75,7 @@ impl fmt::Debug for RedisSettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("reserve_timeout", &self.reserve_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
             .finish()
@@ -95,6 +102,7 @@ struct Inner {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    reserve_timeout: Duration,
     // `Script` sends EVALSHA and loads the body only when the server does not know it
     // (first use, or after a restart).
     reserve: Script,
@@ -324,6 +332,7 @@ impl RedisStore {
                 conn,
                 prefix: settings.key_prefix.clone(),
                 timeout: settings.timeout,
+                reserve_timeout: settings.reserve_timeout.max(settings.timeout),
                 reserve: Script::new(RESERVE),
                 release: Script::new(RELEASE),
                 count: Script::new(COUNT),
@@ -344,7 +353,16 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        tokio::time::timeout(self.inner.timeout, op(self.inner.conn.clone()))
+        self.run_within(self.inner.timeout, op).await
+    }
+
+    /// [`RedisStore::run`] within `budget`.
+    async fn run_within<T, F, Fut>(&self, budget: Duration, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        tokio::time::timeout(budget, op(self.inner.conn.clone()))
             .await
             .map_err(|_| StoreError::Timeout)?
             .map_err(unavailable)
@@ -449,8 +467,12 @@ impl Store for RedisStore {
                 .arg(micros(spec.window))
                 .arg(spec.limit);
         }
+        // Waited for past `timeout`: a late reply still decides (module docs of the
+        // fallback store, "Exact under a slow reply").
         let reply: Vec<i64> = self
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .run_within(self.inner.reserve_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
             .await?;
         if reply.len() != 3 * windows.len() {
             return Err(StoreError::Unavailable(format!(

@@ -63,6 +63,12 @@ pub struct RedisConfig {
     /// Longest one store operation may take before the fallback answers.
     #[serde(with = "crate::problem::duration")]
     pub timeout: Duration,
+    /// Longest a velocity reservation waits for Redis before this replica counts alone.
+    /// A reply later than `timeout` but within this still decides: the reservation may
+    /// have been made, so a slow reply never lets more codes out than a limit allows.
+    /// At least `timeout`.
+    #[serde(with = "crate::problem::duration")]
+    pub reserve_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -74,6 +80,7 @@ impl Default for RedisConfig {
             ca_file: None,
             key_prefix: "otpgate:".into(),
             timeout: Duration::from_millis(50),
+            reserve_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -89,6 +96,7 @@ pub struct StoreSettings {
     pub redis_ca_file: Option<PathBuf>,
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
+    pub redis_reserve_timeout: Duration,
 }
 
 impl StoreSettings {
@@ -117,6 +125,15 @@ impl StoreConfig {
         if let Some(ca) = &r.ca_file {
             check.readable_file("store.redis.ca_file", ca);
         }
+        if r.timeout.is_zero() {
+            check.problem("store.redis.timeout", "must be longer than zero");
+        }
+        if r.reserve_timeout < r.timeout {
+            check.problem(
+                "store.redis.reserve_timeout",
+                "must be at least store.redis.timeout",
+            );
+        }
         if self.max_entries < 1000 {
             check.problem("store.max_entries", "must be at least 1000");
             return None;
@@ -131,6 +148,7 @@ impl StoreConfig {
             redis_ca_file: r.ca_file.clone(),
             redis_key_prefix: r.key_prefix.clone(),
             redis_timeout: r.timeout,
+            redis_reserve_timeout: r.reserve_timeout,
         })
     }
 }

@@ -53,6 +53,16 @@ async fn two_replicas(store_toml: &str) -> (Env, crate::fixtures::TestGateway) {
 
 /// Fire one SMS challenge per token, alternating replicas, all at once; count 200s.
 async fn burst(env: &Env, b: &crate::fixtures::TestGateway, tokens: Vec<String>) -> (usize, usize) {
+    burst_to(env, b, tokens, PHONE).await
+}
+
+/// [`burst`] to `phone`.
+async fn burst_to(
+    env: &Env,
+    b: &crate::fixtures::TestGateway,
+    tokens: Vec<String>,
+    phone: &str,
+) -> (usize, usize) {
     let mut tasks = Vec::new();
     for (i, token) in tokens.into_iter().enumerate() {
         let url = if i % 2 == 0 {
@@ -61,13 +71,14 @@ async fn burst(env: &Env, b: &crate::fixtures::TestGateway, tokens: Vec<String>)
             b.url("")
         };
         let client = env.client.clone();
+        let phone = phone.to_owned();
         tasks.push(tokio::spawn(async move {
             let form = [
                 ("client_id", DEMO_CLIENT_ID),
                 ("continuation_token", token.as_str()),
                 ("challenge_type", "oob"),
                 ("challenge_channel", "sms"),
-                ("challenge_target", PHONE),
+                ("challenge_target", phone.as_str()),
             ];
             client
                 .post(format!(
@@ -102,6 +113,45 @@ async fn two_replicas_on_one_redis_send_exactly_three() {
     assert_eq!(five, 0);
     assert_eq!(ok, 3, "answers that let a code through");
     assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+}
+
+/// Exact under a slow Redis, end to end: two replicas at the default store budgets, Redis
+/// frozen for 120 ms (`CLIENT PAUSE 120 ALL`) just before each burst of 40 SMS challenges
+/// to one phone with a limit of 3: the outbox gets exactly 3 codes for that phone, 100
+/// times in 100 (with `reserve_timeout` cut to the 50 ms of the other operations, 6 every
+/// time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_redis_lets_no_more_codes_out_than_the_limit() {
+    let redis = RedisServer::start();
+    let defaults = format!(
+        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let (env, b) = two_replicas(&defaults).await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for rep in 0..100 {
+        let phone = format!("+4474001{rep:05}");
+        let tokens = registration_tokens(&env, 40).await;
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(120)
+            .arg("ALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let (ok, five) = burst_to(&env, &b, tokens, &phone).await;
+        let sent = env.outbox().iter().filter(|m| m.target == phone).count();
+        assert_eq!(five, 0, "repetition {rep}");
+        assert_eq!(
+            (ok, sent),
+            (3, 3),
+            "repetition {rep}: answers let through, SMS sent"
+        );
+    }
 }
 
 #[tokio::test]

@@ -578,6 +578,87 @@ async fn race(replicas: &[Arc<dyn Store>; 2]) -> usize {
     granted
 }
 
+/// Exact under a slow reply: two replicas at the default budgets (50 ms per operation, 1 s
+/// per reservation), 40 concurrent reservations for a limit of 3, with Redis frozen for
+/// 120 ms just before each burst (`CLIENT PAUSE 120 ALL`, or `DEBUG SLEEP 0.12`, every
+/// other repetition): exactly 3 granted, 100 times in 100. Before reservations had their
+/// own budget, the pause sent both replicas to their empty local windows: 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_reply_never_grants_more_than_the_limit() {
+    const REQUESTS: usize = 40;
+    let server = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let defaults = RedisSettings {
+        url: server.url(),
+        ..RedisSettings::default()
+    };
+    assert_eq!(defaults.timeout, Duration::from_millis(50), "the default");
+    let replica = || async {
+        let primary = Arc::new(RedisStore::connect(&defaults).await.unwrap());
+        Arc::new(FallbackStore::new(primary, MemoryStore::new(10_000), PROBE))
+    };
+    let replicas = [replica().await, replica().await];
+    let mut admin = raw(&server).await;
+    let mut over = Vec::new();
+    for rep in 0..100 {
+        let key = format!("phone-{rep}");
+        let barrier = Arc::new(Barrier::new(REQUESTS + 1));
+        let tasks: Vec<_> = (0..REQUESTS)
+            .map(|i| {
+                let store = replicas[i % 2].clone();
+                let (barrier, key) = (barrier.clone(), key.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .reserve(&key, &format!("req-{i}"), HOUR, 3)
+                        .await
+                        .unwrap()
+                        .reserved
+                })
+            })
+            .collect();
+        // Frozen first, then the burst: every reservation meets the frozen server.
+        if rep % 2 == 0 {
+            let _: () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(120)
+                .arg("ALL")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        } else {
+            let mut sleeper = raw(&server).await;
+            tokio::spawn(async move {
+                let _: Result<(), _> = redis::cmd("DEBUG")
+                    .arg("SLEEP")
+                    .arg("0.12")
+                    .query_async(&mut sleeper)
+                    .await;
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        barrier.wait().await;
+        let mut granted = 0;
+        for task in tasks {
+            granted += usize::from(task.await.unwrap());
+        }
+        if granted != 3 {
+            over.push((rep, granted));
+        }
+    }
+    let timeouts: u64 = replicas
+        .iter()
+        .map(|r| r.stats().snapshot().primary_timeout)
+        .sum();
+    assert!(
+        over.is_empty(),
+        "repetitions that granted another number than 3: {over:?}"
+    );
+    assert_eq!(
+        timeouts, 0,
+        "every late reservation was waited for, none given up"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_server_costs_one_timeout_not_a_stuck_request() {
     let server = RedisServer::start();
@@ -738,9 +819,11 @@ async fn fallback_answers_within_the_budget_when_redis_hangs() {
                 .reserved
         );
     }
+    // A reservation waits for its own, longer budget (the reply would decide).
+    let reserve_budget = settings(&server).reserve_timeout;
     assert!(
-        start.elapsed() < 2 * BUDGET,
-        "only the first operation waits for the timeout: {:?}",
+        start.elapsed() < reserve_budget + BUDGET,
+        "only the first operation waits for its timeout: {:?}",
         start.elapsed()
     );
     assert!(store.is_degraded());
