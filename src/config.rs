@@ -303,6 +303,36 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_needs_its_name_and_nodes() {
+        let url = "[upstream]\nurl = \"https://contoso.ciamlogin.com\"\n";
+        let s = load_str(
+            &format!(
+                "{url}[store.redis.sentinel]\nmaster_name = \"m\"\nnodes = [\"10.0.0.1:26379\", \"[::1]:26380\"]\n"
+            ),
+            &[],
+        )
+        .unwrap();
+        let sentinel = s.store.redis_sentinel.unwrap();
+        assert_eq!(sentinel.nodes, ["10.0.0.1:26379", "[::1]:26380"]);
+        assert!(load_str(url, &[]).unwrap().store.redis_sentinel.is_none());
+        for (toml, key) in [
+            ("master_name = \"m\"\n", "store.redis.sentinel.nodes"),
+            (
+                "master_name = \"m\"\nnodes = [\"10.0.0.1\"]\n",
+                "store.redis.sentinel.nodes",
+            ),
+            (
+                "nodes = [\"10.0.0.1:26379\"]\n",
+                "store.redis.sentinel.master_name",
+            ),
+        ] {
+            let err = load_str(&format!("{url}[store.redis.sentinel]\n{toml}"), &[]).unwrap_err();
+            let keys: Vec<_> = err.0.iter().map(|p| p.key.as_str()).collect();
+            assert_eq!(keys, [key], "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn three_mistakes_are_all_named() {
         let err = load_str(
             "[server]\nlisten = \"localhost\"\nheader_read_timeout = \"ten\"\n[upstream]\nurl = \"ftp://x\"\n",

@@ -384,6 +384,10 @@ pub(crate) fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'stat
             "store.redis.reserve_timeout",
             os.redis_reserve_timeout != ns.redis_reserve_timeout,
         ),
+        (
+            "store.redis.sentinel",
+            os.redis_sentinel != ns.redis_sentinel,
+        ),
         ("store.redis.ca_file", os.redis_ca_file != ns.redis_ca_file),
         (
             "audit (output, path, max_bytes, keep)",
@@ -425,6 +429,7 @@ async fn build_store(
                 key_prefix: s.redis_key_prefix.clone(),
                 timeout: s.redis_timeout,
                 reserve_timeout: s.redis_reserve_timeout,
+                sentinel: s.redis_sentinel.clone(),
                 ca_file: s.redis_ca_file.clone(),
                 ..RedisSettings::default()
             })?;

@@ -50,6 +50,7 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "stepup.key",
     "store.key_secret",
     "store.redis.password",
+    "store.redis.sentinel.password",
     "audit.hmac_key",
 ];
 

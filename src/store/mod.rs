@@ -20,7 +20,7 @@ pub mod settings;
 pub use fallback::FallbackStore;
 pub(crate) use keys::KeyHasher;
 pub use memory::MemoryStore;
-pub use redis::{RedisSettings, RedisStore};
+pub use redis::{RedisSettings, RedisStore, SentinelSettings};
 
 /// A store operation that could not be completed. The caller treats it as an input to its
 /// decision (the fallback store or the route's fail mode), never as a 500.

@@ -22,7 +22,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisError, Script, Value};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Script, TlsMode,
+    Value,
+};
 
 use super::{Counter, Store, StoreError, Window, WindowSpec};
 
@@ -50,6 +54,35 @@ pub struct RedisSettings {
     /// PEM CA certificates to trust for `rediss://` instead of the webpki roots: a private
     /// CA or a self-hosted Redis.
     pub ca_file: Option<PathBuf>,
+    /// Find the master through Sentinel, and follow it when it moves; `url`'s address is
+    /// then not used.
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// Where Sentinel is, and what it calls the master.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// The name the Sentinels monitor the master under.
+    pub master_name: String,
+    /// `host:port` of each Sentinel.
+    pub nodes: Vec<String>,
+    /// TLS to the Sentinels and to the master (trusting `ca_file` when set).
+    pub tls: bool,
+    /// The Sentinels' own ACL user and password, when they have them.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("master_name", &self.master_name)
+            .field("nodes", &self.nodes)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for RedisSettings {
@@ -63,6 +96,7 @@ impl Default for RedisSettings {
             reserve_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
+            sentinel: None,
         }
     }
 }
@@ -78,6 +112,7 @@ impl fmt::Debug for RedisSettings {
             .field("reserve_timeout", &self.reserve_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -99,7 +134,10 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    /// The connection to the master; `None` while Sentinel has not named one yet.
+    conn: parking_lot::RwLock<Option<ConnectionManager>>,
+    /// With Sentinel: how to find the master again when it moves.
+    follow: Option<Follow>,
     prefix: String,
     timeout: Duration,
     reserve_timeout: Duration,
@@ -287,10 +325,179 @@ return 1
 #[cfg(target_os = "linux")]
 const DEAD_PEER_AFTER: Duration = Duration::from_secs(3);
 
+/// Following the master through Sentinel. An operation that fails as a moved master would
+/// (refused, dropped, timed out, or `READONLY`: the old master demoted to a replica) asks
+/// the Sentinels for the master again, one question at a time and at most every
+/// [`ASK_SENTINEL_EVERY`]; a new address gets a new connection.
+struct Follow {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    settings: RedisSettings,
+    /// The master's address the connection goes to, `host:port`.
+    master: parking_lot::Mutex<Option<String>>,
+    /// When the Sentinels were last asked.
+    asked: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+const ASK_SENTINEL_EVERY: Duration = Duration::from_millis(200);
+
+/// A Sentinel node's address: `host:port`, a bracketed IPv6 host too.
+fn sentinel_addr(node: &str, tls: bool) -> Result<ConnectionAddr, StoreError> {
+    let bad = || StoreError::Unavailable(format!("sentinel node {node:?}: expected host:port"));
+    let (host, port) = node.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    })
+}
+
+fn sentinel_client(
+    settings: &RedisSettings,
+    s: &SentinelSettings,
+) -> Result<SentinelClient, StoreError> {
+    let nodes = s
+        .nodes
+        .iter()
+        .map(|n| sentinel_addr(n, s.tls))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tcp = tcp_settings();
+    let mut b = SentinelClientBuilder::new(nodes, &s.master_name, SentinelServerType::Master)
+        .map_err(unavailable)?
+        .set_client_to_redis_tcp_settings(tcp.clone())
+        .set_client_to_sentinel_tcp_settings(tcp);
+    if let Some(user) = &settings.username {
+        b = b.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &settings.password {
+        b = b.set_client_to_redis_password(password);
+    }
+    if let Some(user) = &s.username {
+        b = b.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &s.password {
+        b = b.set_client_to_sentinel_password(password);
+    }
+    if s.tls {
+        b = b
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(root) = ca(settings)? {
+            b = b
+                .set_client_to_redis_certificates(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root.clone()),
+                })
+                .set_client_to_sentinel_certificates(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                });
+        }
+    }
+    b.build().map_err(unavailable)
+}
+
+/// The PEM of `ca_file`, when set.
+fn ca(settings: &RedisSettings) -> Result<Option<Vec<u8>>, StoreError> {
+    settings
+        .ca_file
+        .as_ref()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!("redis ca file {}: {e}", path.display()))
+            })
+        })
+        .transpose()
+}
+
+/// Whether `e` is what a master that moved looks like from here.
+fn moved(e: &RedisError) -> bool {
+    e.code() == Some("READONLY")
+        || e.code() == Some("MASTERDOWN")
+        || e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+}
+
+impl Follow {
+    /// Ask the Sentinels for the master; a new address gets a new connection. `Err` when
+    /// no Sentinel named one in time.
+    async fn find_master(&self, inner: &Inner) -> Result<(), StoreError> {
+        let timeout = self.settings.connect_timeout;
+        let client = {
+            let mut sentinel = self.sentinel.lock().await;
+            tokio::time::timeout(timeout, sentinel.async_get_client())
+                .await
+                .map_err(|_| StoreError::Timeout)?
+                .map_err(unavailable)?
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if self.master.lock().as_deref() == Some(addr.as_str()) && inner.conn.read().is_some() {
+            return Ok(());
+        }
+        let manager =
+            ConnectionManager::new_lazy_with_config(client, manager_config(&self.settings))
+                .map_err(unavailable)?;
+        let before = self.master.lock().replace(addr.clone());
+        *inner.conn.write() = Some(manager);
+        tracing::warn!(master = %addr, before = ?before, "redis master from sentinel");
+        Ok(())
+    }
+}
+
+/// Ask the Sentinels again, in the background, unless they were asked a moment ago.
+fn find_master_soon(inner: &Arc<Inner>) {
+    let Some(follow) = &inner.follow else {
+        return;
+    };
+    {
+        let mut asked = follow.asked.lock();
+        let now = std::time::Instant::now();
+        if asked.is_some_and(|t| now.duration_since(t) < ASK_SENTINEL_EVERY) {
+            return;
+        }
+        *asked = Some(now);
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let inner = inner.clone();
+    runtime.spawn(async move {
+        if let Some(follow) = &inner.follow {
+            if let Err(error) = follow.find_master(&inner).await {
+                tracing::warn!(%error, "no redis master from sentinel");
+            }
+        }
+    });
+}
+
 impl RedisStore {
     /// Connect and check the server answers (and accepts the password) before returning,
     /// so a wrong URL or password fails at startup rather than on the first request.
+    /// With Sentinel, the master it names.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        if settings.sentinel.is_some() {
+            let store = Self::connect_lazy(settings)?;
+            if let Some(follow) = &store.inner.follow {
+                follow.find_master(&store.inner).await?;
+            }
+            store
+                .run(
+                    |mut conn| async move { redis::cmd("PING").query_async::<()>(&mut conn).await },
+                )
+                .await?;
+            return Ok(store);
+        }
         let client = client(settings)?;
         // A one-off connection gives a clear error: the manager would retry an
         // authentication failure until the deadline and report a timeout instead.
@@ -313,23 +520,40 @@ impl RedisStore {
         .await
         .map_err(|_| StoreError::Timeout)?
         .map_err(unavailable)?;
-        Ok(Self::with_manager(conn, settings))
+        Ok(Self::with_manager(Some(conn), None, settings))
     }
 
     /// A store that connects on its first operation: for starting while Redis is down,
     /// behind a [`FallbackStore`](super::FallbackStore). Fails only on a malformed URL or
     /// an unreadable CA file.
+    /// With Sentinel, the master is asked for at once, in the background.
     pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, StoreError> {
+        if let Some(s) = &settings.sentinel {
+            let follow = Follow {
+                sentinel: tokio::sync::Mutex::new(sentinel_client(settings, s)?),
+                settings: settings.clone(),
+                master: parking_lot::Mutex::new(None),
+                asked: parking_lot::Mutex::new(None),
+            };
+            let store = Self::with_manager(None, Some(follow), settings);
+            find_master_soon(&store.inner);
+            return Ok(store);
+        }
         let conn =
             ConnectionManager::new_lazy_with_config(client(settings)?, manager_config(settings))
                 .map_err(unavailable)?;
-        Ok(Self::with_manager(conn, settings))
+        Ok(Self::with_manager(Some(conn), None, settings))
     }
 
-    fn with_manager(conn: ConnectionManager, settings: &RedisSettings) -> Self {
+    fn with_manager(
+        conn: Option<ConnectionManager>,
+        follow: Option<Follow>,
+        settings: &RedisSettings,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                conn,
+                conn: parking_lot::RwLock::new(conn),
+                follow,
                 prefix: settings.key_prefix.clone(),
                 timeout: settings.timeout,
                 reserve_timeout: settings.reserve_timeout.max(settings.timeout),
@@ -362,10 +586,25 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        tokio::time::timeout(budget, op(self.inner.conn.clone()))
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(unavailable)
+        let Some(conn) = self.inner.conn.read().clone() else {
+            find_master_soon(&self.inner);
+            return Err(StoreError::Unavailable(
+                "no redis master named by sentinel yet".into(),
+            ));
+        };
+        match tokio::time::timeout(budget, op(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if moved(&e) {
+                    find_master_soon(&self.inner);
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                find_master_soon(&self.inner);
+                Err(StoreError::Timeout)
+            }
+        }
     }
 }
 
@@ -383,26 +622,25 @@ fn client(settings: &RedisSettings) -> Result<Client, StoreError> {
         let redis = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(redis);
     }
+    let info = info.set_tcp_settings(tcp_settings());
+    match ca(settings)? {
+        None => Client::open(info).map_err(unavailable),
+        Some(root_cert) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            },
+        )
+        .map_err(unavailable),
+    }
+}
+
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
     let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
     #[cfg(target_os = "linux")]
     let tcp = tcp.set_user_timeout(DEAD_PEER_AFTER);
-    let info = info.set_tcp_settings(tcp);
-    match &settings.ca_file {
-        None => Client::open(info).map_err(unavailable),
-        Some(path) => {
-            let root_cert = std::fs::read(path).map_err(|e| {
-                StoreError::Unavailable(format!("redis ca file {}: {e}", path.display()))
-            })?;
-            Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )
-            .map_err(unavailable)
-        }
-    }
+    tcp
 }
 
 fn manager_config(settings: &RedisSettings) -> ConnectionManagerConfig {

@@ -69,6 +69,26 @@ pub struct RedisConfig {
     /// At least `timeout`.
     #[serde(with = "crate::problem::duration")]
     pub reserve_timeout: Duration,
+    /// Find the master through Redis Sentinel and follow its failovers.
+    pub sentinel: SentinelConfig,
+}
+
+/// `[store.redis.sentinel]`: off while `master_name` is empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The name the Sentinels monitor the master under (`sentinel monitor <name> …`).
+    /// Set, `store.redis.url`'s host and port are not used: the Sentinels name the master.
+    pub master_name: String,
+    /// `host:port` of each Sentinel (usually three or more).
+    pub nodes: Vec<String>,
+    /// TLS to the Sentinels and to the master (`store.redis.ca_file` trusted when set).
+    pub tls: bool,
+    /// The Sentinels' own ACL user, when they have one (`store.redis.username` and
+    /// `password` are the master's).
+    pub username: String,
+    /// The Sentinels' password (secret; or `password_file`).
+    pub password: Secret,
 }
 
 impl Default for RedisConfig {
@@ -81,6 +101,7 @@ impl Default for RedisConfig {
             key_prefix: "otpgate:".into(),
             timeout: Duration::from_millis(50),
             reserve_timeout: Duration::from_secs(1),
+            sentinel: SentinelConfig::default(),
         }
     }
 }
@@ -97,6 +118,7 @@ pub struct StoreSettings {
     pub redis_key_prefix: String,
     pub redis_timeout: Duration,
     pub redis_reserve_timeout: Duration,
+    pub redis_sentinel: Option<super::SentinelSettings>,
 }
 
 impl StoreSettings {
@@ -134,6 +156,29 @@ impl StoreConfig {
                 "must be at least store.redis.timeout",
             );
         }
+        let sentinel = &r.sentinel;
+        if !sentinel.master_name.is_empty() {
+            if sentinel.nodes.is_empty() {
+                check.problem(
+                    "store.redis.sentinel.nodes",
+                    "required with master_name: host:port of each Sentinel",
+                );
+            }
+            for node in &sentinel.nodes {
+                let port = node.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+                if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                    check.problem(
+                        "store.redis.sentinel.nodes",
+                        format!("{node:?}: expected host:port"),
+                    );
+                }
+            }
+        } else if !sentinel.nodes.is_empty() {
+            check.problem(
+                "store.redis.sentinel.master_name",
+                "required with nodes: the name the Sentinels monitor the master under",
+            );
+        }
         if self.max_entries < 1000 {
             check.problem("store.max_entries", "must be at least 1000");
             return None;
@@ -149,6 +194,14 @@ impl StoreConfig {
             redis_key_prefix: r.key_prefix.clone(),
             redis_timeout: r.timeout,
             redis_reserve_timeout: r.reserve_timeout,
+            redis_sentinel: (!sentinel.master_name.is_empty()).then(|| super::SentinelSettings {
+                master_name: sentinel.master_name.clone(),
+                nodes: sentinel.nodes.clone(),
+                tls: sentinel.tls,
+                username: (!sentinel.username.is_empty()).then(|| sentinel.username.clone()),
+                password: (!sentinel.password.is_empty())
+                    .then(|| sentinel.password.expose().to_owned()),
+            }),
         })
     }
 }

@@ -9,10 +9,10 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::fixtures::eventually;
-use crate::fixtures::redis::RedisServer;
+use crate::fixtures::redis::{RedisSentinel, RedisServer};
 use otpgate::store::{
-    Counter, FallbackStore, MemoryStore, RedisSettings, RedisStore, Store, StoreError, Window,
-    WindowSpec, MAX_SERIES,
+    Counter, FallbackStore, MemoryStore, RedisSettings, RedisStore, SentinelSettings, Store,
+    StoreError, Window, WindowSpec, MAX_SERIES,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -970,4 +970,153 @@ async fn an_acl_user_from_the_configuration() {
     let (_, settings) = otpgate::config::load_with_env(Some(&path), Vec::new()).unwrap();
     let gw = otpgate::server::Server::bind(settings).await.unwrap();
     assert!(gw.metrics().render().contains("otpgate_store_degraded 1"));
+}
+
+/// `redis-cli`-style query on a fresh connection to `url`: the reply as text lines.
+async fn ask(url: &str, args: &[&str]) -> redis::Value {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// The port Sentinel names for the master `name`.
+async fn master_port(sentinel: &RedisSentinel, name: &str) -> Option<u16> {
+    let mut conn = redis::Client::open(sentinel.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    let addr: Vec<String> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(name)
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    addr.get(1)?.parse().ok()
+}
+
+/// Sentinel: the store finds the master through a real `redis-sentinel`, and follows a
+/// failover (`SENTINEL FAILOVER`) under a steady load of reservations: no operation fails
+/// (the fallback answers the moments in between), reservations land on the new master
+/// without help, and a window replicated before the failover keeps its limit after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_names_the_master_and_a_failover_is_followed_under_load() {
+    const NAME: &str = "otpgate-test";
+    let master = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+    let replica_url = replica.url();
+    eventually(Duration::from_secs(10), "the replica in sync", || {
+        let url = replica_url.clone();
+        async move {
+            let info = ask(&url, &["INFO", "replication"]).await;
+            matches!(&info, redis::Value::VerbatimString { text, .. } if text.contains("master_link_status:up"))
+                || matches!(&info, redis::Value::BulkString(b) if String::from_utf8_lossy(b).contains("master_link_status:up"))
+        }
+    })
+    .await;
+    let sentinel = RedisSentinel::start(master.port(), NAME);
+    let sentinel_url = sentinel.url();
+    eventually(
+        Duration::from_secs(15),
+        "sentinel knows the replica",
+        || {
+            let url = sentinel_url.clone();
+            async move {
+                let replicas = ask(&url, &["SENTINEL", "REPLICAS", NAME]).await;
+                matches!(replicas, redis::Value::Array(ref r) if !r.is_empty())
+            }
+        },
+    )
+    .await;
+
+    let settings = RedisSettings {
+        // Not used with Sentinel: nothing listens here.
+        url: "redis://127.0.0.1:1".into(),
+        timeout: BUDGET,
+        sentinel: Some(SentinelSettings {
+            master_name: NAME.into(),
+            nodes: vec![sentinel.node()],
+            ..SentinelSettings::default()
+        }),
+        ..RedisSettings::default()
+    };
+    let primary = Arc::new(RedisStore::connect(&settings).await.unwrap());
+    let store = Arc::new(FallbackStore::new(primary, MemoryStore::new(10_000), PROBE));
+
+    // A hot window at its limit, replicated before the failover.
+    for i in 0..3 {
+        assert!(
+            store
+                .reserve("hot", &format!("h{i}"), HOUR, 3)
+                .await
+                .unwrap()
+                .reserved
+        );
+    }
+    let on_master = ask(&master.url(), &["ZCARD", "otpgate:hot"]).await;
+    assert_eq!(
+        on_master,
+        redis::Value::Int(3),
+        "reserved on the master Sentinel named"
+    );
+    ask(&master.url(), &["WAIT", "1", "2000"]).await;
+
+    // A steady load through the failover.
+    let load = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            for i in 0..u64::MAX {
+                let key = format!("load-{i}");
+                store.reserve(&key, "x", HOUR, 10).await.unwrap();
+                done += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = ask(&sentinel.url(), &["SENTINEL", "FAILOVER", NAME]).await;
+    let new_port = replica.port();
+    eventually(
+        Duration::from_secs(20),
+        "sentinel names the replica",
+        || async { master_port(&sentinel, NAME).await == Some(new_port) },
+    )
+    .await;
+    let replica_url = replica.url();
+    eventually(
+        Duration::from_secs(20),
+        "a reservation lands on the new master",
+        || {
+            let (store, url) = (store.clone(), replica_url.clone());
+            async move {
+                let _ = store.reserve("after", "a", HOUR, 10).await.unwrap();
+                ask(&url, &["ZCARD", "otpgate:after"]).await == redis::Value::Int(1)
+            }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the store shared again",
+        || async { !store.is_degraded() },
+    )
+    .await;
+    assert!(
+        !store.reserve("hot", "h3", HOUR, 3).await.unwrap().reserved,
+        "the hot window kept its limit through the failover"
+    );
+    assert!(!load.is_finished(), "the load never failed");
+    load.abort();
+    let c = store.stats().snapshot();
+    eprintln!("sentinel failover under load: {c:?}");
 }
