@@ -66,7 +66,7 @@ pub struct RedisConfig {
     /// Longest a velocity reservation waits for Redis before this replica counts alone.
     /// A reply later than `timeout` but within this still decides: the reservation may
     /// have been made, so a slow reply never lets more codes out than a limit allows.
-    /// At least `timeout`.
+    /// Never shorter than `timeout`: a smaller value is raised to it.
     #[serde(with = "crate::problem::duration")]
     pub reserve_timeout: Duration,
     /// Find the master through Redis Sentinel and follow its failovers.
@@ -150,12 +150,6 @@ impl StoreConfig {
         if r.timeout.is_zero() {
             check.problem("store.redis.timeout", "must be longer than zero");
         }
-        if r.reserve_timeout < r.timeout {
-            check.problem(
-                "store.redis.reserve_timeout",
-                "must be at least store.redis.timeout",
-            );
-        }
         let sentinel = &r.sentinel;
         if !sentinel.master_name.is_empty() {
             if sentinel.nodes.is_empty() {
@@ -193,7 +187,7 @@ impl StoreConfig {
             redis_ca_file: r.ca_file.clone(),
             redis_key_prefix: r.key_prefix.clone(),
             redis_timeout: r.timeout,
-            redis_reserve_timeout: r.reserve_timeout,
+            redis_reserve_timeout: r.reserve_timeout.max(r.timeout),
             redis_sentinel: (!sentinel.master_name.is_empty()).then(|| super::SentinelSettings {
                 master_name: sentinel.master_name.clone(),
                 nodes: sentinel.nodes.clone(),
