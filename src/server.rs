@@ -388,6 +388,7 @@ pub(crate) fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'stat
             "store.redis.sentinel",
             os.redis_sentinel != ns.redis_sentinel,
         ),
+        ("store.redis.cluster", os.redis_cluster != ns.redis_cluster),
         ("store.redis.ca_file", os.redis_ca_file != ns.redis_ca_file),
         (
             "audit (output, path, max_bytes, keep)",
@@ -430,6 +431,7 @@ async fn build_store(
                 timeout: s.redis_timeout,
                 reserve_timeout: s.redis_reserve_timeout,
                 sentinel: s.redis_sentinel.clone(),
+                cluster: s.redis_cluster,
                 ca_file: s.redis_ca_file.clone(),
                 ..RedisSettings::default()
             })?;

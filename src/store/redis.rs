@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Script, TlsMode,
@@ -57,6 +59,9 @@ pub struct RedisSettings {
     /// Find the master through Sentinel, and follow it when it moves; `url`'s address is
     /// then not used.
     pub sentinel: Option<SentinelSettings>,
+    /// `url` is one node of a Redis Cluster (cluster mode enabled): the others are found
+    /// from it, each command goes to its key's slot.
+    pub cluster: bool,
 }
 
 /// Where Sentinel is, and what it calls the master.
@@ -97,6 +102,7 @@ impl Default for RedisSettings {
             connect_timeout: Duration::from_secs(1),
             ca_file: None,
             sentinel: None,
+            cluster: false,
         }
     }
 }
@@ -113,6 +119,7 @@ impl fmt::Debug for RedisSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -127,6 +134,43 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// The connection: to one server (or the master Sentinel names), or to a cluster, which
+/// routes each command to the master of its key's slot and follows redirects and
+/// resharding itself.
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::One(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::One(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A cheap-to-clone handle to one Redis deployment.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -134,10 +178,14 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    /// The connection to the master; `None` while Sentinel has not named one yet.
-    conn: parking_lot::RwLock<Option<ConnectionManager>>,
-    /// With Sentinel: how to find the master again when it moves.
+    /// The connection; `None` while Sentinel has not named a master yet, or no cluster
+    /// node has answered yet.
+    conn: parking_lot::RwLock<Option<Conn>>,
+    /// With Sentinel: how to find the master again when it moves. With a cluster: how to
+    /// connect when no node answered at start.
     follow: Option<Follow>,
+    /// Cluster mode: a script's keys must share a slot, so calls are split by slot.
+    cluster: bool,
     prefix: String,
     timeout: Duration,
     reserve_timeout: Duration,
@@ -330,7 +378,9 @@ const DEAD_PEER_AFTER: Duration = Duration::from_secs(3);
 /// the Sentinels for the master again, one question at a time and at most every
 /// [`ASK_SENTINEL_EVERY`]; a new address gets a new connection.
 struct Follow {
-    sentinel: tokio::sync::Mutex<SentinelClient>,
+    source: Source,
+    /// Held while connecting to a cluster: concurrent first operations share one attempt.
+    connecting: tokio::sync::Mutex<()>,
     settings: RedisSettings,
     /// The master's address the connection goes to, `host:port`.
     master: parking_lot::Mutex<Option<String>>,
@@ -338,7 +388,51 @@ struct Follow {
     asked: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
+enum Source {
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Cluster(ClusterClient),
+}
+
 const ASK_SENTINEL_EVERY: Duration = Duration::from_millis(200);
+
+fn cluster_client(settings: &RedisSettings) -> Result<ClusterClient, StoreError> {
+    let info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let mut b = ClusterClientBuilder::new(vec![info.clone()])
+        .connection_timeout(settings.connect_timeout)
+        // Our own budgets bound every call (`RedisStore::run_within`); redirects and
+        // retries happen inside them.
+        .response_timeout(settings.reserve_timeout.max(settings.timeout))
+        .tcp_settings(tcp_settings());
+    let user = settings
+        .username
+        .clone()
+        .or_else(|| info.redis_settings().username().map(str::to_owned));
+    let password = settings
+        .password
+        .clone()
+        .or_else(|| info.redis_settings().password().map(str::to_owned));
+    if let Some(user) = user {
+        b = b.username(user);
+    }
+    if let Some(password) = password {
+        b = b.password(password);
+    }
+    if tls {
+        b = b.tls(TlsMode::Secure);
+        if let Some(root) = ca(settings)? {
+            b = b.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root),
+            });
+        }
+    }
+    b.build().map_err(unavailable)
+}
 
 /// A Sentinel node's address: `host:port`, a bracketed IPv6 host too.
 fn sentinel_addr(node: &str, tls: bool) -> Result<ConnectionAddr, StoreError> {
@@ -419,6 +513,38 @@ fn ca(settings: &RedisSettings) -> Result<Option<Vec<u8>>, StoreError> {
         .transpose()
 }
 
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+fn slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(tagged) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 /// Whether `e` is what a master that moved looks like from here.
 fn moved(e: &RedisError) -> bool {
     e.code() == Some("READONLY")
@@ -434,8 +560,24 @@ impl Follow {
     /// no Sentinel named one in time.
     async fn find_master(&self, inner: &Inner) -> Result<(), StoreError> {
         let timeout = self.settings.connect_timeout;
+        let sentinel = match &self.source {
+            Source::Sentinel(sentinel) => sentinel,
+            Source::Cluster(client) => {
+                // Once connected, the cluster connection follows the cluster itself.
+                let _one_attempt = self.connecting.lock().await;
+                if inner.conn.read().is_some() {
+                    return Ok(());
+                }
+                let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| StoreError::Timeout)?
+                    .map_err(unavailable)?;
+                *inner.conn.write() = Some(Conn::Cluster(conn));
+                return Ok(());
+            }
+        };
         let client = {
-            let mut sentinel = self.sentinel.lock().await;
+            let mut sentinel = sentinel.lock().await;
             tokio::time::timeout(timeout, sentinel.async_get_client())
                 .await
                 .map_err(|_| StoreError::Timeout)?
@@ -449,7 +591,7 @@ impl Follow {
             ConnectionManager::new_lazy_with_config(client, manager_config(&self.settings))
                 .map_err(unavailable)?;
         let before = self.master.lock().replace(addr.clone());
-        *inner.conn.write() = Some(manager);
+        *inner.conn.write() = Some(Conn::One(manager));
         tracing::warn!(master = %addr, before = ?before, "redis master from sentinel");
         Ok(())
     }
@@ -484,9 +626,9 @@ fn find_master_soon(inner: &Arc<Inner>) {
 impl RedisStore {
     /// Connect and check the server answers (and accepts the password) before returning,
     /// so a wrong URL or password fails at startup rather than on the first request.
-    /// With Sentinel, the master it names.
+    /// With Sentinel, the master it names; with a cluster, its nodes.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
-        if settings.sentinel.is_some() {
+        if settings.sentinel.is_some() || settings.cluster {
             let store = Self::connect_lazy(settings)?;
             if let Some(follow) = &store.inner.follow {
                 follow.find_master(&store.inner).await?;
@@ -520,7 +662,7 @@ impl RedisStore {
         .await
         .map_err(|_| StoreError::Timeout)?
         .map_err(unavailable)?;
-        Ok(Self::with_manager(Some(conn), None, settings))
+        Ok(Self::with_manager(Some(Conn::One(conn)), None, settings))
     }
 
     /// A store that connects on its first operation: for starting while Redis is down,
@@ -530,7 +672,20 @@ impl RedisStore {
     pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, StoreError> {
         if let Some(s) = &settings.sentinel {
             let follow = Follow {
-                sentinel: tokio::sync::Mutex::new(sentinel_client(settings, s)?),
+                source: Source::Sentinel(tokio::sync::Mutex::new(sentinel_client(settings, s)?)),
+                connecting: tokio::sync::Mutex::new(()),
+                settings: settings.clone(),
+                master: parking_lot::Mutex::new(None),
+                asked: parking_lot::Mutex::new(None),
+            };
+            let store = Self::with_manager(None, Some(follow), settings);
+            find_master_soon(&store.inner);
+            return Ok(store);
+        }
+        if settings.cluster {
+            let follow = Follow {
+                source: Source::Cluster(cluster_client(settings)?),
+                connecting: tokio::sync::Mutex::new(()),
                 settings: settings.clone(),
                 master: parking_lot::Mutex::new(None),
                 asked: parking_lot::Mutex::new(None),
@@ -542,18 +697,15 @@ impl RedisStore {
         let conn =
             ConnectionManager::new_lazy_with_config(client(settings)?, manager_config(settings))
                 .map_err(unavailable)?;
-        Ok(Self::with_manager(Some(conn), None, settings))
+        Ok(Self::with_manager(Some(Conn::One(conn)), None, settings))
     }
 
-    fn with_manager(
-        conn: Option<ConnectionManager>,
-        follow: Option<Follow>,
-        settings: &RedisSettings,
-    ) -> Self {
+    fn with_manager(conn: Option<Conn>, follow: Option<Follow>, settings: &RedisSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 conn: parking_lot::RwLock::new(conn),
                 follow,
+                cluster: settings.cluster,
                 prefix: settings.key_prefix.clone(),
                 timeout: settings.timeout,
                 reserve_timeout: settings.reserve_timeout.max(settings.timeout),
@@ -570,11 +722,117 @@ impl RedisStore {
         format!("{}{}", self.inner.prefix, key)
     }
 
+    /// The indexes of `keys` grouped by cluster slot, in order of first appearance; one
+    /// group of all of them when not a cluster.
+    fn by_slot<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<Vec<usize>> {
+        if !self.inner.cluster {
+            let all: Vec<usize> = keys.enumerate().map(|(i, _)| i).collect();
+            return if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![all]
+            };
+        }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.enumerate() {
+            let slot = slot(self.key(key).as_bytes());
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
+    /// One reservation script call over `windows` (keys of one slot in a cluster).
+    async fn reserve_call(
+        &self,
+        id: &str,
+        windows: &[WindowSpec<'_>],
+    ) -> Result<Vec<Window>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.inner.reserve.arg(id);
+        for spec in windows {
+            invocation
+                .key(self.key(spec.key))
+                .arg(micros(spec.window))
+                .arg(spec.limit);
+        }
+        // Waited for past `timeout`: a late reply still decides (module docs of the
+        // fallback store, "Exact under a slow reply").
+        let reply: Vec<i64> = self
+            .run_within(self.inner.reserve_timeout, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        if reply.len() != 3 * windows.len() {
+            return Err(StoreError::Unavailable(format!(
+                "reservation reply of {} numbers for {} windows",
+                reply.len(),
+                windows.len()
+            )));
+        }
+        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(reply
+            .chunks_exact(3)
+            .map(|w| Window {
+                reserved: w[0] == 1,
+                count: positive(w[1]),
+                retry_after: Duration::from_micros(positive(w[2])),
+            })
+            .collect())
+    }
+
+    /// One release script call over `keys` (of one slot in a cluster).
+    async fn release_call(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.inner.release.arg(id);
+        for key in keys {
+            invocation.key(self.key(key));
+        }
+        self.run(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// One tally script call (counters of one slot in a cluster).
+    async fn tally_call(
+        &self,
+        add: &[Counter<'_>],
+        read: &[Counter<'_>],
+    ) -> Result<Vec<u64>, StoreError> {
+        if add.is_empty() && read.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.inner.tally.arg(add.len());
+        for counter in add.iter().chain(read) {
+            invocation
+                .key(self.key(counter.key))
+                .arg(counter.series)
+                .arg(micros(counter.width()))
+                .arg(counter.buckets.max(1));
+        }
+        let reply: Vec<u64> = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        if reply.len() != read.len() {
+            return Err(StoreError::Unavailable(format!(
+                "tally reply of {} numbers for {} counters",
+                reply.len(),
+                read.len()
+            )));
+        }
+        Ok(reply)
+    }
+
     /// Run one operation on a clone of the connection (cheap: the manager is shared),
     /// within the operation budget.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         self.run_within(self.inner.timeout, op).await
@@ -583,15 +841,28 @@ impl RedisStore {
     /// [`RedisStore::run`] within `budget`.
     async fn run_within<T, F, Fut>(&self, budget: Duration, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let Some(conn) = self.inner.conn.read().clone() else {
-            find_master_soon(&self.inner);
-            return Err(StoreError::Unavailable(
-                "no redis master named by sentinel yet".into(),
-            ));
+        let started = tokio::time::Instant::now();
+        let conn = self.inner.conn.read().clone();
+        let conn = match (conn, &self.inner.follow) {
+            (Some(conn), _) => conn,
+            // Not connected yet (at start, Sentinel has named no master or no cluster node
+            // has answered): connect now, within this operation's budget.
+            (None, Some(follow)) => {
+                match tokio::time::timeout(budget, follow.find_master(&self.inner)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(StoreError::Timeout),
+                }
+                self.inner.conn.read().clone().ok_or_else(|| {
+                    StoreError::Unavailable("no redis master named by sentinel".into())
+                })?
+            }
+            (None, None) => return Err(StoreError::Unavailable("no connection".into())),
         };
+        let budget = budget.saturating_sub(started.elapsed());
         match tokio::time::timeout(budget, op(conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
@@ -695,51 +966,41 @@ impl Store for RedisStore {
         id: &str,
         windows: &[WindowSpec<'_>],
     ) -> Result<Vec<Window>, StoreError> {
-        if windows.is_empty() {
-            return Ok(Vec::new());
+        let groups = self.by_slot(windows.iter().map(|w| w.key));
+        if groups.len() < 2 {
+            return self.reserve_call(id, windows).await;
         }
-        let mut invocation = self.inner.reserve.arg(id);
-        for spec in windows {
-            invocation
-                .key(self.key(spec.key))
-                .arg(micros(spec.window))
-                .arg(spec.limit);
+        // A cluster: one call per slot, side by side. Each window is reserved on its own
+        // anyway, so splitting changes no answer.
+        let calls = groups.iter().map(|group| {
+            let part: Vec<WindowSpec<'_>> = group.iter().map(|&i| windows[i]).collect();
+            async move { self.reserve_call(id, &part).await }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut out = vec![None; windows.len()];
+        for (group, answer) in groups.iter().zip(answers) {
+            for (&i, window) in group.iter().zip(answer?) {
+                out[i] = Some(window);
+            }
         }
-        // Waited for past `timeout`: a late reply still decides (module docs of the
-        // fallback store, "Exact under a slow reply").
-        let reply: Vec<i64> = self
-            .run_within(self.inner.reserve_timeout, |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
-        if reply.len() != 3 * windows.len() {
-            return Err(StoreError::Unavailable(format!(
-                "reservation reply of {} numbers for {} windows",
-                reply.len(),
-                windows.len()
-            )));
-        }
-        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(reply
-            .chunks_exact(3)
-            .map(|w| Window {
-                reserved: w[0] == 1,
-                count: positive(w[1]),
-                retry_after: Duration::from_micros(positive(w[2])),
-            })
-            .collect())
+        out.into_iter()
+            .map(|w| w.ok_or_else(|| StoreError::Unavailable("reservation reply short".into())))
+            .collect()
     }
 
     async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
-        if keys.is_empty() {
-            return Ok(());
+        let groups = self.by_slot(keys.iter().copied());
+        if groups.len() < 2 {
+            return self.release_call(keys, id).await;
         }
-        let mut invocation = self.inner.release.arg(id);
-        for key in keys {
-            invocation.key(self.key(key));
-        }
-        self.run(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
+        let calls = groups.iter().map(|group| {
+            let part: Vec<&str> = group.iter().map(|&i| keys[i]).collect();
+            async move { self.release_call(&part, id).await }
+        });
+        futures_util::future::join_all(calls)
             .await
+            .into_iter()
+            .collect()
     }
 
     async fn release(&self, key: &str, id: &str) -> Result<(), StoreError> {
@@ -776,29 +1037,35 @@ impl Store for RedisStore {
         add: &[Counter<'_>],
         read: &[Counter<'_>],
     ) -> Result<Vec<u64>, StoreError> {
-        if add.is_empty() && read.is_empty() {
-            return Ok(Vec::new());
-        }
         super::check_series(add, read)?;
-        let mut invocation = self.inner.tally.arg(add.len());
-        for counter in add.iter().chain(read) {
-            invocation
-                .key(self.key(counter.key))
-                .arg(counter.series)
-                .arg(micros(counter.width()))
-                .arg(counter.buckets.max(1));
+        let keys = add.iter().chain(read).map(|c| c.key);
+        let groups = self.by_slot(keys);
+        if groups.len() < 2 {
+            return self.tally_call(add, read).await;
         }
-        let reply: Vec<u64> = self
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-            .await?;
-        if reply.len() != read.len() {
-            return Err(StoreError::Unavailable(format!(
-                "tally reply of {} numbers for {} counters",
-                reply.len(),
-                read.len()
-            )));
+        // A cluster: one call per slot, each adding and reading its own counters.
+        let calls = groups.iter().map(|group| {
+            let adds: Vec<Counter<'_>> = group
+                .iter()
+                .filter(|&&i| i < add.len())
+                .map(|&i| add[i])
+                .collect();
+            let reads: Vec<Counter<'_>> = group
+                .iter()
+                .filter(|&&i| i >= add.len())
+                .map(|&i| read[i - add.len()])
+                .collect();
+            async move { self.tally_call(&adds, &reads).await }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut out = vec![0; read.len()];
+        for (group, answer) in groups.iter().zip(answers) {
+            let reads = group.iter().filter(|&&i| i >= add.len());
+            for (&i, sum) in reads.zip(answer?) {
+                out[i - add.len()] = sum;
+            }
         }
-        Ok(reply)
+        Ok(out)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -875,6 +1142,21 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // `CLUSTER KEYSLOT` of each.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"somekey"), 11058);
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3, "the CRC16 check value");
+        assert_eq!(slot(b"{foo}.bar"), slot(b"foo"), "the hash tag decides");
+        assert_eq!(slot(b"x{foo}y{bar}"), slot(b"foo"), "the first tag");
+        assert_eq!(
+            slot(b"{}foo"),
+            crc16_xmodem(b"{}foo") % 16384,
+            "an empty tag is no tag"
+        );
+    }
 
     #[test]
     fn expiries_round_up_to_a_positive_millisecond() {

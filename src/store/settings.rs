@@ -71,6 +71,10 @@ pub struct RedisConfig {
     pub reserve_timeout: Duration,
     /// Find the master through Redis Sentinel and follow its failovers.
     pub sentinel: SentinelConfig,
+    /// `url` is a node of a Redis Cluster (cluster mode enabled, e.g. Azure Managed Redis
+    /// in OSS cluster mode, ElastiCache with cluster mode on): the other nodes are found
+    /// from it and each command goes to the master of its key's slot.
+    pub cluster: bool,
 }
 
 /// `[store.redis.sentinel]`: off while `master_name` is empty.
@@ -102,6 +106,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_millis(50),
             reserve_timeout: Duration::from_secs(1),
             sentinel: SentinelConfig::default(),
+            cluster: false,
         }
     }
 }
@@ -119,6 +124,7 @@ pub struct StoreSettings {
     pub redis_timeout: Duration,
     pub redis_reserve_timeout: Duration,
     pub redis_sentinel: Option<super::SentinelSettings>,
+    pub redis_cluster: bool,
 }
 
 impl StoreSettings {
@@ -167,6 +173,12 @@ impl StoreConfig {
                     );
                 }
             }
+            if r.cluster {
+                check.problem(
+                    "store.redis.cluster",
+                    "a cluster has no Sentinel: set cluster or sentinel.master_name, not both",
+                );
+            }
         } else if !sentinel.nodes.is_empty() {
             check.problem(
                 "store.redis.sentinel.master_name",
@@ -188,6 +200,7 @@ impl StoreConfig {
             redis_key_prefix: r.key_prefix.clone(),
             redis_timeout: r.timeout,
             redis_reserve_timeout: r.reserve_timeout.max(r.timeout),
+            redis_cluster: r.cluster,
             redis_sentinel: (!sentinel.master_name.is_empty()).then(|| super::SentinelSettings {
                 master_name: sentinel.master_name.clone(),
                 nodes: sentinel.nodes.clone(),

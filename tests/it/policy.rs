@@ -154,6 +154,26 @@ async fn a_frozen_redis_lets_no_more_codes_out_than_the_limit() {
     }
 }
 
+/// The same on a real three-master Redis Cluster (`store.redis.cluster = true`): the
+/// gateway's calls split by slot, and the limit holds exactly across both replicas.
+#[tokio::test]
+async fn two_replicas_on_a_redis_cluster_send_exactly_three() {
+    let cluster = crate::fixtures::redis::RedisCluster::start();
+    let toml = format!("{}cluster = true\n", redis_toml(&cluster.url()));
+    let (env, b) = two_replicas(&toml).await;
+    let tokens = registration_tokens(&env, 40).await;
+    let (ok, five) = burst(&env, &b, tokens).await;
+    assert_eq!(five, 0);
+    assert_eq!(ok, 3, "answers that let a code through");
+    assert_eq!(env.outbox().len(), 3, "exactly 3 SMS across both replicas");
+    let m = env.metrics().await;
+    assert_eq!(
+        crate::fixtures::probe::value(&m, "otpgate_store_shared_errors_total"),
+        0.0,
+        "no call refused by the cluster (CROSSSLOT): {m}"
+    );
+}
+
 #[tokio::test]
 async fn replicas_sharing_a_key_secret_share_counts_under_keys_that_hide_the_phone() {
     let redis = RedisServer::start();

@@ -9,7 +9,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::fixtures::eventually;
-use crate::fixtures::redis::{RedisSentinel, RedisServer};
+use crate::fixtures::redis::{RedisCluster, RedisSentinel, RedisServer};
 use otpgate::store::{
     Counter, FallbackStore, MemoryStore, RedisSettings, RedisStore, SentinelSettings, Store,
     StoreError, Window, WindowSpec, MAX_SERIES,
@@ -1119,4 +1119,83 @@ async fn sentinel_names_the_master_and_a_failover_is_followed_under_load() {
     load.abort();
     let c = store.stats().snapshot();
     eprintln!("sentinel failover under load: {c:?}");
+}
+
+/// A real three-master Redis Cluster: a store on it keeps one exact limit across two
+/// replicas, answers batches and counters whose keys live in different slots (split into
+/// one call per slot) as it does on one server, and its keys really are spread over the
+/// masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_keeps_exact_limits_and_answers_across_slots() {
+    let cluster = RedisCluster::start();
+    let settings = RedisSettings {
+        url: cluster.url(),
+        timeout: BUDGET,
+        cluster: true,
+        ..RedisSettings::default()
+    };
+    let replicas: [Arc<dyn Store>; 2] = [
+        Arc::new(RedisStore::connect(&settings).await.unwrap()),
+        Arc::new(RedisStore::connect(&settings).await.unwrap()),
+    ];
+    assert_eq!(
+        race(&replicas).await,
+        3,
+        "exact across replicas on a cluster"
+    );
+    let store = &replicas[0];
+
+    // A batch over keys of different slots: as single reservations.
+    let keys: Vec<String> = (0..12).map(|i| format!("batch-{i}")).collect();
+    let specs: Vec<WindowSpec<'_>> = keys.iter().map(|k| spec(k, HOUR, 1)).collect();
+    let first = store.reserve_many("a", &specs).await.unwrap();
+    assert!(
+        first.iter().all(|w| w.reserved && w.count == 1),
+        "{first:?}"
+    );
+    let second = store.reserve_many("b", &specs).await.unwrap();
+    assert!(second.iter().all(|w| !w.reserved && w.count == 1));
+    let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+    store.release_many(&names, "a").await.unwrap();
+    let third = store.reserve_many("c", &specs).await.unwrap();
+    assert!(third.iter().all(|w| w.reserved), "released in every slot");
+
+    // Counters over several slots, added and read in one tally.
+    let counters: Vec<&'static str> = (0..6)
+        .map(|i| &*String::leak(format!("conv:k{i}")))
+        .collect();
+    let c = |key: &'static str, series| Counter {
+        key,
+        series,
+        window: HOUR,
+        buckets: 24,
+    };
+    let adds: Vec<Counter<'_>> = counters.iter().map(|&k| c(k, 0)).collect();
+    let reads: Vec<Counter<'_>> = counters
+        .iter()
+        .rev()
+        .flat_map(|&k| [c(k, 0), c(k, 1)])
+        .collect();
+    store.tally(&adds, &[]).await.unwrap();
+    let sums = store.tally(&adds[..2], &reads).await.unwrap();
+    let want: Vec<u64> = (0..6)
+        .rev()
+        .flat_map(|i| [if i < 2 { 2 } else { 1 }, 0])
+        .collect();
+    assert_eq!(sums, want);
+
+    // Values, appends and nonces on a cluster.
+    store.put("v", b"1", HOUR).await.unwrap();
+    assert_eq!(store.get("v").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(store.append("r", b"ab", HOUR, 4).await.unwrap());
+    assert!(store.take_once("n", HOUR).await.unwrap());
+    assert!(!store.take_once("n", HOUR).await.unwrap());
+
+    let mut spread = 0;
+    for node in &cluster.nodes {
+        if ask(&node.url(), &["DBSIZE"]).await != redis::Value::Int(0) {
+            spread += 1;
+        }
+    }
+    assert_eq!(spread, 3, "keys on every master");
 }
