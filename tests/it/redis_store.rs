@@ -1199,3 +1199,87 @@ async fn a_cluster_keeps_exact_limits_and_answers_across_slots() {
     }
     assert_eq!(spread, 3, "keys on every master");
 }
+
+/// A master of a real cluster (three masters, a replica each) fails over
+/// (`CLUSTER FAILOVER` on its replica) during a steady burst of reservations from two
+/// replicas of otpgate to one key: no operation fails, the limit stays exact (a manual
+/// failover hands the replica every write first), and the burst goes on against the new
+/// master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_failing_over_mid_burst_keeps_the_limit_exact() {
+    const LIMIT: u64 = 20;
+    let cluster = RedisCluster::start_with_replicas(1);
+    let settings = RedisSettings {
+        url: cluster.url(),
+        cluster: true,
+        ..RedisSettings::default()
+    };
+    let replica = || async {
+        let primary = Arc::new(RedisStore::connect(&settings).await.unwrap());
+        Arc::new(FallbackStore::new(primary, MemoryStore::new(10_000), PROBE))
+    };
+    let stores = [replica().await, replica().await];
+    let hot = "otpgate:hot";
+    let slot: i64 = match ask(&cluster.url(), &["CLUSTER", "KEYSLOT", hot]).await {
+        redis::Value::Int(n) => n,
+        other => panic!("{other:?}"),
+    };
+    let promoted = cluster.replica_of_slot(u16::try_from(slot).unwrap());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bursts: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(r, store)| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut granted, mut tries) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let w = store
+                        .reserve("hot", &format!("r{r}-{tries}"), HOUR, LIMIT)
+                        .await
+                        .unwrap();
+                    granted += u64::from(w.reserved);
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (granted, tries)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failover = crate::fixtures::redis::redis_cli(promoted, &["CLUSTER", "FAILOVER"]);
+    assert!(failover.contains("OK"), "{failover}");
+    let promoted_url = format!("redis://127.0.0.1:{promoted}");
+    eventually(Duration::from_secs(15), "the replica promoted", || {
+        let url = promoted_url.clone();
+        async move {
+            matches!(ask(&url, &["ROLE"]).await, redis::Value::Array(ref r)
+                if r.first() == Some(&redis::Value::BulkString(b"master".to_vec())))
+        }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "both stores shared again",
+        || async { stores.iter().all(|s| !s.is_degraded()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut granted, mut tries) = (0, 0);
+    for b in bursts {
+        let (g, t) = b.await.unwrap();
+        granted += g;
+        tries += t;
+    }
+    let counts: Vec<_> = stores.iter().map(|s| s.stats().snapshot()).collect();
+    eprintln!("cluster failover mid-burst: {granted} granted of {tries} tries; {counts:?}");
+    assert!(tries > 2 * LIMIT, "the burst outlasted the limit: {tries}");
+    assert_eq!(
+        ask(&promoted_url, &["ZCARD", hot]).await,
+        redis::Value::Int(i64::try_from(LIMIT).unwrap()),
+        "the new master holds the window"
+    );
+    assert_eq!(granted, LIMIT, "exact through the failover: {counts:?}");
+}
