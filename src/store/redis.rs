@@ -966,6 +966,9 @@ impl Store for RedisStore {
         id: &str,
         windows: &[WindowSpec<'_>],
     ) -> Result<Vec<Window>, StoreError> {
+        if !self.inner.cluster {
+            return self.reserve_call(id, windows).await;
+        }
         let groups = self.by_slot(windows.iter().map(|w| w.key));
         if groups.len() < 2 {
             return self.reserve_call(id, windows).await;
@@ -989,6 +992,9 @@ impl Store for RedisStore {
     }
 
     async fn release_many(&self, keys: &[&str], id: &str) -> Result<(), StoreError> {
+        if !self.inner.cluster {
+            return self.release_call(keys, id).await;
+        }
         let groups = self.by_slot(keys.iter().copied());
         if groups.len() < 2 {
             return self.release_call(keys, id).await;
@@ -1038,6 +1044,9 @@ impl Store for RedisStore {
         read: &[Counter<'_>],
     ) -> Result<Vec<u64>, StoreError> {
         super::check_series(add, read)?;
+        if !self.inner.cluster {
+            return self.tally_call(add, read).await;
+        }
         let keys = add.iter().chain(read).map(|c| c.key);
         let groups = self.by_slot(keys);
         if groups.len() < 2 {

@@ -597,7 +597,6 @@ async fn a_slow_reply_never_grants_more_than_the_limit() {
         Arc::new(FallbackStore::new(primary, MemoryStore::new(10_000), PROBE))
     };
     let replicas = [replica().await, replica().await];
-    let mut admin = raw(&server).await;
     let mut over = Vec::new();
     for rep in 0..100 {
         let key = format!("phone-{rep}");
@@ -618,13 +617,7 @@ async fn a_slow_reply_never_grants_more_than_the_limit() {
             .collect();
         // Frozen first, then the burst: every reservation meets the frozen server.
         if rep % 2 == 0 {
-            let _: () = redis::cmd("CLIENT")
-                .arg("PAUSE")
-                .arg(120)
-                .arg("ALL")
-                .query_async(&mut admin)
-                .await
-                .unwrap();
+            server.pause_clients(120);
         } else {
             let mut sleeper = raw(&server).await;
             tokio::spawn(async move {
