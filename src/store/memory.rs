@@ -270,10 +270,10 @@ fn reserve_in(
     if reserved {
         hits.push_back((now, HitId::new(id)));
     }
-    let retry_after = hits
-        .front()
-        .map(|(t, _)| (*t + window).saturating_duration_since(now))
-        .unwrap_or(Duration::ZERO);
+    let retry_after = match hits.front() {
+        Some((t, _)) if !reserved => (*t + window).saturating_duration_since(now),
+        _ => Duration::ZERO,
+    };
     Ok(Window {
         reserved,
         count: hits.len() as u64,
@@ -790,7 +790,7 @@ mod tests {
                 Window {
                     reserved: true,
                     count: 2,
-                    retry_after: Duration::from_secs(59),
+                    retry_after: Duration::ZERO,
                 },
             ]
         );

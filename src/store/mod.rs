@@ -39,7 +39,8 @@ pub struct Window {
     pub reserved: bool,
     /// Entries in the window after this call (including the reservation, when made).
     pub count: u64,
-    /// When the oldest entry leaves the window: how long a throttled client should wait.
+    /// For a window that refused: when its oldest entry leaves, how long a throttled client
+    /// should wait. Zero when a slot was reserved (the stores spend no lookup on it).
     pub retry_after: Duration,
 }
 
@@ -55,8 +56,9 @@ pub struct WindowSpec<'a> {
 /// `window` split into `buckets` equal buckets. A read sums the buckets inside the window,
 /// the oldest whole until it leaves, so a counter holds at most `buckets` numbers however
 /// much it counts, and is exact to one bucket at the window's far edge. The series of one
-/// key (at most [`MAX_SERIES`], each with its own window) are kept in one store entry, so
-/// that the counters of one key cost one lookup; pass them next to each other.
+/// key (at most [`MAX_SERIES`], each with its own window) are kept in one store entry (in
+/// Redis, one hash each in one cluster slot), so that the counters of one key cost one
+/// lookup; pass them next to each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter<'a> {
     pub key: &'a str,
