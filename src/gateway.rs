@@ -576,16 +576,51 @@ impl Gateway {
             .await?;
         let status = resp.status().as_u16();
         ctx.upstream_status = Some(status);
-        let (resp, learned) = self.learn(&gated, &flow, resp).await?;
-        self.settle_send(ctx, status, learned.as_ref()).await;
-        if crate::entra::send::verifies(kind, &gated.params, status) {
+        let (resp, learned) = self.read_answer(resp).await?;
+        let learned = learned.map(|bytes| learn::parse_response(kind, status, &bytes));
+        // What the answer taught, the send's bookkeeping and a verification's count are
+        // written side by side: one round trip to a remote store, which pipelines them.
+        // The flow's new continuation token is written before the answer goes out, so
+        // the client's next request (to any replica) finds its flow.
+        let verifies = crate::entra::send::verifies(kind, &gated.params, status);
+        let verified = async {
+            match verifies {
+                true => Some(self.inner.judge.verified(&flow.id).await),
+                false => None,
+            }
+        };
+        let (_, _, verified) = futures_util::join!(
+            self.remember(&gated, &flow, learned.as_ref()),
+            self.settle_send(ctx, status, learned.as_ref()),
+            verified
+        );
+        if let Some(region) = verified {
             ctx.code_verified = true;
-            let region = self.inner.judge.verified(&flow.id).await;
             self.inner
                 .metrics
                 .verification(&gated.kind, region.as_deref());
         }
         Ok(resp)
+    }
+
+    /// Keep what a native-auth answer taught about its flow.
+    async fn remember(&self, gated: &Gated, flow: &Flow, learned: Option<&Learned>) {
+        let Some(learned) = learned else {
+            return;
+        };
+        let challenge = async {
+            let id = gated
+                .params
+                .get("id")
+                .filter(|_| gated.kind == EndpointKind::SignInChallenge);
+            if let Some(id) = id {
+                self.inner
+                    .flows
+                    .learn_challenge(&flow.id, id, learned)
+                    .await;
+            }
+        };
+        futures_util::join!(self.inner.flows.learn(flow, gated.kind, learned), challenge);
     }
 
     /// The parameters of a gated request: query and form body as one set, under the
@@ -797,14 +832,12 @@ impl Gateway {
             .map_err(|send::Ambiguous(why)| GatewayError::BadRequest(why))
     }
 
-    /// Learn from a native-auth answer (bounded), and pass its bytes on unchanged. Returns
-    /// what it taught, `None` when the answer was too large to read.
-    async fn learn(
+    /// Read a native-auth answer (bounded) to learn from it, and pass its bytes on
+    /// unchanged. Returns the bytes read, `None` when the answer was too large to read.
+    async fn read_answer(
         &self,
-        gated: &Gated,
-        flow: &Flow,
         resp: Response<Body>,
-    ) -> Result<(Response<Body>, Option<Learned>), GatewayError> {
+    ) -> Result<(Response<Body>, Option<Bytes>), GatewayError> {
         let (parts, body) = resp.into_parts();
         let declared = parts
             .headers
@@ -828,21 +861,9 @@ impl Gateway {
                     ))
                 }
             };
-        let learned = learn::parse_response(gated.kind, parts.status.as_u16(), &bytes);
-        self.inner.flows.learn(flow, gated.kind, &learned).await;
-        if let Some(id) = gated
-            .params
-            .get("id")
-            .filter(|_| gated.kind == EndpointKind::SignInChallenge)
-        {
-            self.inner
-                .flows
-                .learn_challenge(&flow.id, id, &learned)
-                .await;
-        }
         Ok((
-            Response::from_parts(parts, proxy::full(Full::new(bytes))),
-            Some(learned),
+            Response::from_parts(parts, proxy::full(Full::new(bytes.clone()))),
+            Some(bytes),
         ))
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, Version};
 
 use crate::config::{ProviderChoice, Route, Settings};
-use crate::defense::adaptive::{self, AdaptiveAction};
+use crate::defense::adaptive::{self, AdaptiveAction, AdaptiveOutcome};
 use crate::defense::lists::{self, Lists, Matched};
 use crate::defense::velocity::Subject as VelocitySubject;
 use crate::defense::{
@@ -361,34 +361,41 @@ impl Judge {
             }
             phone = verdict.phone;
         }
-        // Asked after the number is parsed (a number that does not parse is refused,
-        // listed or not) and before anything is counted.
-        let listed = self
-            .lists
-            .check(
-                self.store.as_ref(),
-                &self.keys,
-                &lists::Probe {
-                    e164: phone.as_ref().map(|p| p.e164.as_str()),
-                    user: s.user,
-                    client_ip: s.client_ip,
-                    client_id: s.client_id,
-                },
-            )
-            .await;
         let mut defense = Defense {
             local,
             phone,
             conversion: adaptive::Keys::default(),
             velocity: VelocityOutcome::default(),
             reservation_id: uuid::Uuid::new_v4().to_string(),
-            listed,
+            listed: Matched::default(),
         };
-        if defense.denies() || listed.block.is_some() {
+        // The lists are asked after the number is parsed (a number that does not parse is
+        // refused, listed or not) and before anything is counted. The adaptive figures are
+        // only read, so they are read in the same round trip (a remote store pipelines
+        // the two); a listed block discards them. A destination that denies needs neither
+        // figure.
+        let denied = defense.denies();
+        let phone = defense.phone.as_ref();
+        let probe = lists::Probe {
+            e164: phone.map(|p| p.e164.as_str()),
+            user: s.user,
+            client_ip: s.client_ip,
+            client_id: s.client_id,
+        };
+        let listed = self.lists.check(self.store.as_ref(), &self.keys, &probe);
+        let figures = async {
+            match denied {
+                true => None,
+                false => Some(self.conversion(s, phone).await),
+            }
+        };
+        let (listed, figures) = futures_util::join!(listed, figures);
+        defense.listed = listed;
+        let Some((keys, outcome)) = figures.filter(|_| listed.block.is_none()) else {
             return defense;
-        }
+        };
         let monitor = self.global_monitor || route.route.monitor;
-        self.adapt(s, &mut defense, monitor).await;
+        self.adapt(&mut defense, keys, outcome, monitor);
         defense.spare_safe();
         if defense.denies() {
             return defense;
@@ -443,12 +450,14 @@ impl Judge {
         defense
     }
 
-    /// The adaptive rules: is the send's destination, range, network or app one whose codes
-    /// are not entered? A store that cannot answer judges nothing (the velocity rules and
-    /// their fail mode still count).
-    /// `monitor`: the route only reports.
-    async fn adapt(&self, s: &Subject<'_>, defense: &mut Defense, monitor: bool) {
-        let phone = defense.phone.as_ref();
+    /// The send's conversion keys and what the adaptive rules find in their figures: is
+    /// the send's destination, range, network or app one whose codes are not entered? Only
+    /// reads the store.
+    async fn conversion(
+        &self,
+        s: &Subject<'_>,
+        phone: Option<&Phone>,
+    ) -> (adaptive::Keys, AdaptiveOutcome) {
         let subject = adaptive::Subject {
             channel: s.send.channel,
             client_ip: s.client_ip,
@@ -458,14 +467,23 @@ impl Judge {
             client_id: s.client_id,
             user: s.user,
         };
-        defense.conversion = self.adaptive.keys(&self.keys, &subject);
-        defense
-            .conversion
-            .set_region(phone.and_then(|p| p.region.as_deref()));
-        let outcome = self
-            .adaptive
-            .check(self.store.as_ref(), &mut defense.conversion)
-            .await;
+        let mut keys = self.adaptive.keys(&self.keys, &subject);
+        keys.set_region(phone.and_then(|p| p.region.as_deref()));
+        let outcome = self.adaptive.check(self.store.as_ref(), &mut keys).await;
+        (keys, outcome)
+    }
+
+    /// Apply what the adaptive rules found ([`Judge::conversion`]) to the defense. A store
+    /// that cannot answer judges nothing (the velocity rules and their fail mode still
+    /// count). `monitor`: the route only reports.
+    fn adapt(
+        &self,
+        defense: &mut Defense,
+        keys: adaptive::Keys,
+        outcome: AdaptiveOutcome,
+        monitor: bool,
+    ) {
+        defense.conversion = keys;
         if outcome.errors > 0 {
             tracing::debug!(errors = outcome.errors, "adaptive rules not judged");
         }

@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -399,7 +400,11 @@ impl FlowBook {
     /// Register-introspect methods are not recorded: their ids are the fixed words `email`
     /// and `sms`, never sent as an MFA challenge `id`, and their `login_hint` is an
     /// unmasked address.
+    ///
+    /// The writes go out side by side: one round trip to a remote store.
     pub(crate) async fn learn(&self, flow: &Flow, kind: EndpointKind, learned: &Learned) {
+        // (key, value, ttl) of every write.
+        let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::new();
         if let Some(token) = &learned.continuation_token {
             let mfa_required = learned
                 .suberror
@@ -409,32 +414,26 @@ impl FlowBook {
                 mfa_required: flow.mfa_required || mfa_required,
                 ..flow.clone()
             };
-            self.put(&self.flow_key(token), next.encode().as_bytes(), self.ttl)
-                .await;
+            writes.push((self.flow_key(token), next.encode().into_bytes(), self.ttl));
         }
-        if kind != EndpointKind::SignInIntrospect {
-            return;
+        if kind == EndpointKind::SignInIntrospect {
+            for method in &learned.methods {
+                let Some(channel) = method.channel else {
+                    continue;
+                };
+                let info = MethodInfo {
+                    channel,
+                    label: method.label.clone(),
+                };
+                let Ok(value) = serde_json::to_vec(&info) else {
+                    continue;
+                };
+                let flow_method = self.flow_method_key(&flow.id, &method.id);
+                writes.push((flow_method, value.clone(), self.ttl));
+                writes.push((self.method_key(&method.id), value, self.method_ttl));
+            }
         }
-        for method in &learned.methods {
-            let Some(channel) = method.channel else {
-                continue;
-            };
-            let info = MethodInfo {
-                channel,
-                label: method.label.clone(),
-            };
-            let Ok(value) = serde_json::to_vec(&info) else {
-                continue;
-            };
-            self.put(
-                &self.flow_method_key(&flow.id, &method.id),
-                &value,
-                self.ttl,
-            )
-            .await;
-            self.put(&self.method_key(&method.id), &value, self.method_ttl)
-                .await;
-        }
+        join_all(writes.iter().map(|(k, v, ttl)| self.put(k, v, *ttl))).await;
     }
 
     /// Remember the channel an MFA challenge (`/oauth2/v2.0/challenge` with `id`) was sent
@@ -452,10 +451,14 @@ impl FlowBook {
             label: learned.challenge_target_label.clone(),
         };
         if let Ok(value) = serde_json::to_vec(&info) {
-            self.put(&self.flow_method_key(flow, method_id), &value, self.ttl)
-                .await;
-            self.put(&self.method_key(method_id), &value, self.method_ttl)
-                .await;
+            let (in_flow, anywhere) = (
+                self.flow_method_key(flow, method_id),
+                self.method_key(method_id),
+            );
+            futures_util::join!(
+                self.put(&in_flow, &value, self.ttl),
+                self.put(&anywhere, &value, self.method_ttl)
+            );
         }
     }
 
@@ -466,13 +469,14 @@ impl FlowBook {
         flow: &FlowId,
         method_id: &str,
     ) -> Option<MethodInfo> {
-        if let Some(info) = self
-            .get_method(&self.flow_method_key(flow, method_id))
-            .await
-        {
-            return Some(info);
-        }
-        self.get_method(&self.method_key(method_id)).await
+        // Both asked in one round trip; the flow's own answer wins.
+        let (in_flow, anywhere) = (
+            self.flow_method_key(flow, method_id),
+            self.method_key(method_id),
+        );
+        let (in_flow, anywhere) =
+            futures_util::join!(self.get_method(&in_flow), self.get_method(&anywhere));
+        in_flow.or(anywhere)
     }
 
     async fn get_method(&self, key: &str) -> Option<MethodInfo> {

@@ -618,3 +618,150 @@ async fn replicas_on_one_redis_share_conversion_and_adaptive_blocks() {
         "{metrics}"
     );
 }
+
+/// Sentinel end to end: two replicas find the master through a real `redis-sentinel`
+/// (`[store.redis.sentinel]`), and the master fails over (`SENTINEL FAILOVER`) under a
+/// steady stream of registrations and SMS sends through both. No request fails, every
+/// send to a fresh number goes out, and the hot phone's window (filled and replicated
+/// before) still holds its limit on the new master: the replicas followed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sentinel_failover_under_load_fails_no_request_and_keeps_the_limit() {
+    use crate::fixtures::redis::{redis_cli, RedisSentinel};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const NAME: &str = "otpgate-e2e";
+    let master = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+    crate::fixtures::eventually(Duration::from_secs(10), "the replica in sync", || async {
+        redis_cli(replica.port(), &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let sentinel = RedisSentinel::start(master.port(), NAME);
+    let sentinel_port: u16 = sentinel.node().rsplit(':').next().unwrap().parse().unwrap();
+    let master_port = || {
+        redis_cli(
+            sentinel_port,
+            &["SENTINEL", "get-master-addr-by-name", NAME],
+        )
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse::<u16>().ok())
+    };
+    crate::fixtures::eventually(
+        Duration::from_secs(15),
+        "sentinel knows the replica",
+        || async { redis_cli(sentinel_port, &["SENTINEL", "REPLICAS", NAME]).contains("ip") },
+    )
+    .await;
+    // The URL's address is not used with Sentinel: nothing listens there.
+    let toml = format!(
+        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://127.0.0.1:1\"\n\
+         [store.redis.sentinel]\nmaster_name = \"{NAME}\"\nnodes = [\"{}\"]\n",
+        sentinel.node()
+    );
+    let (env, b) = two_replicas(&toml).await;
+    let tokens = registration_tokens(&env, 10).await;
+    assert_eq!(
+        burst(&env, &b, tokens).await,
+        (3, 0),
+        "the hot phone at its limit"
+    );
+    redis_cli(master.port(), &["WAIT", "1", "2000"]);
+
+    let stop = AtomicBool::new(false);
+    let load = async {
+        let (mut sends, mut failed) = (0u32, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let token = env
+                .register_introspect("newphone@contoso.com")
+                .await
+                .token();
+            let base = if sends % 2 == 0 {
+                env.gw.url("")
+            } else {
+                b.url("")
+            };
+            let phone = format!("+4474009{sends:05}");
+            let answer = env
+                .client
+                .post(format!(
+                    "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
+                ))
+                .form(&[
+                    ("client_id", DEMO_CLIENT_ID),
+                    ("continuation_token", token.as_str()),
+                    ("challenge_type", "oob"),
+                    ("challenge_channel", "sms"),
+                    ("challenge_target", phone.as_str()),
+                ])
+                .send()
+                .await;
+            match answer.map(|r| r.status().as_u16()) {
+                Ok(200) => {}
+                other => failed.push(format!("send {sends}: {other:?}")),
+            }
+            sends += 1;
+        }
+        (sends, failed)
+    };
+    let fail_over = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redis_cli(sentinel_port, &["SENTINEL", "FAILOVER", NAME]);
+        crate::fixtures::eventually(
+            Duration::from_secs(20),
+            "sentinel names the replica",
+            || async { master_port() == Some(replica.port()) },
+        )
+        .await;
+        let b_ready = || async {
+            let r = env
+                .client
+                .get(format!("http://{}/readyz", b.admin))
+                .send()
+                .await;
+            r.unwrap().text().await.unwrap() == "ready\n"
+        };
+        env.until_ready(Duration::from_secs(20), "replica a on the new master")
+            .await;
+        crate::fixtures::eventually(
+            Duration::from_secs(20),
+            "replica b on the new master",
+            b_ready,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let ((sends, failed), ()) = futures_util::join!(load, fail_over);
+    println!("{sends} sends through the failover");
+    assert!(
+        failed.is_empty(),
+        "{} of {sends} sends failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        sends >= 20,
+        "a steady load through the failover: {sends} sends"
+    );
+
+    // The window filled before the failover holds on the new master, through both.
+    let tokens = registration_tokens(&env, 10).await;
+    assert_eq!(
+        burst(&env, &b, tokens).await,
+        (0, 0),
+        "no code past the limit"
+    );
+    let hot = env.outbox().iter().filter(|m| m.target == PHONE).count();
+    assert_eq!(
+        hot, 3,
+        "exactly 3 SMS to the hot phone, across the failover"
+    );
+    assert!(
+        redis_cli(replica.port(), &["DBSIZE"])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "the new master holds the state"
+    );
+}

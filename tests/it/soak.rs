@@ -6,8 +6,12 @@
 //! clients saw, that the velocity limit holds exactly across replicas and the restart, that
 //! memory stays flat after warm-up, and that nothing is left in flight.
 //!
-//! `OTPGATE_SOAK_SECS` sets the length: 60 s by default (run with the suite), and the full
-//! soak is `OTPGATE_SOAK_SECS=600 cargo test --release --test it soak:: -- --nocapture`.
+//! It runs twice: on one `redis-server`, and on a three-master Redis Cluster.
+//!
+//! `OTPGATE_SOAK_SECS` sets the length: 60 s on one server and 30 s on the cluster by
+//! default (run with the suite), and the full soak of either is
+//! `OTPGATE_SOAK_SECS=600 cargo test --release --test it soak::two_replicas_on_redis -- --nocapture`
+//! (or `soak::two_replicas_on_a_redis_cluster`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::fixtures::flows::{register_until_challenge, sms_challenge, TENANT_PATH};
 use crate::fixtures::probe::rss_kib_of;
 use crate::fixtures::process::Otpgate;
-use crate::fixtures::redis::RedisServer;
+use crate::fixtures::redis::{RedisCluster, RedisServer};
 use otpgate::emulate::entra::{serve, EntraConfig, EntraEmulator};
 use otpgate::stepup::pow::{client_payload, solve, AltchaChallenge};
 
@@ -32,18 +36,39 @@ const AUDIT_KEY: &str = "soak-audit-key";
 /// Growth of a replica's resident memory allowed between the end of warm-up and the end.
 const RSS_SLACK_KIB: u64 = 16 * 1024;
 
-fn soak_length() -> Duration {
+fn soak_length(default_secs: u64) -> Duration {
     let secs = std::env::var("OTPGATE_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+        .unwrap_or(default_secs);
     Duration::from_secs(secs)
+}
+
+/// The Redis both replicas share: one server, or a three-master cluster.
+enum Shared {
+    One(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Shared {
+    fn url(&self) -> String {
+        match self {
+            Shared::One(server) => server.url(),
+            Shared::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    fn cluster(&self) -> bool {
+        matches!(self, Shared::Cluster(_))
+    }
 }
 
 /// A replica's config. `budget` only changes across reloads (the email route's provider
 /// budget, which this traffic never uses): a reload that must change nothing visible.
 /// Replica a runs on one thread (the current-thread scheduler), b on one per CPU.
-fn config(entra: &str, redis: &str, audit: &Path, budget_ms: u32, workers: usize) -> String {
+fn config(entra: &str, redis: &Shared, audit: &Path, budget_ms: u32, workers: usize) -> String {
+    let cluster = redis.cluster();
+    let redis = redis.url();
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -67,6 +92,7 @@ backend = "redis"
 key_secret = "soak-store-key-secret-shared-by-both-replicas"
 [store.redis]
 url = "{redis}"
+cluster = {cluster}
 timeout = "2s"
 [stepup]
 key = "soak-step-up-key-shared-by-both-replicas"
@@ -295,12 +321,22 @@ fn audited(dir: &Path) -> Audited {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
-    let length = soak_length();
+    soak(Shared::One(RedisServer::start()), soak_length(60)).await;
+}
+
+/// The same on a three-master Redis Cluster (`store.redis.cluster`): the hot phone's
+/// window, the flows, nonces and conversion figures spread over the masters' slots.
+/// Shorter by default than the single-server soak, which runs beside it in the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_a_redis_cluster_with_reloads_and_a_rolling_restart() {
+    soak(Shared::Cluster(RedisCluster::start()), soak_length(30)).await;
+}
+
+async fn soak(redis: Shared, length: Duration) {
     let reload_every = (length / 6).min(Duration::from_secs(30));
     let restart_at = length / 2;
     let warm_up = length / 4;
 
-    let redis = RedisServer::start();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let entra = l.local_addr().unwrap().to_string();
     let emulator = EntraEmulator::new(EntraConfig::demo());
@@ -312,7 +348,7 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
     let configs = [dir.path().join("a.toml"), dir.path().join("b.toml")];
     let write_configs = |budget_ms: u32| {
         for ((config_path, audit), workers) in configs.iter().zip(&audits).zip([1, 0]) {
-            let text = config(&entra, &redis.url(), audit, budget_ms, workers);
+            let text = config(&entra, &redis, audit, budget_ms, workers);
             std::fs::write(config_path, text).unwrap();
         }
     };
@@ -410,8 +446,13 @@ async fn two_replicas_on_redis_with_reloads_and_a_rolling_restart() {
         .max()
         .unwrap_or(0);
     let secs = length.as_secs_f64();
+    let on = if redis.cluster() {
+        "Redis Cluster"
+    } else {
+        "Redis"
+    };
     println!(
-        "soak {secs:.0}s, {WORKERS} workers: {} requests ({:.0}/s), {} pass-through, {} SMS sent \
+        "soak on {on}, {secs:.0}s, {WORKERS} workers: {} requests ({:.0}/s), {} pass-through, {} SMS sent \
          ({} after a step-up), {} denied, hot phone {} sent / {} denied; {reloads} reload rounds \
          (replica b counted {reloads_ok_b} ok reloads); {} failures; Entra sent {sent_by_entra}; \
          audit: {} sends, {} to the hot phone, in {} lines over {} files; RSS b {} KiB after \
