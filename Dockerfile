@@ -36,6 +36,9 @@ RUN mkdir src \
 COPY src/ src/
 COPY config/ config/
 COPY scripts/container-build scripts/container-build
+# The commit the image is built from, for otpgate_build_info:
+# docker build --build-arg OTPGATE_COMMIT=$(git rev-parse --short=12 HEAD) -t otpgate .
+ARG OTPGATE_COMMIT=unknown
 RUN scripts/container-build --out /out
 
 # Runtime: glibc and libgcc_s, CA certificates, no shell, no package manager.

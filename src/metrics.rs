@@ -353,9 +353,34 @@ pub struct Metrics {
     active: ActiveCollector,
 }
 
+/// The commit otpgate was built from: `OTPGATE_COMMIT` at build time (the container build
+/// passes it as a build argument), else `unknown`.
+pub const COMMIT: &str = match option_env!("OTPGATE_COMMIT") {
+    Some(commit) if !commit.is_empty() => commit,
+    _ => "unknown",
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("otpgate");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version and commit of the running build, in its labels",
+            build_info,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -374,6 +399,12 @@ impl Metrics {
             "Upstream requests that failed, by outcome (unreachable, timeout)",
             upstream_errors.clone(),
         );
+        // Known label values start at zero, so dashboards and alerts see them from the start.
+        for outcome in ["unreachable", "timeout"] {
+            upstream_errors
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(0);
+        }
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -642,6 +673,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_info_names_the_version_and_commit() {
+        let text = Metrics::new().render();
+        let line = format!(
+            "otpgate_build_info{{version=\"{}\",commit=\"{COMMIT}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&line), "{text}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn active_keys_count_distinct_keys_until_they_rest_for_the_cool_down() {

@@ -525,6 +525,15 @@ fn dockerfile_build_stage_builds_from_the_build_context() {
                 workdir = image_path(&workdir, &args[0]);
                 std::fs::create_dir_all(in_root(&workdir)).unwrap();
             }
+            // A build argument with a default is in RUN's environment, as `docker build`
+            // without `--build-arg` has it; one without a default is unset.
+            "ARG" => {
+                for setting in args {
+                    if let Some((key, value)) = setting.split_once('=') {
+                        env.push((key.to_owned(), value.to_owned()));
+                    }
+                }
+            }
             "ENV" => {
                 for setting in args {
                     let (key, value) = setting.split_once('=').unwrap();

@@ -12,6 +12,7 @@
 //!   through the gateway;
 //! * `faults`, `hostile`, `soak`: misbehaving peers and clients, and a one-minute soak;
 //! * `redis_store`: the Redis store against a real `redis-server`;
+//! * `observability`: the alert rules and the dashboard against a real Prometheus;
 //! * `admin`: the admin API (lists, why) over real sockets, on one Redis for two replicas;
 //! * `layout`, `fuzz_corpus`, `phone_corpus`, `container_build`: the source layout, the
 //!   fuzz corpora, the phone-parser table and the container build;
@@ -34,6 +35,7 @@ mod gateway_providers;
 mod gating;
 mod hostile;
 mod layout;
+mod observability;
 mod phone_corpus;
 mod policy;
 mod providers;
