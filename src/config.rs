@@ -342,6 +342,43 @@ mod tests {
     }
 
     #[test]
+    fn front_door_ids_are_guids_in_their_one_spelling() {
+        let ok = "6f1c2c55-3b7e-4d0c-9a55-0c8d3e2f1a47";
+        let s = load_str(
+            &format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[server]\nfront_door_ids = [\"{}\"]\n",
+                ok.to_uppercase()
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.server.front_door_ids,
+            [uuid::Uuid::parse_str(ok).unwrap()]
+        );
+        let err = load_str(
+            &format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+                 [server]\nfront_door_ids = [\"{ok}\", \"my-profile\", \"{{{ok}}}\", \"{}\"]\n",
+                ok.replace('-', "")
+            ),
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.front_door_ids[1]",
+                "server.front_door_ids[2]",
+                "server.front_door_ids[3]"
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("GUID"), "{err}");
+    }
+
+    #[test]
     fn every_problem_of_a_section_is_named_with_its_full_key_at_once() {
         let err = load_str(
             "[upstream]\nurl = \"http://127.0.0.1:1\"\n\

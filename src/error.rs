@@ -15,6 +15,8 @@ pub enum GatewayError {
     MethodNotAllowed(&'static str),
     #[error("unknown host")]
     UnknownHost,
+    #[error("not from the configured Front Door")]
+    NotFromFrontDoor,
     #[error("body too large")]
     BodyTooLarge,
     #[error("request headers too large")]
@@ -40,6 +42,7 @@ impl GatewayError {
             Self::BadRequest(_) => "bad_request",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UnknownHost => "unknown_host",
+            Self::NotFromFrontDoor => "not_from_front_door",
             Self::BodyTooLarge => "body_too_large",
             Self::HeadersTooLarge => "headers_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -69,6 +72,12 @@ impl GatewayError {
                 "invalid_request",
                 900144,
                 "The request host is not served here.",
+            ),
+            Self::NotFromFrontDoor => (
+                StatusCode::FORBIDDEN,
+                "invalid_request",
+                900144,
+                "The request did not come through the expected front door.",
             ),
             Self::BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -431,7 +431,13 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         let original_host = check_target(&req, &self.inner.settings.server.hosts)?;
+        let front_door = &self.inner.settings.server.front_door_ids;
+        check_front_door(req.headers(), front_door)?;
         let (mut parts, body) = req.into_parts();
+        if !front_door.is_empty() {
+            // Ours to check, nobody's to read after us.
+            parts.headers.remove(FRONT_DOOR_ID);
+        }
         if self.inner.settings.cors.enabled() {
             parts.headers.remove(crate::cors::DROP_UPSTREAM);
         }
@@ -1225,6 +1231,39 @@ pub(crate) fn check_target<B>(
         }
     }
     Ok(addressed.map(str::to_owned))
+}
+
+/// The header Azure Front Door sets to its profile's id on every request it forwards.
+const FRONT_DOOR_ID: &str = "x-azure-fdid";
+
+/// With `server.front_door_ids` set, only a request that came through one of those Front
+/// Door profiles passes: exactly one `X-Azure-FDID`, naming one of them (a GUID in its
+/// hyphenated form, either case). Front Door overwrites whatever a client sends in it, so
+/// a request with another id, none, or two came around Front Door, past its WAF.
+pub(crate) fn check_front_door(
+    headers: &HeaderMap,
+    ids: &[uuid::Uuid],
+) -> Result<(), GatewayError> {
+    use subtle::ConstantTimeEq;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut named = headers.get_all(FRONT_DOOR_ID).iter();
+    let (Some(value), None) = (named.next(), named.next()) else {
+        return Err(GatewayError::NotFromFrontDoor);
+    };
+    let id = value
+        .to_str()
+        .ok()
+        .and_then(|v| crate::server::settings::parse_front_door_id(v).ok())
+        .ok_or(GatewayError::NotFromFrontDoor)?;
+    let known = ids.iter().fold(subtle::Choice::from(0), |known, expected| {
+        known | expected.as_bytes().ct_eq(id.as_bytes())
+    });
+    match bool::from(known) {
+        true => Ok(()),
+        false => Err(GatewayError::NotFromFrontDoor),
+    }
 }
 
 fn host_without_port(authority: &str) -> &str {

@@ -19,6 +19,10 @@ pub struct ServerConfig {
     pub hosts: Vec<String>,
     /// Peers (CIDRs) whose `X-Forwarded-For` is trusted, e.g. a load balancer.
     pub trusted_proxies: Vec<String>,
+    /// Azure Front Door profile ids (GUIDs) whose `X-Azure-FDID` is accepted; empty = off.
+    /// When set, a request without exactly one header naming one of them gets 403: it did
+    /// not come through your Front Door.
+    pub front_door_ids: Vec<String>,
     /// Time a client has to send its request headers (also bounds the TLS handshake, a new
     /// connection's first request and a gated request's body).
     #[serde(with = "crate::problem::duration")]
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             listen: "0.0.0.0:8080".into(),
             hosts: Vec::new(),
             trusted_proxies: Vec::new(),
+            front_door_ids: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
@@ -93,6 +98,8 @@ pub struct ServerSettings {
     /// Lowercased host names; empty = any.
     pub hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
+    /// The Front Door profile ids accepted in `X-Azure-FDID`; empty = not checked.
+    pub front_door_ids: Vec<uuid::Uuid>,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -140,6 +147,13 @@ impl ServerConfig {
                 trusted_proxies.push(net);
             }
         }
+        let mut front_door_ids = Vec::new();
+        for (i, id) in self.front_door_ids.iter().enumerate() {
+            let key = dropped.element_key("server.front_door_ids", i);
+            if let Some(id) = check.parse(&key, id, parse_front_door_id) {
+                front_door_ids.push(id);
+            }
+        }
         let limits = [
             (
                 self.max_header_bytes >= 1024,
@@ -174,6 +188,7 @@ impl ServerConfig {
             listen,
             hosts: self.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             trusted_proxies,
+            front_door_ids,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             max_header_bytes: self.max_header_bytes,
@@ -246,4 +261,26 @@ pub(crate) fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<std::net::IpAddr>()
         .map(IpNet::from)
         .map_err(|_| "not a CIDR such as 10.0.0.0/8 or an IP address".to_owned())
+}
+
+/// A Front Door profile id as Azure shows it and sends it in `X-Azure-FDID`: a GUID in its
+/// hyphenated form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`), either case. Braced, URN and
+/// unhyphenated spellings are refused, in config and in the header alike: one spelling,
+/// one comparison.
+pub(crate) fn parse_front_door_id(text: &str) -> Result<uuid::Uuid, String> {
+    let hyphens = [8, 13, 18, 23];
+    let shaped = text.len() == 36
+        && text
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| match hyphens.contains(&i) {
+                true => b == b'-',
+                false => b.is_ascii_hexdigit(),
+            });
+    if !shaped {
+        return Err(
+            "must be a Front Door id: a GUID like 00000000-0000-0000-0000-000000000000".into(),
+        );
+    }
+    uuid::Uuid::parse_str(text).map_err(|e| e.to_string())
 }

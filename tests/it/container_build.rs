@@ -723,7 +723,7 @@ fn example_secret_keys() -> Vec<String> {
 }
 
 #[test]
-fn kubernetes_configs_pass_check_config_with_the_example_secrets() {
+fn deploy_configs_pass_check_config_with_the_example_secrets() {
     let keys = example_secret_keys();
     assert!(keys.contains(&"redis-password".to_owned()), "{keys:?}");
     let dir = tempfile::tempdir().unwrap();
@@ -737,8 +737,17 @@ fn kubernetes_configs_pass_check_config_with_the_example_secrets() {
         )
         .unwrap();
     }
-    for file in ["configmap.yaml", "sidecar.yaml"] {
-        let toml = yaml_block(&read(&format!("deploy/kubernetes/{file}")), "otpgate.toml");
+    for file in [
+        "kubernetes/configmap.yaml",
+        "kubernetes/sidecar.yaml",
+        "azure-front-door.toml",
+    ] {
+        let source = read(&format!("deploy/{file}"));
+        let toml = match file.ends_with(".yaml") {
+            true => yaml_block(&source, "otpgate.toml"),
+            false => source,
+        };
+        let file = file.rsplit('/').next().unwrap();
         assert!(toml.contains("\n[upstream]\n"), "{file}:\n{toml}");
         let toml = toml.replace(
             "/var/run/secrets/otpgate/",

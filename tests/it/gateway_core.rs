@@ -337,6 +337,64 @@ async fn unknown_hosts_are_refused_when_hosts_is_set() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Behind Azure Front Door (`server.front_door_ids`): only requests carrying exactly one
+/// `X-Azure-FDID` that names a configured profile pass, and the header does not reach the
+/// upstream. A request sent around Front Door (none, another profile's id, two, another
+/// spelling of the GUID) gets 403.
+#[tokio::test]
+async fn only_requests_through_the_configured_front_door_pass() {
+    const OURS: &str = "6f1c2c55-3b7e-4d0c-9a55-0c8d3e2f1a47";
+    const SPARE: &str = "0b9e4f0e-22a1-4c8f-8d8e-5f3c1a7b9d21";
+    let up = upstream(Upstream::Echo).await;
+    let gw = gateway(&format!(
+        "{}[server]\nfront_door_ids = [\"{OURS}\", \"{SPARE}\"]\n",
+        upstream_toml(up)
+    ))
+    .await;
+    let get = |headers: &str| {
+        format!("GET /x HTTP/1.1\r\nHost: login.example.com\r\nConnection: close\r\n{headers}\r\n")
+    };
+    for (headers, why) in [
+        (String::new(), "no header"),
+        (
+            "X-Azure-FDID: 11111111-2222-3333-4444-555555555555\r\n".into(),
+            "another profile",
+        ),
+        (
+            format!("X-Azure-FDID: {OURS}\r\nX-Azure-FDID: {OURS}\r\n"),
+            "two headers",
+        ),
+        (format!("X-Azure-FDID: {{{OURS}}}\r\n"), "braced"),
+        (
+            format!("X-Azure-FDID: {}\r\n", OURS.replace('-', "")),
+            "unhyphenated",
+        ),
+        (format!("X-Azure-FDID: {OURS},{SPARE}\r\n"), "a list"),
+    ] {
+        let answer = answer_to(gw.addr, get(&headers).as_bytes()).await;
+        let (status, body) = entra_refusal(&answer);
+        assert_eq!(status, "HTTP/1.1 403 Forbidden", "{why}: {answer}");
+        assert_eq!(body["error"], "invalid_request", "{why}: {answer}");
+        assert!(
+            !answer.contains("x-echo"),
+            "{why}: reached the upstream: {answer}"
+        );
+    }
+    for id in [OURS.to_owned(), SPARE.to_uppercase()] {
+        let answer =
+            raw_exchange(gw.addr, get(&format!("X-Azure-FDID: {id}\r\n")).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{id}: {answer}");
+        let echoed = answer
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-echo-headers:"))
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(
+            !echoed.to_ascii_lowercase().contains("x-azure-fdid"),
+            "the id reached the upstream: {echoed}"
+        );
+    }
+}
+
 /// The whole answer on a connection the gateway closes after answering.
 async fn answer_to(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
