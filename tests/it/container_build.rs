@@ -738,8 +738,8 @@ fn deploy_configs_pass_check_config_with_the_example_secrets() {
         .unwrap();
     }
     for file in [
-        "kubernetes/configmap.yaml",
-        "kubernetes/sidecar.yaml",
+        "kubernetes/overlays/edge/configmap.yaml",
+        "kubernetes/overlays/sidecar/sidecar.yaml",
         "azure-front-door.toml",
     ] {
         let source = read(&format!("deploy/{file}"));

@@ -13,6 +13,7 @@
 //! * `faults`, `hostile`, `soak`: misbehaving peers and clients, and a one-minute soak;
 //! * `redis_store`: the Redis store against a real `redis-server`;
 //! * `observability`: the alert rules and the dashboard against a real Prometheus;
+//! * `manifests`: the Kubernetes manifests, rendered, schema-validated and policy-checked;
 //! * `admin`: the admin API (lists, why) over real sockets, on one Redis for two replicas;
 //! * `layout`, `fuzz_corpus`, `phone_corpus`, `container_build`: the source layout, the
 //!   fuzz corpora, the phone-parser table and the container build;
@@ -35,6 +36,7 @@ mod gateway_providers;
 mod gating;
 mod hostile;
 mod layout;
+mod manifests;
 mod observability;
 mod phone_corpus;
 mod policy;
