@@ -33,6 +33,7 @@ use crate::risk::routes::{ProvidersConfig, RouteSettings, RoutesConfig};
 use crate::server::settings::{AdminConfig, ServerConfig, ServerSettings, TlsConfig, TlsSettings};
 use crate::stepup::{PowConfig, StepUpSettings};
 use crate::store::settings::{StoreConfig, StoreSettings};
+use crate::traces::{TracesConfig, TracesSettings};
 use crate::upstream::{UpstreamConfig, UpstreamSettings};
 
 /// The configuration as written: each section deserialized on its own so that a mistake in
@@ -56,6 +57,8 @@ pub struct RawConfig {
     pub audit: AuditConfig,
     pub cors: CorsConfig,
     pub defense: DefenseConfig,
+    /// `[traces]`: OpenTelemetry traces of gated requests (OTLP/HTTP), off by default.
+    pub traces: TracesConfig,
     /// Array elements refused while reading, so later problems name elements as written.
     #[serde(skip)]
     pub dropped: Dropped,
@@ -96,10 +99,11 @@ impl RawConfig {
                 "audit" => read(&mut raw.audit, &name, value, d, check),
                 "cors" => read(&mut raw.cors, &name, value, d, check),
                 "defense" => read(&mut raw.defense, &name, value, d, check),
+                "traces" => read(&mut raw.traces, &name, value, d, check),
                 _ => check.problem(
                     &name,
                     "unknown section (expected server, tls, upstream, admin, log, entra, policy, \
-                     routes, providers, stepup, store, audit, cors or defense)",
+                     routes, providers, stepup, store, audit, cors, defense or traces)",
                 ),
             }
         }
@@ -145,6 +149,8 @@ pub struct Settings {
     pub adaptive: crate::defense::Adaptive,
     /// `[defense.lists]`, validated.
     pub lists: crate::defense::lists::ListsConfig,
+    /// `[traces]`, validated.
+    pub traces: TracesSettings,
 }
 
 impl Settings {
@@ -202,6 +208,7 @@ impl Settings {
             .cors
             .build(&raw.dropped, stepup.as_ref().map(|s| &s.header), check);
         let defense = raw.defense.build(&raw.dropped, check);
+        let traces = raw.traces.build(check);
         let (destination, velocity, adaptive) = defense?;
         Some(Settings {
             server: server?,
@@ -223,6 +230,7 @@ impl Settings {
             velocity,
             adaptive,
             lists: raw.defense.lists.clone(),
+            traces: traces?,
         })
     }
 }

@@ -30,11 +30,12 @@ use crate::entra::learn::{self, Channel, Flow, FlowBook, FlowId, Learned};
 use crate::entra::params::{self, ParamError, Params};
 use crate::entra::send::{self, OtpSend};
 use crate::error::GatewayError;
-use crate::judge::{Judge, Subject, Verdict};
+use crate::judge::{Judge, ProviderAnswer, Subject, Verdict};
 use crate::metrics::Metrics;
 use crate::policy::{Outcome, StepUpBy};
 use crate::proxy::{self, Body, BoxError, ConnInfo, ForwardError, Upstream};
 use crate::store::{KeyHasher, MemoryStore, Store};
+use crate::traces::{Attr, Kind, SpanId, Trace, Tracer};
 
 /// Why the request path could not be built from settings.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,8 @@ struct Inner {
     detached: TaskTracker,
     /// Hashes what store keys must not show; kept with the store across reloads.
     keys: KeyHasher,
+    /// `[traces]`: traces of gated requests, when on; kept across reloads.
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// What one request carries through the phases.
@@ -234,6 +237,7 @@ impl Gateway {
         );
         let in_flight = Arc::new(Semaphore::new(settings.server.max_in_flight));
         let flows = FlowBook::new(store.clone(), keys.clone()).with_ttl(settings.entra.flow_ttl);
+        let tracer = Tracer::start(&settings.traces, metrics.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 settings,
@@ -246,6 +250,7 @@ impl Gateway {
                 store,
                 detached: TaskTracker::new(),
                 keys,
+                tracer,
             }),
         })
     }
@@ -277,6 +282,7 @@ impl Gateway {
                 store: old.store.clone(),
                 detached: old.detached.clone(),
                 keys: old.keys.clone(),
+                tracer: old.tracer.clone(),
             }),
         })
     }
@@ -445,11 +451,9 @@ impl Gateway {
             parts.uri = uri;
             ctx.uri = parts.uri.clone();
         }
-        let client_ip = proxy::client_ip(
-            conn.peer.ip().to_canonical(),
-            &parts.headers,
-            &self.inner.settings.server.trusted_proxies,
-        );
+        let peer = conn.peer.ip().to_canonical();
+        let trusted = &self.inner.settings.server.trusted_proxies;
+        let client_ip = proxy::client_ip(peer, &parts.headers, trusted);
         proxy::prepare_request(
             &mut parts.headers,
             client_ip,
@@ -465,10 +469,21 @@ impl Gateway {
             // every other request stays small: hyper moves it several times before it
             // first runs.
             Passage::Gated(endpoint) => {
+                let traceparent = match self.inner.tracer {
+                    Some(_) if trusted.iter().any(|net| net.contains(&peer)) => {
+                        let mut named = parts.headers.get_all(&TRACEPARENT).iter();
+                        match (named.next(), named.next()) {
+                            (Some(one), None) => Some(one.clone()),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
                 let arrival = Arrival {
                     client_ip,
                     tls: conn.tls,
                     original_host,
+                    traceparent,
                 };
                 self.gated_boxed(endpoint, parts, body, arrival, ctx).await
             }
@@ -551,8 +566,7 @@ impl Gateway {
         Box::pin(self.gated(kind, parts, body, arrival, ctx))
     }
 
-    /// A native-auth request, phase by phase: read, flow, label, judge, then answer here,
-    /// or forward, learn from Entra's answer and settle the send's velocity slots.
+    /// A native-auth request, traced when `[traces]` samples it ([`crate::traces`]).
     async fn gated(
         &self,
         kind: EndpointKind,
@@ -561,25 +575,95 @@ impl Gateway {
         arrival: Arrival,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        let tracer = self.inner.tracer.as_ref();
+        let mut trace = tracer.and_then(|t| t.begin(arrival.traceparent.as_ref()));
+        let method = parts.method.clone();
+        let result = self
+            .phases(kind, parts, body, arrival, ctx, &mut trace)
+            .await;
+        if let Some(trace) = trace {
+            let (attrs, error) = trace_attrs(ctx, &method, &result);
+            trace.finish(attrs, error);
+        }
+        result
+    }
+
+    /// A native-auth request, phase by phase: read, flow, label, judge, then answer here,
+    /// or forward, learn from Entra's answer and settle the send's velocity slots. Each
+    /// phase is a span of `trace`, when there is one.
+    async fn phases(
+        &self,
+        kind: EndpointKind,
+        mut parts: http::request::Parts,
+        body: Body,
+        arrival: Arrival,
+        ctx: &mut RequestCtx,
+        trace: &mut Option<Trace>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let t = SystemTime::now();
         let bytes = self.read_body(&parts.headers, body).await?;
         let gated = self.read(kind, &parts.headers, parts.uri.query(), &bytes)?;
+        phase(trace, "read", t);
+        let t = SystemTime::now();
         let flow = self.flow_of(kind, &gated.params).await;
         ctx.flow = Some(flow.id.clone());
         ctx.send = self.label_send(&gated, &flow).await?;
+        phase(trace, "flow", t);
         if let Some(send) = &ctx.send {
+            let t = SystemTime::now();
             let url = request_url(&parts.uri, arrival.tls, arrival.original_host.as_deref());
-            let subject = subject(send, &gated, &flow, &parts, arrival.client_ip, url);
+            let mut subject = subject(send, &gated, &flow, &parts, arrival.client_ip, url);
+            let provider_span = trace.as_ref().map(Trace::new_span_id);
+            subject.traceparent = trace
+                .as_ref()
+                .zip(provider_span)
+                .map(|(t, id)| t.traceparent(id));
             let verdict = self.judge(&subject).await;
+            if let (Some(trace), Some(id)) = (trace.as_mut(), provider_span) {
+                let judged = trace.phase("judge", t);
+                provider_span_of(trace, judged, id, &verdict);
+            }
             let answer = self.answer(&verdict, ctx.request_id());
             ctx.verdict = Some(Box::new(verdict));
             if let Some(answer) = answer {
                 return Ok(answer);
             }
         }
+        let t = SystemTime::now();
+        let upstream_span = trace.as_ref().map(|tr| {
+            let id = tr.new_span_id();
+            parts.headers.insert(&TRACEPARENT, tr.traceparent(id));
+            if arrival.traceparent.is_none() {
+                // Another trace's state, from a caller whose trace this is not.
+                parts.headers.remove(&TRACESTATE);
+            }
+            id
+        });
         // The body forwarded is byte-identical to the body received.
         let resp = self
             .forward(Request::from_parts(parts, proxy::full(Full::new(bytes))))
-            .await?;
+            .await;
+        if let (Some(tr), Some(id)) = (trace.as_mut(), upstream_span) {
+            let status = resp.as_ref().map(|r| r.status().as_u16());
+            let attrs = match status {
+                Ok(status) => vec![("http.response.status_code", Attr::Int(i64::from(status)))],
+                Err(e) => vec![("otpgate.fault", Attr::from(e.label()))],
+            };
+            let error = !matches!(status, Ok(s) if s < 500);
+            let root = tr.root();
+            tr.record(
+                id,
+                root,
+                "upstream",
+                Kind::Client,
+                t,
+                SystemTime::now(),
+                attrs,
+                error,
+            );
+        }
+        let resp = resp?;
+        let t = SystemTime::now();
         let status = resp.status().as_u16();
         ctx.upstream_status = Some(status);
         let (resp, learned) = self.read_answer(resp).await?;
@@ -606,6 +690,7 @@ impl Gateway {
                 .metrics
                 .verification(&gated.kind, region.as_deref());
         }
+        phase(trace, "learn", t);
         Ok(resp)
     }
 
@@ -1081,7 +1166,85 @@ fn subject<'a>(
         method: &parts.method,
         version: parts.version,
         url,
+        traceparent: None,
     }
+}
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A phase of a traced request, from `start` to now.
+fn phase(trace: &mut Option<Trace>, name: &'static str, start: SystemTime) {
+    if let Some(trace) = trace {
+        trace.phase(name, start);
+    }
+}
+
+/// The provider call of a judged send, as a client span under `judged`, when one was made.
+fn provider_span_of(trace: &mut Trace, judged: SpanId, id: SpanId, verdict: &Verdict) {
+    let (Some(provider), Some(started), Some(latency)) = (
+        verdict.provider,
+        verdict.provider_started,
+        verdict.provider_latency,
+    ) else {
+        return;
+    };
+    let answer = verdict.provider_answer.as_str();
+    let attrs = vec![
+        ("otpgate.provider", Attr::from(provider)),
+        ("otpgate.provider.answer", Attr::from(answer)),
+    ];
+    let failed = matches!(verdict.provider_answer, ProviderAnswer::Failed(_));
+    trace.record(
+        id,
+        judged,
+        "provider",
+        Kind::Client,
+        started,
+        started + latency,
+        attrs,
+        failed,
+    );
+}
+
+/// The attributes of a gated request's span, and whether it failed. Names, labels and
+/// countries only: never a number, token or code.
+fn trace_attrs(
+    ctx: &RequestCtx,
+    method: &Method,
+    result: &Result<Response<Body>, GatewayError>,
+) -> (Vec<(&'static str, Attr)>, bool) {
+    let mut attrs = vec![
+        ("http.request.method", Attr::from(method.as_str())),
+        ("otpgate.endpoint", Attr::from(ctx.kind.as_str())),
+    ];
+    let error = match result {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            attrs.push(("http.response.status_code", Attr::Int(i64::from(status))));
+            status >= 500
+        }
+        Err(e) => {
+            attrs.push(("otpgate.fault", Attr::from(e.label())));
+            true
+        }
+    };
+    if let Some(send) = &ctx.send {
+        attrs.push(("otpgate.channel", Attr::from(send.channel.as_str())));
+    }
+    if let Some(v) = ctx.verdict.as_deref() {
+        attrs.push(("otpgate.route", Attr::from(v.route)));
+        attrs.push(("otpgate.decision", Attr::from(v.decision.label())));
+        let reasons: Vec<String> = v.decision.reasons.iter().map(ToString::to_string).collect();
+        attrs.push(("otpgate.reasons", Attr::from(reasons.join(","))));
+        if let Some(region) = v.phone.as_ref().and_then(|p| p.region.as_deref()) {
+            attrs.push(("otpgate.country", Attr::from(region)));
+        }
+    }
+    if let Some(sent) = ctx.code_sent {
+        attrs.push(("otpgate.code_sent", Attr::Bool(sent)));
+    }
+    (attrs, error)
 }
 
 /// `uri` with its path replaced (scheme, authority and query kept).
@@ -1174,6 +1337,8 @@ struct Arrival {
     client_ip: IpAddr,
     tls: bool,
     original_host: Option<String>,
+    /// The request's `traceparent`, when a trusted proxy sent exactly one.
+    traceparent: Option<HeaderValue>,
 }
 
 /// Refuse what would make us an open proxy: `CONNECT`, absolute-form targets for a host

@@ -52,6 +52,8 @@ pub(crate) struct Subject<'a> {
     pub version: Version,
     /// The URL the client asked for, as providers want it.
     pub url: String,
+    /// The `traceparent` naming the provider call's span, when the request is traced.
+    pub traceparent: Option<http::HeaderValue>,
 }
 
 /// The outcome of judging: the decision and what answering and recording it needs.
@@ -64,6 +66,8 @@ pub struct Verdict {
     pub provider: Option<&'static str>,
     pub provider_answer: ProviderAnswer,
     pub provider_latency: Option<Duration>,
+    /// When the provider call started, when one was made.
+    pub provider_started: Option<std::time::SystemTime>,
     /// The destination phone, parsed, when the request names one.
     pub phone: Option<Phone>,
     /// Our proof-of-work challenge, when the decision is our step-up.
@@ -151,6 +155,8 @@ struct Assessment {
     provider: Option<&'static str>,
     answer: ProviderAnswer,
     latency: Option<Duration>,
+    /// When the provider call started.
+    started: Option<std::time::SystemTime>,
     /// Why a Prove retry's proof does not count, when it does not.
     refused_proof: Option<&'static str>,
 }
@@ -163,6 +169,7 @@ impl Assessment {
             provider: None,
             answer: ProviderAnswer::NotAsked,
             latency: None,
+            started: None,
             refused_proof: None,
         }
     }
@@ -329,6 +336,7 @@ impl Judge {
             provider: assessment.provider,
             provider_answer: assessment.answer,
             provider_latency: assessment.latency,
+            provider_started: assessment.started,
             phone,
             pow_challenge,
             held,
@@ -613,6 +621,7 @@ impl Judge {
         let Some(guard) = &route.guard else {
             return assessment;
         };
+        assessment.started = Some(std::time::SystemTime::now());
         let eval = guard.evaluate(&risk_request(s, guard, phone)).await;
         let outcome = eval.result.as_ref().map_or_else(|e| e.kind(), |_| "ok");
         self.metrics
@@ -768,5 +777,6 @@ fn risk_request(s: &Subject<'_>, guard: &Guarded, phone: Option<&Phone>) -> Risk
     req.method = s.method.clone();
     req.http_version = s.version;
     req.headers = risk::provider_headers(s.headers, &guard.provider().wanted_headers());
+    req.traceparent = s.traceparent.clone();
     req
 }

@@ -29,6 +29,7 @@
 //!   validation shares.
 //! * `simulate`: `otpgate simulate`: a seeded day of legitimate and attack traffic through
 //!   the gateway and the Entra emulator, in-process on paused time (SIMULATION.md).
+//! * [`traces`]: OpenTelemetry traces of gated requests, exported over OTLP/HTTP (JSON).
 //! * [`store`]: shared state (sliding windows, TTL values, nonces); memory and Redis; the
 //!   keyed hash that keeps phone numbers and tokens out of its keys.
 //! * [`emulate`]: emulators of Entra and the risk providers, for the demo, tests and benches.
@@ -61,4 +62,5 @@ pub(crate) mod simulate;
 pub mod stepup;
 pub mod store;
 pub mod tls;
+pub mod traces;
 pub mod upstream;

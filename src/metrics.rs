@@ -339,6 +339,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub overload_rejections: Counter,
     pub audit_dropped: Counter,
+    pub trace_spans_exported: Counter,
+    pub trace_spans_dropped: Counter,
     pub otp_sends_seen: Family<SendLabels, Counter>,
     pub otp_verifications: Family<VerificationLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -429,6 +431,18 @@ impl Metrics {
             "Audit lines dropped: the writer fell behind, or the sink refused the write",
             audit_dropped.clone(),
         );
+        let trace_spans_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted ([traces])",
+            trace_spans_exported.clone(),
+        );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped: the export queue was full, or the collector refused or failed the post",
+            trace_spans_dropped.clone(),
+        );
         let otp_sends_seen = Family::<SendLabels, Counter>::default();
         registry.register(
             "otp_send_requests",
@@ -510,6 +524,8 @@ impl Metrics {
             in_flight,
             overload_rejections,
             audit_dropped,
+            trace_spans_exported,
+            trace_spans_dropped,
             otp_sends_seen,
             otp_verifications,
             decisions,
@@ -537,6 +553,14 @@ impl Metrics {
 
     pub(crate) fn upstream_done(&self, elapsed: Duration) {
         self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn trace_spans_exported(&self, n: u64) {
+        self.trace_spans_exported.inc_by(n);
+    }
+
+    pub(crate) fn trace_spans_dropped(&self, n: u64) {
+        self.trace_spans_dropped.inc_by(n);
     }
 
     pub(crate) fn upstream_failed(&self, outcome: &'static str) {

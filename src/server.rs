@@ -360,6 +360,7 @@ pub(crate) fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'stat
             o.worker_threads != n.worker_threads,
         ),
         ("admin.listen", old.admin_listen != new.admin_listen),
+        ("traces", old.traces != new.traces),
         ("tls (on/off)", old.tls.is_some() != new.tls.is_some()),
         ("log.format", old.log.format != new.log.format),
         ("log.level", old.log.level != new.log.level),

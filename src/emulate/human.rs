@@ -156,6 +156,8 @@ pub struct Recorded {
     pub authorized: bool,
     /// The JSON body, or `null` when it was not JSON.
     pub body: Value,
+    /// The W3C `traceparent` the caller sent, if any.
+    pub traceparent: Option<String>,
 }
 
 /// A cheap-to-clone handle to one emulated HUMAN backend.
@@ -266,6 +268,11 @@ impl HumanEmulator {
                 path: path.clone(),
                 authorized,
                 body: json_body.clone(),
+                traceparent: parts
+                    .headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             });
         }
         match (&parts.method, path.as_str()) {

@@ -340,6 +340,11 @@ impl ProveEmulator {
             path: path.clone(),
             authorized,
             body: json_body.clone(),
+            traceparent: parts
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         });
         let known = [UNIFY_PATH, UNIFY_STATUS_PATH, UNIFY_BIND_PATH].contains(&path.as_str());
         if !known {
@@ -411,6 +416,7 @@ impl ProveEmulator {
             path: TOKEN_PATH.to_owned(),
             authorized: false,
             body: json!({"client_id": get("client_id"), "grant_type": get("grant_type")}),
+            traceparent: None,
         });
         let config = self.config();
         if get("grant_type") != "client_credentials" {

@@ -82,6 +82,7 @@ impl Request {
             method: &Method::POST,
             version: Version::HTTP_11,
             url: "/contoso.onmicrosoft.com/register/v1.0/challenge".into(),
+            traceparent: None,
         }
     }
 }

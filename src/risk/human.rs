@@ -100,16 +100,22 @@ impl HumanProvider {
         self.inner.activities.stats()
     }
 
-    async fn post_risk(&self, body: &Value) -> Result<RiskAnswer, RiskError> {
-        let rsp = self
+    /// `traceparent`: the W3C trace context of a traced request, sent along.
+    async fn post_risk(
+        &self,
+        body: &Value,
+        traceparent: Option<&http::HeaderValue>,
+    ) -> Result<RiskAnswer, RiskError> {
+        let mut post = self
             .inner
             .client
             .post(&self.inner.risk_url)
             .bearer_auth(&self.inner.auth_token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
+            .json(body);
+        if let Some(tp) = traceparent {
+            post = post.header("traceparent", tp.clone());
+        }
+        let rsp = post.send().await.map_err(|e| transport_error(&e))?;
         let status = rsp.status();
         let headers = rsp.headers().clone();
         let bytes = read_answer(rsp).await?;
@@ -246,7 +252,7 @@ impl HumanProvider {
             activity: Some(self.activity(c, "page_requested", timeout_details)),
         };
         let started = tokio::time::Instant::now();
-        let result = self.post_risk(&body).await;
+        let result = self.post_risk(&body, c.req.traceparent.as_ref()).await;
         let rtt = started.elapsed().as_millis() as u64;
         pending.activity = None;
 

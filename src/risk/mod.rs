@@ -59,6 +59,8 @@ pub struct RiskRequest {
     pub http_version: Version,
     /// Provider-relevant request headers, see [`provider_headers`].
     pub headers: HeaderMap,
+    /// W3C `traceparent` for the provider call, when the request is traced.
+    pub traceparent: Option<http::HeaderValue>,
 }
 
 impl RiskRequest {
@@ -79,6 +81,7 @@ impl RiskRequest {
             method: Method::POST,
             http_version: Version::HTTP_11,
             headers: HeaderMap::new(),
+            traceparent: None,
         }
     }
 

@@ -511,7 +511,14 @@ impl ProveProvider {
     ) -> Result<PossessionStart, RiskError> {
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let r = self
-            .unify(phone, possession, ip, final_target_url, &client_request_id)
+            .unify(
+                phone,
+                possession,
+                ip,
+                final_target_url,
+                &client_request_id,
+                None,
+            )
             .await?;
         match (r.auth_token, r.correlation_id) {
             (Some(auth_token), Some(correlation_id)) => Ok(PossessionStart {
@@ -532,7 +539,7 @@ impl ProveProvider {
         client_request_id: &str,
     ) -> Result<UnifyResponse, RiskError> {
         let body = json!({"correlationId": correlation_id, "clientRequestId": client_request_id});
-        self.call(UNIFY_STATUS_PATH, &body).await
+        self.call(UNIFY_STATUS_PATH, &body, None).await
     }
 
     /// `POST /v3/unify-bind`: bind the number to the session. Call only after our own OTP
@@ -548,7 +555,7 @@ impl ProveProvider {
             "phoneNumber": phone,
             "clientRequestId": client_request_id,
         });
-        self.call(UNIFY_BIND_PATH, &body).await
+        self.call(UNIFY_BIND_PATH, &body, None).await
     }
 
     async fn unify(
@@ -558,6 +565,7 @@ impl ProveProvider {
         ip: Option<IpAddr>,
         final_target_url: Option<&str>,
         client_request_id: &str,
+        traceparent: Option<&http::HeaderValue>,
     ) -> Result<UnifyResponse, RiskError> {
         let mut body = json!({
             "possessionType": possession.as_str(),
@@ -573,7 +581,7 @@ impl ProveProvider {
                 obj.insert("finalTargetUrl".into(), json!(url));
             }
         }
-        self.call(UNIFY_PATH, &body).await
+        self.call(UNIFY_PATH, &body, traceparent).await
     }
 
     async fn fetch_token(&self) -> Result<(String, Duration), RiskError> {
@@ -617,20 +625,22 @@ impl ProveProvider {
 
     /// A JSON call with the bearer token; on 401 the token is dropped and the call made
     /// once more with a fresh one.
-    async fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, RiskError> {
+    /// `traceparent`: the W3C trace context of a traced request, sent along.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        traceparent: Option<&http::HeaderValue>,
+    ) -> Result<T, RiskError> {
         let url = format!("{}{path}", self.inner.base);
         let mut retried = false;
         loop {
             let token = self.token().await?;
-            let rsp = self
-                .inner
-                .client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| transport_error(&e))?;
+            let mut post = self.inner.client.post(&url).bearer_auth(&token).json(body);
+            if let Some(tp) = traceparent {
+                post = post.header("traceparent", tp.clone());
+            }
+            let rsp = post.send().await.map_err(|e| transport_error(&e))?;
             let status = rsp.status();
             if status == StatusCode::UNAUTHORIZED && !retried {
                 self.inner.tokens.invalidate(&token);
@@ -735,7 +745,14 @@ impl RiskProvider for ProveProvider {
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let possession = self.inner.possession_type;
         let started = self
-            .unify(&phone, possession, ip, None, &client_request_id)
+            .unify(
+                &phone,
+                possession,
+                ip,
+                None,
+                &client_request_id,
+                req.traceparent.as_ref(),
+            )
             .await?;
         let decided = !started.evaluation.is_empty()
             || matches!(started.success, UnifySuccess::False | UnifySuccess::True);

@@ -14,6 +14,7 @@
 //! * `redis_store`: the Redis store against a real `redis-server`;
 //! * `observability`: the alert rules and the dashboard against a real Prometheus;
 //! * `manifests`: the Kubernetes manifests, rendered, schema-validated and policy-checked;
+//! * `traces`: OpenTelemetry traces against an OTLP/HTTP receiver;
 //! * `admin`: the admin API (lists, why) over real sockets, on one Redis for two replicas;
 //! * `layout`, `fuzz_corpus`, `phone_corpus`, `container_build`: the source layout, the
 //!   fuzz corpora, the phone-parser table and the container build;
@@ -45,4 +46,5 @@ mod redis_store;
 mod reload;
 mod sends;
 mod soak;
+mod traces;
 mod upstream_pool;
