@@ -297,3 +297,79 @@ async fn mock_header_rule_sees_the_apps_header_through_the_gateway() {
     assert_eq!(clean.status, 200, "{}", clean.body);
     assert_eq!(env.outbox().len(), 1);
 }
+
+/// The header contract of MSAL's native-auth clients on iOS/macOS and Android
+/// (APP-INTEGRATION.md): their request interceptors add only `x-` headers, Android
+/// lower-cases the names, and both send their own `x-client-*` and `client-request-id`.
+/// Requests shaped as each SDK sends them carry the HUMAN mobile SDK's header to the
+/// provider, and the answers otpgate makes itself keep what those SDKs read from an error:
+/// `error`, `error_description`, `error_codes` (iOS also `error_uri`), and the correlation
+/// id they take from `client-request-id`.
+#[tokio::test]
+async fn msal_mobile_shaped_requests_reach_the_provider_and_get_answers_they_parse() {
+    let (emu, base) = serve_human(answer(5, "c")).await;
+    let env = start(&format!(
+        "{}[defense.destination.countries]\nFR = \"step_up\"\n",
+        human_toml(&base, "closed")
+    ))
+    .await;
+    let ios: &[(&str, &str)] = &[
+        ("Accept", "application/json"),
+        ("x-client-SKU", "MSAL.iOS"),
+        ("x-client-Ver", "2.13.0"),
+        ("x-client-OS", "18.2"),
+        ("x-app-name", "Contoso"),
+        ("return-client-request-id", "true"),
+        ("client-request-id", "6b1d5c1e-1f0e-4b55-9d4e-0c2f6a4b1a01"),
+        // What the app's MSALNativeAuthRequestInterceptor adds, as it spells it.
+        ("X-PX-AUTHORIZATION", "1"),
+    ];
+    let android: &[(&str, &str)] = &[
+        ("x-client-sku", "MSAL.Android"),
+        ("x-client-ver", "7.0.0"),
+        ("client-request-id", "0c9e8f1a-2b3c-4d5e-8f70-9a1b2c3d4e5f"),
+        // NativeAuthRequestInterceptor's headers arrive lower-cased.
+        ("x-px-authorization", "1"),
+    ];
+    for (sdk, headers) in [("iOS", ios), ("Android", android)] {
+        let before = emu.risk_requests().len();
+        let sent_before = env.outbox().len();
+        let a = register(&env, headers).await;
+        assert_eq!(a.status, 200, "{sdk}: {}", a.body);
+        assert_eq!(
+            env.outbox().len(),
+            sent_before + 1,
+            "{sdk}: the SMS went out"
+        );
+        let risk = emu.risk_requests();
+        assert_eq!(risk.len(), before + 1, "{sdk}: HUMAN was asked");
+        let asked = &risk[risk.len() - 1]["additional"];
+        assert_eq!(
+            asked["cookie_origin"], "header",
+            "{sdk}: the mobile header reached HUMAN"
+        );
+        assert_eq!(asked["s2s_call_reason"], "mobile_error_1", "{sdk}: {asked}");
+
+        // otpgate's own step-up (a French number here): what the SDKs surface.
+        let reg = env.register_introspect("newphone@contoso.com").await;
+        let up = env
+            .register_sms_with(&reg.token(), "+33612345678", headers)
+            .await;
+        assert_eq!(
+            up.status, 400,
+            "{sdk}: iOS parses 400 and 401 error bodies only"
+        );
+        assert_eq!(
+            up.body["error"], "access_denied",
+            "{sdk}: a known error value"
+        );
+        assert_eq!(up.body["error_codes"], serde_json::json!([500572]), "{sdk}");
+        assert!(up.body["error_description"].is_string(), "{sdk}");
+        let correlation = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("client-request-id"))
+            .unwrap()
+            .1;
+        assert_eq!(up.body["correlation_id"], correlation, "{sdk}");
+    }
+}
