@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::fixtures::entra::{start, Env};
+use crate::fixtures::flows::sms_challenge;
 use crate::fixtures::redis::RedisServer;
 use otpgate::emulate::entra::DEMO_CLIENT_ID;
 use otpgate::stepup::pow::{client_payload, solve, AltchaChallenge};
@@ -502,18 +503,7 @@ async fn register_through(env: &Env, base: &str, phone: &str) -> (u16, serde_jso
         .register_introspect(&format!("reg{n}@contoso.com"))
         .await
         .token();
-    let resp = env
-        .client
-        .post(format!(
-            "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
-        ))
-        .form(&[
-            ("client_id", DEMO_CLIENT_ID),
-            ("continuation_token", token.as_str()),
-            ("challenge_type", "oob"),
-            ("challenge_channel", "sms"),
-            ("challenge_target", phone),
-        ])
+    let resp = sms_challenge(&env.client, base, &token, phone)
         .send()
         .await
         .unwrap();
@@ -682,18 +672,7 @@ async fn a_sentinel_failover_under_load_fails_no_request_and_keeps_the_limit() {
                 b.url("")
             };
             let phone = format!("+4474009{sends:05}");
-            let answer = env
-                .client
-                .post(format!(
-                    "{base}/contoso.onmicrosoft.com/register/v1.0/challenge"
-                ))
-                .form(&[
-                    ("client_id", DEMO_CLIENT_ID),
-                    ("continuation_token", token.as_str()),
-                    ("challenge_type", "oob"),
-                    ("challenge_channel", "sms"),
-                    ("challenge_target", phone.as_str()),
-                ])
+            let answer = sms_challenge(&env.client, &base, &token, &phone)
                 .send()
                 .await;
             match answer.map(|r| r.status().as_u16()) {
