@@ -2,6 +2,8 @@
 --
 --   wrk ... URL                                        GET URL (pass-through)
 --   wrk ... URL -- gated POOL [HUMAN_TOKEN] [PHONES]   POST /register/v1.0/challenge
+--   wrk ... URL -- native POOL                         non-sending native-auth POSTs
+--   wrk ... URL -- mix POOL                            six of those per SMS send
 --
 -- Gated requests cycle through POOL pre-built requests (built once per thread, so the
 -- per-request cost in wrk is an index and a return): each has its own phone number,
@@ -43,8 +45,32 @@ local function read_phones(path)
   return phones
 end
 
+-- One non-sending native-auth call of a sign-in, i-th of the pool: initiate, introspect,
+-- a password challenge, or a password-grant token request. Entra would send no code for
+-- any of them.
+local function native_call(i, ct)
+  local tenant = "/contoso.onmicrosoft.com"
+  local client = "client_id=00000000-0000-4000-8000-000000000001"
+  local token = ct .. string.format("-%08d", i)
+  local kind = i % 4
+  if kind == 0 then
+    return tenant .. "/oauth2/v2.0/initiate",
+      client .. "&challenge_type=password%20oob%20redirect"
+        .. string.format("&username=user%06d%%40contoso.com", i % 1000000)
+  elseif kind == 1 then
+    return tenant .. "/oauth2/v2.0/challenge",
+      client .. "&challenge_type=password%20redirect&continuation_token=" .. token
+  elseif kind == 2 then
+    return tenant .. "/oauth2/v2.0/token",
+      client .. "&grant_type=password&scope=openid%20offline_access&password=Correct-Horse-9"
+        .. "&continuation_token=" .. token
+  end
+  return tenant .. "/oauth2/v2.0/introspect", client .. "&continuation_token=" .. token
+end
+
 function init(args)
-  if args[1] ~= "gated" then
+  local mode = args[1]
+  if mode ~= "gated" and mode ~= "native" and mode ~= "mix" then
     return
   end
   local size = tonumber(args[2]) or 4096
@@ -56,15 +82,20 @@ function init(args)
   local path = "/contoso.onmicrosoft.com/register/v1.0/challenge"
   local ct = continuation_token(0)
   ct = ct:sub(1, #ct - 9)
+  -- mix: six native-auth calls per SMS send, as a sign-in with a registration makes them.
   for i = 0, size - 1 do
+    local native = mode == "native" or (mode == "mix" and i % 7 ~= 6)
     local phone = string.format("%%2B447400%06d", i % 1000000)
     if phones then
       phone = "%2B" .. phones[i % #phones + 1]:sub(2)
     end
-    local body = "client_id=00000000-0000-4000-8000-000000000001"
+    local call_path, body = path, "client_id=00000000-0000-4000-8000-000000000001"
       .. "&continuation_token=" .. ct .. string.format("-%08d", i)
       .. "&challenge_type=oob&challenge_channel=sms"
       .. "&challenge_target=" .. phone
+    if native then
+      call_path, body = native_call(i, ct)
+    end
     local headers = {
       ["Content-Type"] = "application/x-www-form-urlencoded",
       ["User-Agent"] = "Dalvik/2.1.0 (Linux; U; Android 14; Pixel 8)",
@@ -73,7 +104,7 @@ function init(args)
     if token and token ~= "" then
       headers["X-PX-AUTHORIZATION"] = token
     end
-    pool[#pool + 1] = wrk.format("POST", path, headers, body)
+    pool[#pool + 1] = wrk.format("POST", call_path, headers, body)
   end
   -- Defined only here: without a request() function wrk sends its one static request.
   request = function()
