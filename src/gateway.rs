@@ -600,17 +600,17 @@ impl Gateway {
         ctx: &mut RequestCtx,
         trace: &mut Option<Trace>,
     ) -> Result<Response<Body>, GatewayError> {
-        let t = SystemTime::now();
+        let t = clock(trace);
         let bytes = self.read_body(&parts.headers, body).await?;
         let gated = self.read(kind, &parts.headers, parts.uri.query(), &bytes)?;
         phase(trace, "read", t);
-        let t = SystemTime::now();
+        let t = clock(trace);
         let flow = self.flow_of(kind, &gated.params).await;
         ctx.flow = Some(flow.id.clone());
         ctx.send = self.label_send(&gated, &flow).await?;
         phase(trace, "flow", t);
         if let Some(send) = &ctx.send {
-            let t = SystemTime::now();
+            let t = clock(trace);
             let url = request_url(&parts.uri, arrival.tls, arrival.original_host.as_deref());
             let mut subject = subject(send, &gated, &flow, &parts, arrival.client_ip, url);
             let provider_span = trace.as_ref().map(Trace::new_span_id);
@@ -620,7 +620,7 @@ impl Gateway {
                 .map(|(t, id)| t.traceparent(id));
             let verdict = self.judge(&subject).await;
             if let (Some(trace), Some(id)) = (trace.as_mut(), provider_span) {
-                let judged = trace.phase("judge", t);
+                let judged = trace.phase("judge", t.unwrap_or_else(SystemTime::now));
                 provider_span_of(trace, judged, id, &verdict);
             }
             let answer = self.answer(&verdict, ctx.request_id());
@@ -629,7 +629,7 @@ impl Gateway {
                 return Ok(answer);
             }
         }
-        let t = SystemTime::now();
+        let t = clock(trace);
         let upstream_span = trace.as_ref().map(|tr| {
             let id = tr.new_span_id();
             parts.headers.insert(&TRACEPARENT, tr.traceparent(id));
@@ -656,14 +656,14 @@ impl Gateway {
                 root,
                 "upstream",
                 Kind::Client,
-                t,
+                t.unwrap_or_else(SystemTime::now),
                 SystemTime::now(),
                 attrs,
                 error,
             );
         }
         let resp = resp?;
-        let t = SystemTime::now();
+        let t = clock(trace);
         let status = resp.status().as_u16();
         ctx.upstream_status = Some(status);
         let (resp, learned) = self.read_answer(resp).await?;
@@ -1173,9 +1173,14 @@ fn subject<'a>(
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// A phase of a traced request, from `start` to now.
-fn phase(trace: &mut Option<Trace>, name: &'static str, start: SystemTime) {
-    if let Some(trace) = trace {
+/// When a phase of a traced request starts; no clock is read for a request not traced.
+fn clock(trace: &Option<Trace>) -> Option<SystemTime> {
+    trace.as_ref().map(|_| SystemTime::now())
+}
+
+/// A phase of a traced request, from `start` ([`clock`]) to now.
+fn phase(trace: &mut Option<Trace>, name: &'static str, start: Option<SystemTime>) {
+    if let (Some(trace), Some(start)) = (trace, start) {
         trace.phase(name, start);
     }
 }
