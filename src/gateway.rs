@@ -74,6 +74,9 @@ struct Inner {
 struct RequestCtx {
     /// The client's `client-request-id`, echoed in the answers otpgate makes itself.
     client_request_id: Option<HeaderValue>,
+    /// The client asked for its `client-request-id` back (`return-client-request-id:
+    /// true`, as MSAL for iOS/macOS sends), as a response header.
+    return_client_request_id: bool,
     /// See [`RequestCtx::request_id`].
     request_id: OnceLock<String>,
     started: Instant,
@@ -339,6 +342,10 @@ impl Gateway {
     {
         let mut ctx = RequestCtx {
             client_request_id: req.headers().get(&CLIENT_REQUEST_ID).cloned(),
+            return_client_request_id: req
+                .headers()
+                .get("return-client-request-id")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")),
             request_id: OnceLock::new(),
             started: Instant::now(),
             method: req.method().clone(),
@@ -409,6 +416,15 @@ impl Gateway {
                 Ok(resp) => (resp, None),
                 Err(err) => (err.to_response(ctx.correlation()), Some(err.label())),
             };
+            // An answer otpgate made itself (a refusal, or a judged send it did not
+            // forward) gives the client its `client-request-id` back when asked, as MSAL
+            // for iOS takes the correlation id of an error from that header.
+            let own = fault.is_some() || (ctx.verdict.is_some() && ctx.upstream_status.is_none());
+            if own && ctx.return_client_request_id {
+                if let Some(id) = ctx.client_request_id.as_ref().filter(|v| plain_id(v)) {
+                    resp.headers_mut().insert(&CLIENT_REQUEST_ID, id.clone());
+                }
+            }
             gateway
                 .inner
                 .settings
@@ -1326,15 +1342,19 @@ static CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-i
 /// otherwise a fresh one.
 fn request_id(client_request_id: Option<&HeaderValue>) -> String {
     client_request_id
+        .filter(|v| plain_id(v))
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A `client-request-id` that is a plain token: 1 to 64 letters, digits, `-` or `_`.
+fn plain_id(v: &HeaderValue) -> bool {
+    let v = v.as_bytes();
+    !v.is_empty()
+        && v.len() <= 64
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Where a gated request came from and which host it named, as `route` worked it out.

@@ -372,4 +372,34 @@ async fn msal_mobile_shaped_requests_reach_the_provider_and_get_answers_they_par
             .1;
         assert_eq!(up.body["correlation_id"], correlation, "{sdk}");
     }
+    // MSAL for iOS asks for its client-request-id back, and takes an error's correlation id
+    // from that response header; Android does not ask, and uses the id it sent.
+    let reg = env.register_introspect("newphone@contoso.com").await;
+    let r = env
+        .client
+        .post(
+            env.gw
+                .url("/contoso.onmicrosoft.com/register/v1.0/challenge"),
+        )
+        .headers(
+            ios.iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+        )
+        .form(&[
+            ("client_id", otpgate::emulate::entra::DEMO_CLIENT_ID),
+            ("continuation_token", reg.token().as_str()),
+            ("challenge_type", "oob"),
+            ("challenge_channel", "sms"),
+            ("challenge_target", "+33612345679"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.headers()["client-request-id"],
+        "6b1d5c1e-1f0e-4b55-9d4e-0c2f6a4b1a01",
+        "iOS gets its id back on otpgate's own answer"
+    );
 }
