@@ -1,5 +1,5 @@
 //! Micro-benches of the pieces every gated request runs: classify and canonicalize the
-//! path, parse the form body, HUMAN token v3 decrypt + verify, phone parse + destination
+//! path, parse the form body, learn from Entra's answer, HUMAN token v3 decrypt + verify, phone parse + destination
 //! rules, `decide`, and one memory-store window reservation.
 //!
 //! `cargo bench --bench hot_path`. Figures belong in BENCHMARKS.md only from a quiet machine.
@@ -14,7 +14,8 @@ use http::Method;
 
 use otpgate::defense::DestinationPolicy;
 use otpgate::emulate::human::{mint_cookie, mint_mobile_token, payload};
-use otpgate::entra::classify::{canonical_path, classify};
+use otpgate::entra::classify::{canonical_path, classify, EndpointKind};
+use otpgate::entra::learn;
 use otpgate::entra::params;
 use otpgate::policy::{
     decide, Inputs, LocalAction, LocalVerdict, ProofInput, ProviderInput, Reason,
@@ -63,6 +64,44 @@ fn bench_params(c: &mut Criterion) {
     g.bench_function("parse/register_challenge", |b| {
         b.iter(|| params::parse(None, black_box(body.as_bytes())).unwrap())
     });
+    g.finish();
+}
+
+/// Learning from Entra's answers: a password-grant token answer (three JWT-sized tokens,
+/// about 3.6 KB, of which nothing is learned) and an introspect answer (a continuation
+/// token and a method).
+fn bench_learn(c: &mut Criterion) {
+    let filler = |n: usize, seed: usize| -> String {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        (0..n)
+            .map(|i| alphabet[(i * 31 + seed) % 64] as char)
+            .collect()
+    };
+    let token = format!(
+        r#"{{"token_type":"Bearer","scope":"openid profile offline_access","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAiOiJKV1Qi.{}","refresh_token":"{}","id_token":"eyJ0eXAiOiJKV1Qi.{}","client_info":"{}"}}"#,
+        filler(1400, 3),
+        filler(900, 4),
+        filler(1100, 5),
+        filler(120, 6)
+    );
+    let introspect = format!(
+        r#"{{"continuation_token":"{}","methods":[{{"id":"0f3c1e2a-5b6d-4e7f-8a9b-1c2d3e4f5a6b","challenge_type":"oob","challenge_channel":"sms","login_hint":"+44********56"}}]}}"#,
+        filler(420, 7)
+    );
+    let mut g = c.benchmark_group("learn");
+    for (name, kind, body) in [
+        ("token_answer", EndpointKind::Token, &token),
+        (
+            "introspect_answer",
+            EndpointKind::SignInIntrospect,
+            &introspect,
+        ),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(format!("parse_response/{name}"), |b| {
+            b.iter(|| learn::parse_response(kind, 200, black_box(body.as_bytes())))
+        });
+    }
     g.finish();
 }
 
@@ -279,6 +318,7 @@ criterion_group!(
     benches,
     bench_classify,
     bench_params,
+    bench_learn,
     bench_human_token,
     bench_destination,
     bench_decide,
