@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Outcome, StepUpBy};
 use crate::proxy::{self, Body, BoxError, ConnInfo, ForwardError, Upstream};
 use crate::store::{KeyHasher, MemoryStore, Store};
-use crate::traces::{Attr, Kind, SpanId, Trace, Tracer};
+use crate::traces::{Attr, Child, Kind, SpanId, Trace, Tracer};
 
 /// Why the request path could not be built from settings.
 #[derive(Debug, thiserror::Error)]
@@ -486,7 +486,7 @@ impl Gateway {
             // first runs.
             Passage::Gated(endpoint) => {
                 let traceparent = match self.inner.tracer {
-                    Some(_) if trusted.iter().any(|net| net.contains(&peer)) => {
+                    Some(_) if proxy::is_trusted(&peer, trusted) => {
                         let mut named = parts.headers.get_all(&TRACEPARENT).iter();
                         match (named.next(), named.next()) {
                             (Some(one), None) => Some(one.clone()),
@@ -593,11 +593,11 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let tracer = self.inner.tracer.as_ref();
         let mut trace = tracer.and_then(|t| t.begin(arrival.traceparent.as_ref()));
-        let method = parts.method.clone();
+        let method = trace.as_ref().map(|_| parts.method.clone());
         let result = self
             .phases(kind, parts, body, arrival, ctx, &mut trace)
             .await;
-        if let Some(trace) = trace {
+        if let (Some(trace), Some(method)) = (trace, method) {
             let (attrs, error) = trace_attrs(ctx, &method, &result);
             trace.finish(attrs, error);
         }
@@ -666,17 +666,16 @@ impl Gateway {
                 Err(e) => vec![("otpgate.fault", Attr::from(e.label()))],
             };
             let error = !matches!(status, Ok(s) if s < 500);
-            let root = tr.root();
-            tr.record(
+            tr.record(Child {
                 id,
-                root,
-                "upstream",
-                Kind::Client,
-                t.unwrap_or_else(SystemTime::now),
-                SystemTime::now(),
+                parent: Some(tr.root()),
+                name: "upstream",
+                kind: Kind::Client,
+                start: t.unwrap_or_else(SystemTime::now),
+                end: SystemTime::now(),
                 attrs,
                 error,
-            );
+            });
         }
         let resp = resp?;
         let t = clock(trace);
@@ -1215,17 +1214,16 @@ fn provider_span_of(trace: &mut Trace, judged: SpanId, id: SpanId, verdict: &Ver
         ("otpgate.provider", Attr::from(provider)),
         ("otpgate.provider.answer", Attr::from(answer)),
     ];
-    let failed = matches!(verdict.provider_answer, ProviderAnswer::Failed(_));
-    trace.record(
+    trace.record(Child {
         id,
-        judged,
-        "provider",
-        Kind::Client,
-        started,
-        started + latency,
+        parent: Some(judged),
+        name: "provider",
+        kind: Kind::Client,
+        start: started,
+        end: started + latency,
         attrs,
-        failed,
-    );
+        error: matches!(verdict.provider_answer, ProviderAnswer::Failed(_)),
+    });
 }
 
 /// The attributes of a gated request's span, and whether it failed. Names, labels and

@@ -175,13 +175,18 @@ fn strip(headers: &mut HeaderMap, unwanted: fn(&HeaderName) -> bool) {
     }
 }
 
+/// Whether `ip` is one of the `trusted` proxies (`server.trusted_proxies`).
+pub fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
+}
+
 /// The client's address: the socket peer, unless the peer is a trusted proxy; then the
 /// rightmost `X-Forwarded-For` hop that is not itself trusted.
 ///
 /// An unparseable hop ends the walk at the last trusted hop, so garbage from a client
 /// behind a trusted proxy cannot select an address.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }

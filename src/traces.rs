@@ -149,18 +149,25 @@ impl From<bool> for Attr {
 /// A span id, fresh and random.
 pub(crate) type SpanId = [u8; 8];
 
-/// A finished span.
+/// A finished span of a request's trace.
 #[derive(Debug, Clone)]
-pub(crate) struct Span {
+pub(crate) struct Child {
+    pub(crate) id: SpanId,
+    /// `None` only for a request's own span without a trusted caller.
+    pub(crate) parent: Option<SpanId>,
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) attrs: Vec<(&'static str, Attr)>,
+    pub(crate) error: bool,
+}
+
+/// A finished span, with the trace it belongs to.
+#[derive(Debug, Clone)]
+struct Span {
     trace_id: [u8; 16],
-    span_id: SpanId,
-    parent: Option<SpanId>,
-    name: &'static str,
-    kind: Kind,
-    start: SystemTime,
-    end: SystemTime,
-    attrs: Vec<(&'static str, Attr)>,
-    error: bool,
+    span: Child,
 }
 
 /// The tracer: sampling, and the queue to the exporter.
@@ -262,54 +269,34 @@ impl Trace {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// Record a finished span under `parent`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn record(
-        &mut self,
-        span_id: SpanId,
-        parent: SpanId,
-        name: &'static str,
-        kind: Kind,
-        start: SystemTime,
-        end: SystemTime,
-        attrs: Vec<(&'static str, Attr)>,
-        error: bool,
-    ) {
+    /// Record a finished span.
+    pub(crate) fn record(&mut self, span: Child) {
         self.spans.push(Span {
             trace_id: self.trace_id,
-            span_id,
-            parent: Some(parent),
-            name,
-            kind,
-            start,
-            end,
-            attrs,
-            error,
+            span,
         });
     }
 
     /// A phase of the request, from `start` to now, under the request's span.
     pub(crate) fn phase(&mut self, name: &'static str, start: SystemTime) -> SpanId {
         let id = random_span_id();
-        let root = self.root;
-        self.record(
+        self.record(Child {
             id,
-            root,
+            parent: Some(self.root),
             name,
-            Kind::Internal,
+            kind: Kind::Internal,
             start,
-            SystemTime::now(),
-            Vec::new(),
-            false,
-        );
+            end: SystemTime::now(),
+            attrs: Vec::new(),
+            error: false,
+        });
         id
     }
 
     /// End the request's span (now) with `attrs`, and hand every span to the exporter.
     pub(crate) fn finish(mut self, attrs: Vec<(&'static str, Attr)>, error: bool) {
-        let root = Span {
-            trace_id: self.trace_id,
-            span_id: self.root,
+        self.record(Child {
+            id: self.root,
             parent: self.remote,
             name: "otpgate.gated",
             kind: Kind::Server,
@@ -317,8 +304,7 @@ impl Trace {
             end: SystemTime::now(),
             attrs,
             error,
-        };
-        self.spans.push(root);
+        });
         let spans = std::mem::take(&mut self.spans);
         let n = spans.len() as u64;
         if self.tracer.tx.try_send(spans).is_err() {
@@ -415,10 +401,10 @@ fn attr_json((key, value): &(&'static str, Attr)) -> Value {
     json!({ "key": key, "value": value })
 }
 
-fn span_json(s: &Span) -> Value {
+fn span_json(Span { trace_id, span: s }: &Span) -> Value {
     let mut span = json!({
-        "traceId": hex(&s.trace_id),
-        "spanId": hex(&s.span_id),
+        "traceId": hex(trace_id),
+        "spanId": hex(&s.id),
         "name": s.name,
         "kind": s.kind as u8,
         "startTimeUnixNano": nanos(s.start),
@@ -573,14 +559,16 @@ mod tests {
     fn spans_are_otlp_json() {
         let s = Span {
             trace_id: [1; 16],
-            span_id: [2; 8],
-            parent: Some([3; 8]),
-            name: "judge",
-            kind: Kind::Internal,
-            start: UNIX_EPOCH + Duration::from_nanos(1_500),
-            end: UNIX_EPOCH + Duration::from_nanos(2_500),
-            attrs: vec![("otpgate.decision", "allow".into()), ("n", Attr::Int(3))],
-            error: false,
+            span: Child {
+                id: [2; 8],
+                parent: Some([3; 8]),
+                name: "judge",
+                kind: Kind::Internal,
+                start: UNIX_EPOCH + Duration::from_nanos(1_500),
+                end: UNIX_EPOCH + Duration::from_nanos(2_500),
+                attrs: vec![("otpgate.decision", "allow".into()), ("n", Attr::Int(3))],
+                error: false,
+            },
         };
         let body = export_body(&resource("otpgate"), &[s]);
         let span = &body["resourceSpans"][0]["scopeSpans"][0]["spans"][0];

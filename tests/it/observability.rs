@@ -168,17 +168,22 @@ impl Prometheus {
         prometheus
     }
 
-    /// An instant query's `data.result`, or the error Prometheus gave.
-    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let r: Value = crate::fixtures::client()
-            .get(format!("{}/api/v1/query", self.base))
-            .query(&[("query", expr)])
+    /// The JSON answer of the HTTP API at `path` with `query`.
+    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        crate::fixtures::client()
+            .get(format!("{}{path}", self.base))
+            .query(query)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// An instant query's `data.result`, or the error Prometheus gave.
+    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
+        let r = self.api("/api/v1/query", &[("query", expr)]).await;
         match r["status"].as_str() {
             Some("success") => Ok(r["data"]["result"].as_array().cloned().unwrap_or_default()),
             _ => Err(format!("{} {}", r["errorType"], r["error"])),
@@ -187,14 +192,7 @@ impl Prometheus {
 
     /// The names of the alerts firing now.
     async fn firing(&self) -> Vec<String> {
-        let r: Value = crate::fixtures::client()
-            .get(format!("{}/api/v1/alerts", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = self.api("/api/v1/alerts", &[]).await;
         let mut names: Vec<String> = r["data"]["alerts"]
             .as_array()
             .into_iter()
